@@ -1,0 +1,256 @@
+"""asyncio adapters for SIP over UDP and TCP: the only code that moves SIP
+bytes between sockets and the pure proxy core.
+
+UDP datagrams go straight from ``datagram_received`` into
+``Proxy.receive``: no task or coroutine per message. TCP connections are
+framed by ``StreamFramer``, reused for responses and in-dialog requests
+(keyed by listener and remote address), opened on demand for outbound
+requests, and closed when idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from sipfleet.proxy.core import Proxy
+from sipfleet.proxy.net import Listener, Peer
+from sipfleet.sip.errors import BadMessage
+from sipfleet.sip.framing import PONG, StreamFramer
+
+__all__ = ["SipTransports"]
+
+log = logging.getLogger("sipfleet.net")
+
+_MAX_PENDING_BYTES = 1 << 20  # per connection still connecting; beyond it we fail the peer
+
+
+class _Udp(asyncio.DatagramProtocol):
+    __slots__ = ("index", "owner", "transport")
+
+    def __init__(self, owner: SipTransports, index: int) -> None:
+        self.owner = owner
+        self.index = index
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        owner = self.owner
+        try:
+            owner.proxy.receive(data, Peer(self.index, addr[0], addr[1]), owner.time())
+        except Exception:  # our bug: log it loudly, keep serving everyone else
+            owner.proxy.stats.internal_errors += 1
+            log.exception("internal error handling a datagram from %s:%s", addr[0], addr[1])
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("udp error on listener %d: %s", self.index, exc)
+
+
+class _Tcp(asyncio.Protocol):
+    """One TCP connection, inbound or outbound."""
+
+    def __init__(self, owner: SipTransports, index: int, key: tuple[int, str, int] | None) -> None:
+        self.owner = owner
+        self.index = index
+        self.key = key
+        self.transport: asyncio.Transport | None = None
+        self.framer = StreamFramer(owner.max_message_size)
+        self.pending: list[bytes] = []
+        self.last = owner.time()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        if self.key is None:  # inbound: we learn the peer now
+            addr = transport.get_extra_info("peername")
+            self.key = (self.index, addr[0], addr[1])
+            if len(self.owner.conns) >= self.owner.max_connections:
+                log.warning("tcp connection limit reached, refusing %s:%s", addr[0], addr[1])
+                transport.abort()
+                return
+            self.owner.conns[self.key] = self
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        for data in self.pending:
+            transport.write(data)
+        self.pending.clear()
+
+    def data_received(self, data: bytes) -> None:
+        owner = self.owner
+        self.last = now = owner.time()
+        try:
+            messages, pings = self.framer.feed(data)
+        except BadMessage as e:
+            owner.proxy.stats.bad_msg_hdr += 1
+            log.info("closing tcp %s: %s", self.key, e.reason)
+            assert self.transport is not None
+            self.transport.close()
+            return
+        if pings and self.transport is not None:
+            self.transport.write(PONG * pings)
+        assert self.key is not None
+        peer = Peer(*self.key)
+        for msg in messages:
+            try:
+                owner.proxy.receive(msg, peer, now)
+            except Exception:
+                owner.proxy.stats.internal_errors += 1
+                log.exception("internal error handling a message from %s", self.key)
+
+    def send(self, data: bytes) -> None:
+        self.last = self.owner.time()
+        if self.transport is None:
+            if sum(map(len, self.pending)) > _MAX_PENDING_BYTES:
+                return
+            self.pending.append(data)
+        elif not self.transport.is_closing():
+            self.transport.write(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        owner = self.owner
+        if self.key is not None and owner.conns.get(self.key) is self:
+            del owner.conns[self.key]
+            if self.pending:
+                owner.fail_peer(Peer(*self.key))
+
+
+class SipTransports:
+    """The listeners' sockets, and the sink the proxy core writes through."""
+
+    def __init__(
+        self,
+        listeners: list[Listener],
+        time: Callable[[], float],
+        max_message_size: int = 65536,
+        idle_timeout: float = 300.0,
+        max_connections: int = 4096,
+    ) -> None:
+        self.listeners = listeners
+        self.time = time
+        self.max_message_size = max_message_size
+        self.idle_timeout = idle_timeout
+        self.max_connections = max_connections
+        self.proxy: Proxy = None  # type: ignore[assignment]  # set by attach()
+        self.udp: dict[int, asyncio.DatagramTransport] = {}
+        self.servers: list[asyncio.Server] = []
+        self.conns: dict[tuple[int, str, int], _Tcp] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    def attach(self, proxy: Proxy) -> None:
+        self.proxy = proxy
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for lst in self.listeners:
+            family = socket.AF_INET6 if lst.family == 6 else socket.AF_INET
+            if lst.proto == "udp":
+                sock = socket.socket(family, socket.SOCK_DGRAM)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                for opt, size in ((socket.SO_RCVBUF, 8 << 20), (socket.SO_SNDBUF, 8 << 20)):
+                    try:
+                        sock.setsockopt(socket.SOL_SOCKET, opt, size)
+                    except OSError:
+                        pass
+                sock.bind((lst.host, lst.port))
+                transport, _ = await loop.create_datagram_endpoint(
+                    functools.partial(_Udp, self, lst.index), sock=sock
+                )
+                self.udp[lst.index] = transport
+            else:
+                server = await loop.create_server(
+                    functools.partial(_Tcp, self, lst.index, None),
+                    lst.host,
+                    lst.port,
+                    family=family,
+                    reuse_address=True,
+                    backlog=1024,
+                )
+                self.servers.append(server)
+        self._sweeper = loop.call_later(min(self.idle_timeout, 5.0), self._sweep)
+
+    # -- the sink ------------------------------------------------------------
+    def send(self, peer: Peer, data: bytes) -> None:
+        udp = self.udp.get(peer.listener)
+        if udp is not None:
+            try:
+                udp.sendto(data, (peer.host, peer.port))
+            except (OSError, ValueError) as e:
+                log.debug("udp send to %s:%d failed: %s", peer.host, peer.port, e)
+            return
+        conn = self.conns.get(peer)
+        if conn is None:
+            conn = self._connect(peer)
+            if conn is None:
+                return
+        conn.send(data)
+
+    def _connect(self, peer: Peer) -> _Tcp | None:
+        if len(self.conns) >= self.max_connections:
+            self.fail_peer_soon(peer)
+            return None
+        lst = self.listeners[peer.listener]
+        key = (peer.listener, peer.host, peer.port)
+        conn = _Tcp(self, peer.listener, key)
+        self.conns[key] = conn
+        loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if lst.family == 6 else socket.AF_INET
+
+        async def connect() -> None:
+            try:
+                await loop.create_connection(lambda: conn, peer.host, peer.port, family=family)
+            except OSError as e:
+                log.info("tcp connect to %s:%d failed: %s", peer.host, peer.port, e)
+                if self.conns.get(key) is conn:
+                    del self.conns[key]
+                conn.pending.clear()
+                self.fail_peer(peer)
+
+        task = loop.create_task(connect())
+        _tasks.add(task)
+        task.add_done_callback(_tasks.discard)
+        return conn
+
+    def fail_peer(self, peer: Peer) -> None:
+        try:
+            self.proxy.transport_failed(peer, self.time())
+        except Exception:
+            log.exception("internal error reporting a transport failure")
+
+    def fail_peer_soon(self, peer: Peer) -> None:
+        # The core's Sink contract: send() never calls back into the core.
+        asyncio.get_running_loop().call_soon(self.fail_peer, peer)
+
+    def _sweep(self) -> None:
+        now = self.time()
+        for conn in list(self.conns.values()):
+            if now - conn.last > self.idle_timeout and conn.transport is not None:
+                conn.transport.close()
+        self._sweeper = asyncio.get_running_loop().call_later(
+            min(self.idle_timeout, 5.0), self._sweep
+        )
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for server in self.servers:
+            server.close()
+        for conn in list(self.conns.values()):
+            if conn.transport is not None:
+                conn.transport.close()
+        for udp in self.udp.values():
+            udp.close()
+        for server in self.servers:
+            await server.wait_closed()
+
+
+_tasks: set[asyncio.Task[None]] = set()

@@ -1,0 +1,23 @@
+"""The ``sipfleet`` command: one click group, each verb a thin caller."""
+
+from __future__ import annotations
+
+import click
+
+from sipfleet import __version__
+from sipfleet.cli.run import run_cmd
+
+__all__ = ["cli", "main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="sipfleet")
+def cli() -> None:
+    """sipfleet: SIP edge load balancer and control plane for media-server fleets."""
+
+
+cli.add_command(run_cmd)
+
+
+def main() -> None:
+    cli()

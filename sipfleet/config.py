@@ -1,0 +1,164 @@
+"""sipfleet's one typed configuration: TOML, validated once, with environment
+overrides for the common keys and CLI flags mapped onto the same fields.
+
+    [proxy]        listeners and SIP behaviour
+    [dispatcher]   destination sets, algorithms, probing (sipfleet.dispatch.config)
+    [control]      RPC transports (sipfleet.control.config)
+    [log]          logging
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+__all__ = ["Config", "ConfigError", "ListenSpec", "ProxyConfig", "load_config"]
+
+
+class ConfigError(Exception):
+    """A configuration problem, with a message meant for the operator."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ListenSpec(_Model):
+    proto: Literal["udp", "tcp"]
+    host: str
+    port: int = Field(5060, ge=1, le=65535)
+    advertise: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> ListenSpec:
+        """``udp:127.0.0.1:5060``, ``tcp:[::1]:5060``, ``udp:0.0.0.0`` ..."""
+        proto, sep, rest = text.partition(":")
+        if not sep or proto.lower() not in ("udp", "tcp"):
+            raise ValueError(f"listen address {text!r}: expected udp:HOST[:PORT] or tcp:HOST[:PORT]")
+        adv = None
+        if "/" in rest:  # udp:0.0.0.0:5060/203.0.113.7 advertises a public name
+            rest, adv = rest.split("/", 1)
+        if rest.startswith("["):
+            end = rest.find("]")
+            if end < 0:
+                raise ValueError(f"listen address {text!r}: unterminated [IPv6]")
+            host, tail = rest[1:end], rest[end + 1 :]
+            port = int(tail[1:]) if tail.startswith(":") else 5060
+        else:
+            host, _, p = rest.partition(":")
+            port = int(p) if p else 5060
+        return cls(proto=proto.lower(), host=host, port=port, advertise=adv)
+
+
+class ProxyConfig(_Model):
+    listen: list[ListenSpec] = Field(
+        default_factory=lambda: [
+            ListenSpec(proto="udp", host="127.0.0.1", port=5060),
+            ListenSpec(proto="tcp", host="127.0.0.1", port=5060),
+        ]
+    )
+    aliases: list[str] = Field(default_factory=list, description="other host[:port] names of this proxy")
+    first_response_timeout: float = Field(2.0, gt=0, le=300)
+    final_response_timeout: float = Field(120.0, gt=0, le=3600)
+    t1: float = Field(0.5, gt=0, le=10)
+    t2: float = Field(4.0, gt=0, le=60)
+    t4: float = Field(5.0, gt=0, le=60)
+    max_forwards: int = Field(70, ge=1, le=255)
+    record_route: bool = True
+    answer_options: bool = True
+    transform_503: bool = True
+    max_message_size: int = Field(65536, ge=1024, le=1 << 20)
+    max_header_count: int = Field(256, ge=16, le=4096)
+    max_line_length: int = Field(8192, ge=256, le=65536)
+    tcp_idle_timeout: float = Field(300.0, gt=0)
+    tcp_max_connections: int = Field(4096, ge=1)
+    shutdown_timeout: float = Field(600.0, ge=0)
+
+    @field_validator("listen", mode="before")
+    @classmethod
+    def _listen(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [s for s in v.replace(",", " ").split() if s]
+        if isinstance(v, list):
+            return [ListenSpec.parse(x) if isinstance(x, str) else x for x in v]
+        return v
+
+
+class LogConfig(_Model):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
+
+
+def _dispatcher_model() -> type[BaseModel]:
+    from sipfleet.dispatch.config import DispatcherConfig
+
+    return DispatcherConfig
+
+
+def _control_model() -> type[BaseModel]:
+    from sipfleet.control.config import ControlConfig
+
+    return ControlConfig
+
+
+class Config(_Model):
+    proxy: ProxyConfig = Field(default_factory=ProxyConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+    dispatcher: dict[str, Any] = Field(default_factory=dict)
+    control: dict[str, Any] = Field(default_factory=dict)
+
+
+# Environment variable -> dotted config key.
+ENV_OVERRIDES: dict[str, str] = {
+    "SIPFLEET_LISTEN": "proxy.listen",
+    "SIPFLEET_LOG_LEVEL": "log.level",
+    "SIPFLEET_FIRST_RESPONSE_TIMEOUT": "proxy.first_response_timeout",
+}
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    *parents, leaf = key.split(".")
+    node = data
+    for p in parents:
+        node = node.setdefault(p, {})
+    node[leaf] = value
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+) -> Config:
+    """Read TOML (if given), apply environment then CLI overrides, validate."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+    environ = os.environ if env is None else env
+    for var, key in ENV_OVERRIDES.items():
+        if var in environ:
+            _set_dotted(data, key, environ[var])
+    for key, value in (overrides or {}).items():
+        _set_dotted(data, key, value)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_explain(e, path)) from None
+
+
+def _explain(e: ValidationError, path: str | Path | None) -> str:
+    where = f" in {path}" if path else ""
+    lines = [f"invalid configuration{where}:"]
+    for err in e.errors():
+        loc = ".".join(str(x) for x in err["loc"])
+        lines.append(f"  {loc}: {err['msg']}")
+    return "\n".join(lines)

@@ -1,0 +1,1053 @@
+"""The stateful proxy (RFC 3261 section 16), sans I/O.
+
+``Proxy.receive(data, peer, now)`` takes one datagram or one framed stream
+message, ``Proxy.handle_timer(now)`` runs what is due; everything the proxy
+writes goes to its ``Sink``. Nothing here touches a socket or a clock.
+
+Request path: validate (16.3) -> server transaction (17.2) -> route
+(16.4 Route processing, or the Router for new requests) -> forward (16.6)
+through a client transaction (17.1), serially failing over to the next
+candidate on configured codes or a first-response timeout. Responses come
+back through the client transaction and go up through the server
+transaction (16.7). CANCEL follows 16.10; ACK for a 2xx and stray 2xx
+retransmissions are forwarded statelessly (16.11).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from typing import Final, Protocol
+
+from sipfleet.proxy.branch import BranchFactory
+from sipfleet.proxy.net import Listener, Peer, Sink
+from sipfleet.proxy.router import Decision, Router, Target
+from sipfleet.sip.address import parse_address, split_commas
+from sipfleet.sip.build import make_response
+from sipfleet.sip.errors import BadMessage
+from sipfleet.sip.message import COMPACT, DEFAULT_LIMITS, Limits, Message, check_request, parse
+from sipfleet.sip.uri import URI, parse_uri
+from sipfleet.sip.via import Via, split_first
+from sipfleet.transaction.client import ClientTransaction
+from sipfleet.transaction.server import ServerState, ServerTransaction, TimerConfig
+from sipfleet.transaction.timers import Timer, Timers
+
+__all__ = ["DialogHooks", "Proxy", "ProxySettings", "Stats"]
+
+log = logging.getLogger("sipfleet.proxy")
+
+_RPORT: Final = re.compile(rb";\s*rport(?=\s*(;|$))", re.I)
+_RR_METHODS: Final = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
+_ALLOW: Final = b"Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, PRACK, REFER, MESSAGE, NOTIFY, SUBSCRIBE"
+
+
+class ProxySettings:
+    """What the proxy core needs to know; built from the typed config."""
+
+    __slots__ = (
+        "aliases",
+        "answer_options",
+        "final_response_timeout",
+        "first_response_timeout",
+        "limits",
+        "max_failover",
+        "max_forwards",
+        "record_route",
+        "timers",
+        "transform_503",
+    )
+
+    def __init__(
+        self,
+        *,
+        timers: TimerConfig | None = None,
+        first_response_timeout: float = 2.0,
+        final_response_timeout: float = 120.0,
+        max_forwards: int = 70,
+        record_route: bool = True,
+        limits: Limits = DEFAULT_LIMITS,
+        aliases: Iterable[tuple[str, int]] = (),
+        answer_options: bool = True,
+        max_failover: int = 0,
+        transform_503: bool = True,
+    ) -> None:
+        self.timers = timers or TimerConfig()
+        self.first_response_timeout = first_response_timeout
+        self.final_response_timeout = final_response_timeout
+        self.max_forwards = max_forwards
+        self.record_route = record_route
+        self.limits = limits
+        self.aliases = tuple(aliases)
+        self.answer_options = answer_options
+        self.max_failover = max_failover
+        self.transform_503 = transform_503
+
+
+class Stats:
+    """Counters, named after Kamailio's core: and tm: statistics."""
+
+    __slots__ = (
+        "bad_msg_hdr",
+        "drop_replies",
+        "drop_requests",
+        "err_requests",
+        "failovers",
+        "fwd_replies",
+        "fwd_requests",
+        "internal_errors",
+        "local_replies",
+        "rcv_replies",
+        "rcv_requests",
+        "retransmissions",
+        "timeouts",
+        "transport_errors",
+        "uac_transactions",
+        "uas_transactions",
+    )
+
+    def __init__(self) -> None:
+        self.bad_msg_hdr = 0
+        self.drop_replies = 0
+        self.drop_requests = 0
+        self.err_requests = 0
+        self.failovers = 0
+        self.fwd_replies = 0
+        self.fwd_requests = 0
+        self.internal_errors = 0
+        self.local_replies = 0
+        self.rcv_replies = 0
+        self.rcv_requests = 0
+        self.retransmissions = 0
+        self.timeouts = 0
+        self.transport_errors = 0
+        self.uac_transactions = 0
+        self.uas_transactions = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+class DialogHooks(Protocol):
+    """What dialog/call-load tracking is told (the dispatcher plugs in here)."""
+
+    def on_branch(self, ctx: Context, target: Target, now: float) -> None: ...
+
+    def on_final(
+        self, ctx: Context, target: Target | None, status: int, msg: Message | None, now: float
+    ) -> None: ...
+
+    def on_in_dialog(self, msg: Message, now: float) -> None: ...
+
+
+class _NoDialogs:
+    def on_branch(self, ctx: Context, target: Target, now: float) -> None:
+        pass
+
+    def on_final(
+        self, ctx: Context, target: Target | None, status: int, msg: Message | None, now: float
+    ) -> None:
+        pass
+
+    def on_in_dialog(self, msg: Message, now: float) -> None:
+        pass
+
+
+class Context:
+    """A response context (16.2): one server transaction and its branches."""
+
+    __slots__ = (
+        "attempts",
+        "branches",
+        "cancel_reason",
+        "cancelled",
+        "decision",
+        "finals",
+        "head",
+        "msg",
+        "next_index",
+        "peer",
+        "rr",
+        "server",
+        "tail",
+        "top_via",
+    )
+
+    def __init__(self, msg: Message, peer: Peer, server: ServerTransaction, top_via: bytes) -> None:
+        self.msg = msg
+        self.peer = peer
+        self.server = server
+        self.top_via = top_via
+        self.decision: Decision | None = None
+        self.next_index = 0
+        self.attempts = 0
+        self.branches: list[Branch] = []
+        self.finals: list[tuple[int, bytes | None]] = []  # (status, response bytes or None=local)
+        self.cancelled = False
+        self.cancel_reason: list[bytes] = []
+        self.head = b""  # request line
+        self.tail: list[bytes] = []  # edited header lines after our Via/RR
+        self.rr = False
+
+    @property
+    def answered(self) -> bool:
+        return self.server.status >= 200
+
+
+class Branch:
+    """One forwarded copy of the request and what became of it."""
+
+    __slots__ = (
+        "cancel_sent",
+        "concluded",
+        "ctx",
+        "peer",
+        "provisional",
+        "target",
+        "timer",
+        "txn",
+        "via_line",
+        "wants_cancel",
+    )
+
+    def __init__(self, ctx: Context, target: Target, peer: Peer, via_line: bytes) -> None:
+        self.ctx = ctx
+        self.target = target
+        self.peer = peer
+        self.via_line = via_line
+        self.txn: ClientTransaction | None = None
+        self.provisional = False
+        self.concluded = False
+        self.cancel_sent = False
+        self.wants_cancel = False
+        self.timer: Timer | None = None
+
+    def make_ack(self, resp: Message) -> bytes:
+        """The hop-by-hop ACK for a non-2xx final on this branch (17.1.1.3)."""
+        ctx = self.ctx
+        msg = ctx.msg
+        lines = [ctx.head.replace(msg.method.encode(), b"ACK", 1), self.via_line]
+        for name, line in zip(msg.names, msg.lines, strict=True):
+            if name in (b"from", b"call-id"):
+                lines.append(line)
+        lines.append(resp.lines[resp.pos(b"to")] if resp.has(b"to") else b"To: <>")
+        lines.extend(line for line in ctx.tail if line[:6].lower() == b"route:")
+        lines.append(b"CSeq: %d ACK" % msg.cseq[0])
+        lines.append(b"Max-Forwards: 70")
+        lines.append(b"Content-Length: 0")
+        lines.append(b"")
+        lines.append(b"")
+        return b"\r\n".join(lines)
+
+
+class Proxy:
+    """The pure proxy core."""
+
+    def __init__(
+        self,
+        listeners: Sequence[Listener],
+        sink: Sink,
+        router: Router,
+        settings: ProxySettings | None = None,
+        dialogs: DialogHooks | None = None,
+    ) -> None:
+        if not listeners:
+            raise ValueError("at least one listener is needed")
+        self.listeners = list(listeners)
+        self.sink = sink
+        self.router = router
+        self.settings = settings or ProxySettings()
+        self.dialogs: DialogHooks = dialogs or _NoDialogs()
+        self.timers = Timers()
+        self.stats = Stats()
+        self.server_txns: dict[object, ServerTransaction] = {}
+        self.client_txns: dict[tuple[str, str], ClientTransaction] = {}
+        self._by_peer: dict[Peer, set[ClientTransaction]] = {}
+        self.branches = BranchFactory(self.listeners[0].sent_by)
+        self._prefix_b = self.branches.prefix.encode()
+        # Our own Record-Route values, recognised in Route without parsing.
+        self._own_routes: dict[bytes, URI] = {}
+        for lst in self.listeners:
+            value = lst.rr_line.partition(b": ")[2]
+            self._own_routes[value] = parse_uri(value[1:-1].decode())
+        self.local_addrs: set[tuple[str, int]] = set()
+        for lst in self.listeners:
+            self.local_addrs.add((lst.host, lst.port))
+            host, _, port = lst.advertise.rpartition(":")
+            self.local_addrs.add((host.strip("[]").lower(), int(port)))
+        self.local_addrs.update((h.lower(), p) for h, p in self.settings.aliases)
+        self._out: dict[tuple[str, int], Listener] = {}
+        for lst in self.listeners:
+            self._out.setdefault((lst.proto, lst.family), lst)
+        self.accepting = True
+        self._now = 0.0  # the time of the input being handled
+        self._log_budget = 0.0
+        self._log_at = 0.0
+
+    # == entry points ==========================================================
+    def receive(self, data: bytes, peer: Peer, now: float) -> None:
+        """One UDP datagram or one framed stream message from ``peer``."""
+        self._now = now
+        try:
+            msg = parse(data, self.settings.limits, not self.listeners[peer.listener].reliable)
+        except BadMessage as e:
+            self._bad_message(data, peer, e, now)
+            return
+        try:
+            if msg.is_request:
+                self.stats.rcv_requests += 1
+                self._on_request(msg, peer, now)
+            else:
+                self.stats.rcv_replies += 1
+                self._on_response(msg, now)
+        except BadMessage as e:
+            self._bad_message(data, peer, e, now, msg)
+
+    def handle_timer(self, now: float) -> None:
+        self._now = now
+        self.timers.run(now)
+
+    def next_timer(self) -> float | None:
+        return self.timers.next_deadline()
+
+    def transport_failed(self, peer: Peer, now: float) -> None:
+        """The adapter could not reach ``peer`` (TCP refused, reset...)."""
+        self._now = now
+        txns = self._by_peer.pop(peer, None)
+        if not txns:
+            return
+        self.stats.transport_errors += 1
+        for txn in list(txns):
+            txn.transport_error(now)
+
+    # == requests ==============================================================
+    def _on_request(self, msg: Message, peer: Peer, now: float) -> None:
+        method = msg.method
+        if method == "ACK":
+            self._on_ack(msg, peer, now)
+            return
+        check_request(msg)
+        key = self._server_key(msg, method)
+        txn = self.server_txns.get(key)
+        if txn is not None:
+            self.stats.retransmissions += 1
+            txn.on_request(now)
+            return
+        if method == "CANCEL":
+            self._on_cancel(msg, peer, now)
+            return
+        self._check_proxy_rules(msg)
+        top_via = self._top_via_value(msg.via, peer)
+        server = self._new_server(key, msg, peer, method == "INVITE")
+        ctx = Context(msg, peer, server, top_via)
+        server.context = ctx
+        if method == "INVITE":
+            self._reply(ctx, 100)
+        try:
+            self._route_request(ctx, now)
+        except BadMessage as e:  # a bad Route or R-URI: the transaction exists, answer through it
+            self._log(now, "%d to %s:%d: %s", e.status, peer.host, peer.port, e.reason)
+            self._reply(ctx, e.status, e.reason if e.status == 400 else None, extra=e.headers)
+
+    def _check_proxy_rules(self, msg: Message) -> None:
+        """RFC 3261 16.3 items 2-5."""
+        ruri = parse_uri(msg.ruri)
+        if ruri.headers is not None:
+            raise BadMessage("Headers not allowed in Request-URI")  # RFC 4475 3.1.2.11
+        mf = msg.max_forwards
+        if mf == 0:
+            # 16.3 item 3: an OPTIONS for us may be answered (a hop-limited ping).
+            if (
+                msg.method == "OPTIONS"
+                and self.settings.answer_options
+                and ruri.user is None
+                and self._is_ours(ruri)
+            ):
+                raise _LocalAnswer(200)
+            raise BadMessage("Too Many Hops", status=483)
+        via_idx = msg.positions(b"via")
+        if len(via_idx) > 1 or self._prefix_b in msg.lines[via_idx[0]]:
+            if self.branches.looped(msg, [msg.lines[i] for i in via_idx]):
+                raise BadMessage("Loop Detected", status=482)
+        if b"proxy-require" in msg.names:
+            tags = b", ".join(msg.values(b"proxy-require"))
+            raise BadMessage("Bad Extension", status=420, headers=(b"Unsupported: " + tags,))
+
+    def _route_request(self, ctx: Context, now: float) -> None:
+        msg = ctx.msg
+        head = msg.start
+        lines = list(msg.lines)
+        ruri = msg.ruri
+        has_routes = b"route" in msg.names
+        # 16.4: a strict router upstream put our Record-Route URI in the R-URI.
+        if has_routes and ";lr" in ruri and self._is_ours(parse_uri(ruri)):
+            routes = msg.values(b"route")
+            last = parse_address(routes[-1], "Route").uri.decode("utf-8", "surrogateescape")
+            ruri = last
+            head = b" ".join((msg.method.encode(), last.encode(), b"SIP/2.0"))
+            _remove_route_values(msg, lines, 1, from_end=True)
+        popped, hint, next_route = self._pop_routes(msg, lines) if has_routes else (0, None, None)
+        next_hop: URI | None = None
+        if not popped and msg.to_tag is None:
+            # A new request: the dispatcher decides. Pre-loaded Route headers
+            # of others are forwarded untouched but not followed: at an edge
+            # they are not to be trusted (Kamailio's dispatcher does the same).
+            pass
+        elif next_route is not None:
+            next_hop = _route_uri(next_route)
+        elif popped:
+            next_hop = parse_uri(ruri)
+        elif msg.to_tag is not None:
+            self._reply(ctx, 404, "Not here")
+            return
+        else:
+            if msg.method == "OPTIONS" and self.settings.answer_options:
+                uri = parse_uri(ruri)
+                if uri.user is None and self._is_ours(uri):
+                    self._reply(ctx, 200, extra=(_ALLOW,))
+                    return
+            if not self.accepting:
+                self._reply(ctx, 503, "Shutting Down", extra=(b"Retry-After: 30",))
+                return
+        self._edit_common(ctx, lines)
+        ctx.head = head
+        ctx.tail = [line for line in lines if line] if b"" in lines else lines
+        if next_hop is not None:
+            if msg.method != "ACK" and popped:
+                self.dialogs.on_in_dialog(msg, now)
+            proto = next_hop.params.get("transport")
+            if proto is None and hint is not None:
+                proto = hint.params.get("transport")
+            target = Target(
+                next_hop,
+                next_hop.params.get("maddr") or next_hop.host,
+                next_hop.effective_port(),
+                (proto or "udp").lower(),
+            )
+            ctx.decision = Decision((target,), frozenset())
+        else:
+            ctx.rr = self.settings.record_route and msg.method in _RR_METHODS
+            decision = self.router.route(msg, ctx.peer, now)
+            if decision.reject is not None:
+                status, reason, extra = decision.reject
+                self._reply(ctx, status, reason, extra=extra)
+                return
+            ctx.decision = decision
+        self._next_branch(ctx, now)
+
+    def _edit_common(self, ctx: Context, lines: list[bytes]) -> None:
+        """16.6 items 3 (Max-Forwards) and the received/rport of the top Via."""
+        msg = ctx.msg
+        mf = msg.max_forwards
+        if mf is None:
+            lines.append(b"Max-Forwards: %d" % self.settings.max_forwards)
+        else:
+            lines[msg.names.index(b"max-forwards")] = b"Max-Forwards: %d" % (mf - 1)
+        if ctx.top_via is not msg.via.raw:
+            i = msg.names.index(b"via")
+            rest = split_first(lines[i].partition(b":")[2])[1]
+            lines[i] = b"Via: " + ctx.top_via + (b", " + rest if rest else b"")
+        if b"content-length" not in msg.names:
+            lines.append(b"Content-Length: %d" % len(msg.body))
+
+    def _next_branch(self, ctx: Context, now: float) -> None:
+        """Forward to the next candidate, or give the best final answer."""
+        decision = ctx.decision
+        assert decision is not None
+        while ctx.next_index < len(decision.targets) and ctx.attempts < decision.max_attempts:
+            target = decision.targets[ctx.next_index]
+            ctx.next_index += 1
+            ctx.attempts += 1
+            if ctx.attempts > 1:
+                self.stats.failovers += 1
+            if self._send_branch(ctx, target, now):
+                return
+        self._answer_best(ctx, now)
+
+    def _send_branch(self, ctx: Context, target: Target, now: float) -> bool:
+        lst = self._out.get((target.proto, 6 if ":" in target.host else 4))
+        if lst is None:
+            ctx.finals.append((503, None))
+            self.router.outcome(target, 503, now)
+            return False
+        msg = ctx.msg
+        peer = Peer(lst.index, target.host, target.port)
+        branch_id = self.branches.new(self.branches.loop_hash(msg))
+        via_line = lst.via_prefix + b";branch=" + branch_id.encode()
+        parts = [ctx.head, via_line]
+        if ctx.rr:
+            parts.append(lst.rr_line)
+            inbound = self.listeners[ctx.peer.listener]
+            if inbound is not lst:
+                parts.append(inbound.rr_line)  # double Record-Route (RFC 5658)
+        parts.extend(ctx.tail)
+        parts.append(b"")
+        parts.append(msg.body)
+        data = b"\r\n".join(parts)
+        br = Branch(ctx, target, peer, via_line)
+        invite = msg.method == "INVITE"
+        txn = ClientTransaction(
+            (branch_id, msg.method),
+            branch_id,
+            invite,
+            lst.reliable,
+            data,
+            self.sink,
+            peer,
+            self.timers,
+            self.settings.timers,
+            self._on_branch_response,
+            self._on_branch_failure,
+            self._on_client_terminated,
+            br.make_ack if invite else None,
+        )
+        txn.context = br
+        br.txn = txn
+        self.client_txns[txn.key] = txn  # type: ignore[index]
+        if lst.reliable:
+            self._by_peer.setdefault(peer, set()).add(txn)
+        ctx.branches.append(br)
+        self.stats.uac_transactions += 1
+        self.stats.fwd_requests += 1
+        if invite and ctx.decision is not None and ctx.decision.failover_codes:
+            self.dialogs.on_branch(ctx, target, now)
+        # A first-response timer only where failing over is possible; an
+        # in-dialog request has one next hop and lives by Timers B/F.
+        if ctx.decision is not None and len(ctx.decision.targets) > 0 and ctx.decision.failover_codes:
+            br.timer = self.timers.add(
+                now, self.settings.first_response_timeout, self._on_fr_timer, br
+            )
+        txn.start(now)
+        return True
+
+    # == responses =============================================================
+    def _on_response(self, msg: Message, now: float) -> None:
+        via = msg.via
+        txn = self.client_txns.get((via.branch, msg.cseq[1]))
+        if txn is not None:
+            txn.receive(msg, now)
+            return
+        if self.branches.is_ours(via.branch) and 200 <= msg.status < 300:
+            # A 2xx retransmission after our transactions are gone (16.7, RFC 6026).
+            self._forward_response_stateless(msg, now)
+            return
+        self.stats.drop_replies += 1
+        self._log(now, "dropped stray %d response (Call-ID %r)", msg.status, msg.get(b"call-id"))
+
+    def _on_branch_response(self, txn: ClientTransaction, msg: Message, now: float) -> None:
+        br = txn.context
+        assert isinstance(br, Branch)
+        ctx = br.ctx
+        status = msg.status
+        if br.timer is not None:
+            br.timer.cancel()
+            br.timer = None
+        if status < 200:
+            if not br.provisional:
+                br.provisional = True
+                if br.wants_cancel or (ctx.cancelled and not br.concluded):
+                    self._send_cancel(br, now)
+                elif txn.invite and not br.concluded:
+                    # Timer C (16.6 item 11) / Kamailio's fr_inv_timer.
+                    br.timer = self.timers.add(
+                        now, self.settings.final_response_timeout, self._on_fr_timer, br
+                    )
+            if status == 100 or br.concluded:
+                return  # 16.7 item 5: 100 Trying is not forwarded
+            if not ctx.answered:
+                self._relay_response(ctx, msg, status)
+            return
+        if 200 <= status < 300:
+            # Every 2xx goes upstream, even from a branch we gave up on (16.7 item 5).
+            first = not ctx.answered
+            if not br.concluded:
+                br.concluded = True
+                self.router.outcome(br.target, status, now)
+            if ctx.server.state in (ServerState.PROCEEDING, ServerState.TRYING, ServerState.ACCEPTED):
+                self._relay_response(ctx, msg, status)
+            else:
+                self._forward_response_stateless(msg, now)
+            if first and txn.invite:
+                self.dialogs.on_final(ctx, br.target, status, msg, now)
+                for other in ctx.branches:  # 16.7 item 10: cancel the rest
+                    if other is not br and not other.concluded:
+                        other.concluded = True
+                        self._give_up(other, now)
+            return
+        if br.concluded:
+            return
+        br.concluded = True
+        self.router.outcome(br.target, status, now)
+        ctx.finals.append((status, self._strip_via(msg)))
+        self._branch_done(ctx, status, now)
+
+    def _on_branch_failure(self, txn: ClientTransaction, code: int, now: float) -> None:
+        br = txn.context
+        assert isinstance(br, Branch)
+        self.stats.timeouts += code == 408
+        self.stats.transport_errors += code == 503
+        if br.concluded:
+            return
+        self._conclude_local(br, code, now)
+
+    def _on_fr_timer(self, now: float, br: Branch) -> None:
+        """No (final) response in time: give up on this branch (Kamailio fr/fr_inv)."""
+        br.timer = None
+        if br.concluded:
+            return
+        self.stats.timeouts += 1
+        self._give_up(br, now)
+        self._conclude_local(br, 408, now)
+
+    def _conclude_local(self, br: Branch, code: int, now: float) -> None:
+        br.concluded = True
+        self.router.outcome(br.target, code, now)
+        br.ctx.finals.append((code, None))
+        self._branch_done(br.ctx, code, now)
+
+    def _give_up(self, br: Branch, now: float) -> None:
+        """Stop a branch: CANCEL it if it rang, else just stop retransmitting."""
+        txn = br.txn
+        if txn is None:
+            return
+        if br.timer is not None:
+            br.timer.cancel()
+            br.timer = None
+        if txn.invite and br.provisional:
+            self._send_cancel(br, now)
+        elif txn.invite:
+            br.wants_cancel = True  # 9.1: CANCEL only after a provisional
+            if txn._a is not None:
+                txn._a.cancel()
+        else:
+            txn.cancel_timers()
+
+    def _branch_done(self, ctx: Context, status: int, now: float) -> None:
+        if ctx.answered:
+            return
+        if any(not b.concluded for b in ctx.branches):
+            return
+        decision = ctx.decision
+        if (
+            not ctx.cancelled
+            and decision is not None
+            and status in decision.failover_codes
+            and (self.settings.max_failover == 0 or ctx.attempts <= self.settings.max_failover)
+        ):
+            self._next_branch(ctx, now)
+            return
+        self._answer_best(ctx, now)
+
+    def _answer_best(self, ctx: Context, now: float) -> None:
+        """16.7 item 6: choose the best final response and send it upstream."""
+        if ctx.answered:
+            return
+        if ctx.cancelled:
+            best: tuple[int, bytes | None] = next(
+                (f for f in ctx.finals if f[0] == 487 and f[1] is not None), (487, None)
+            )
+        elif not ctx.finals:
+            best = (503, None)
+        else:
+            best = min(ctx.finals, key=_rank)
+        status, data = best
+        if ctx.msg.method == "INVITE":
+            self.dialogs.on_final(ctx, None, status, None, now)
+        if status == 503 and data is not None and self.settings.transform_503:
+            status, data = 500, None  # 16.7 item 6: a 503 from downstream becomes 500
+        if data is None:
+            extra: tuple[bytes, ...] = ()
+            reason = None
+            if status == 503:
+                reason, extra = "Service Unavailable", (b"Retry-After: 5",)
+            self._reply(ctx, status, reason, extra=extra)
+        else:
+            self.stats.fwd_replies += 1
+            ctx.server.respond(status, data, now)
+
+    def _relay_response(self, ctx: Context, msg: Message, status: int) -> None:
+        data = self._strip_via(msg)
+        if data is None:
+            return
+        self.stats.fwd_replies += 1
+        ctx.server.respond(status, data, self._now)
+
+    def _strip_via(self, msg: Message) -> bytes | None:
+        """The response without our Via (16.7 item 3)."""
+        lines = list(msg.lines)
+        i = msg.names.index(b"via")
+        rest = split_first(lines[i].partition(b":")[2])[1]
+        if rest is None:
+            if msg.names.count(b"via") == 1:
+                return None  # no Via left: the response was for us (16.7 item 4)
+            del lines[i]
+        else:
+            lines[i] = b"Via: " + rest
+        return b"\r\n".join((msg.start, *lines, b"", msg.body))
+
+    def _forward_response_stateless(self, msg: Message, now: float) -> None:
+        data = self._strip_via(msg)
+        if data is None:
+            return
+        nxt = parse_via_after_ours(msg)
+        if nxt is None:
+            return
+        lst = self._out.get((nxt.transport.lower(), 6 if ":" in nxt.host else 4))
+        if lst is None:
+            self.stats.drop_replies += 1
+            return
+        host, port = nxt.response_address()
+        self.stats.fwd_replies += 1
+        self.sink.send(Peer(lst.index, host, port), data)
+
+    # == CANCEL and ACK ========================================================
+    def _on_cancel(self, msg: Message, peer: Peer, now: float) -> None:
+        """16.10."""
+        invite = self.server_txns.get(self._server_key(msg, "INVITE"))
+        key = self._server_key(msg, "CANCEL")
+        server = self._new_server(key, msg, peer, False)
+        top_via = self._top_via_value(msg.via, peer)
+        if invite is None or not isinstance(invite.context, Context):
+            server.respond(481, make_response(msg, 481, top_via=top_via), now)
+            self.stats.local_replies += 1
+            return
+        server.respond(200, make_response(msg, 200, top_via=top_via), now)
+        self.stats.local_replies += 1
+        ctx = invite.context
+        if ctx.answered or ctx.cancelled:
+            return
+        ctx.cancelled = True
+        ctx.cancel_reason = msg.get_lines(b"reason")
+        pending = False
+        for br in ctx.branches:
+            if not br.concluded:
+                pending = True
+                if br.provisional:
+                    self._send_cancel(br, now)
+                else:
+                    br.wants_cancel = True
+        if not pending:
+            self._answer_best(ctx, now)
+
+    def _send_cancel(self, br: Branch, now: float) -> None:
+        """9.1: CANCEL with the branch's R-URI, Via, Route, Call-ID, CSeq number."""
+        if br.cancel_sent or br.txn is None:
+            return
+        br.cancel_sent = True
+        ctx = br.ctx
+        msg = ctx.msg
+        lines = [ctx.head.replace(msg.method.encode(), b"CANCEL", 1), br.via_line]
+        for name, line in zip(msg.names, msg.lines, strict=True):
+            if name in (b"from", b"to", b"call-id"):
+                lines.append(line)
+        lines.extend(line for line in ctx.tail if line[:6].lower() == b"route:")
+        lines.append(b"CSeq: %d CANCEL" % msg.cseq[0])
+        lines.append(b"Max-Forwards: %d" % self.settings.max_forwards)
+        for reason in ctx.cancel_reason:
+            lines.append(b"Reason: " + reason)
+        lines.append(b"Content-Length: 0")
+        lines.append(b"")
+        lines.append(b"")
+        data = b"\r\n".join(lines)
+        lst = self.listeners[br.peer.listener]
+        txn = ClientTransaction(
+            (br.txn.branch, "CANCEL"),
+            br.txn.branch,
+            False,
+            lst.reliable,
+            data,
+            self.sink,
+            br.peer,
+            self.timers,
+            self.settings.timers,
+            _ignore_response,
+            _ignore_failure,
+            self._on_client_terminated,
+        )
+        self.client_txns[txn.key] = txn  # type: ignore[index]
+        self.stats.uac_transactions += 1
+        txn.start(now)
+
+    def _on_ack(self, msg: Message, peer: Peer, now: float) -> None:
+        try:
+            invite = self.server_txns.get(self._server_key(msg, "INVITE"))
+        except BadMessage:
+            self.stats.drop_requests += 1
+            return
+        if invite is not None and invite.state is not ServerState.ACCEPTED:
+            invite.on_ack(now)  # hop-by-hop ACK of our non-2xx (17.2.1)
+            return
+        # An ACK for a 2xx: its own transaction, forwarded statelessly (16.11).
+        try:
+            lines = list(msg.lines)
+            if b"route" not in msg.names:
+                self.stats.drop_requests += 1
+                return
+            popped, hint, next_route = self._pop_routes(msg, lines)
+            if not popped:
+                self.stats.drop_requests += 1
+                return
+            next_hop = _route_uri(next_route) if next_route is not None else parse_uri(msg.ruri)
+            mf = msg.max_forwards
+            msg.call_id  # noqa: B018
+        except BadMessage as e:
+            self.stats.drop_requests += 1
+            self._log(now, "dropped bad ACK: %s", e.reason)
+            return
+        if mf == 0:
+            self.stats.drop_requests += 1
+            return
+        proto = next_hop.params.get("transport") or (hint.params.get("transport") if hint else None)
+        host = next_hop.params.get("maddr") or next_hop.host
+        lst = self._out.get(((proto or "udp").lower(), 6 if ":" in host else 4))
+        if lst is None:
+            self.stats.drop_requests += 1
+            return
+        top = msg.via
+        ctx_via = self._top_via_value(top, peer)
+        if ctx_via is not top.raw:
+            i = msg.names.index(b"via")
+            rest = split_first(lines[i].partition(b":")[2])[1]
+            lines[i] = b"Via: " + ctx_via + (b", " + rest if rest else b"")
+        if mf is None:
+            lines.append(b"Max-Forwards: %d" % self.settings.max_forwards)
+        else:
+            lines[msg.names.index(b"max-forwards")] = b"Max-Forwards: %d" % (mf - 1)
+        branch = self.branches.stateless(top.branch or msg.call_id.decode("ascii", "replace"))
+        via_line = lst.via_prefix + b";branch=" + branch.encode()
+        data = b"\r\n".join((msg.start, via_line, *[x for x in lines if x], b"", msg.body))
+        self.stats.fwd_requests += 1
+        self.sink.send(Peer(lst.index, host, next_hop.effective_port()), data)
+
+    # == helpers ===============================================================
+    def _server_key(self, msg: Message, method: str) -> object:
+        via = msg.via
+        if method == "ACK":
+            method = "INVITE"
+        if via.branch.startswith("z9hG4bK"):
+            return (via.branch, via.host, via.port, method)
+        # RFC 2543 peers: 17.2.3's fallback matching.
+        return (msg.call_id, msg.cseq[0], msg.from_tag, via.raw, method)
+
+    def _new_server(self, key: object, msg: Message, peer: Peer, invite: bool) -> ServerTransaction:
+        lst = self.listeners[peer.listener]
+        resp_peer = peer
+        if not lst.reliable:
+            via = msg.via
+            if via.rport is False:
+                resp_peer = Peer(peer.listener, peer.host, via.port or 5060)
+        txn = ServerTransaction(
+            key,
+            invite,
+            lst.reliable,
+            self.sink,
+            resp_peer,
+            self.timers,
+            self.settings.timers,
+            self._on_server_terminated,
+        )
+        self.server_txns[key] = txn
+        self.stats.uas_transactions += 1
+        return txn
+
+    def _on_server_terminated(self, txn: ServerTransaction, timed_out: bool) -> None:
+        self.server_txns.pop(txn.key, None)
+        txn.context = None
+
+    def _on_client_terminated(self, txn: ClientTransaction) -> None:
+        self.client_txns.pop(txn.key, None)  # type: ignore[call-overload]
+        br = txn.context
+        if isinstance(br, Branch):
+            peers = self._by_peer.get(br.peer)
+            if peers is not None:
+                peers.discard(txn)
+                if not peers:
+                    del self._by_peer[br.peer]
+            txn.context = None
+
+    def _top_via_value(self, via: Via, peer: Peer) -> bytes:
+        """The first Via with received/rport added (RFC 3261 18.2.1, RFC 3581 4)."""
+        raw = via.raw
+        if via.rport is True:
+            raw = _RPORT.sub(b";rport=%d" % peer.port, raw, count=1)
+            if via.received is None:
+                raw += b";received=" + peer.host.encode()
+            return raw
+        if via.host != peer.host and via.received is None:
+            return raw + b";received=" + peer.host.encode()
+        return raw
+
+    def _pop_routes(self, msg: Message, lines: list[bytes]) -> tuple[int, URI | None, bytes | None]:
+        """16.4: drop the Route values that name us from the top of the route set.
+
+        Returns how many were dropped, the last of them (its transport says
+        how to reach the next hop of a double Record-Route) and the next
+        Route value. Emptied lines are left as b"" so indexes stay valid.
+        """
+        popped = 0
+        hint: URI | None = None
+        own = self._own_routes
+        for i, name in enumerate(msg.names):
+            if name != b"route":
+                continue
+            values = split_commas(lines[i].partition(b":")[2])
+            k = 0
+            for v in values:
+                uri = own.get(v)
+                if uri is None:
+                    uri = _route_uri(v)
+                    if not self._is_ours(uri):
+                        break
+                hint = uri
+                k += 1
+            popped += k
+            if k < len(values):
+                if k:
+                    lines[i] = b"Route: " + b", ".join(values[k:])
+                return popped, hint, values[k]
+            lines[i] = b""
+        return popped, hint, None
+
+    def _is_ours(self, uri: URI) -> bool:
+        return (uri.host, uri.effective_port()) in self.local_addrs
+
+    def _reply(
+        self,
+        ctx: Context,
+        status: int,
+        reason: str | None = None,
+        extra: Sequence[bytes] = (),
+    ) -> None:
+        data = make_response(ctx.msg, status, reason, tuple(extra), top_via=ctx.top_via)
+        if status >= 200:
+            self.stats.local_replies += 1
+        ctx.server.respond(status, data, self._now)
+
+    def _bad_message(
+        self, data: bytes, peer: Peer, err: BadMessage, now: float, msg: Message | None = None
+    ) -> None:
+        """Answer a broken request when it can be answered; else count and drop."""
+        if isinstance(err, _LocalAnswer) and msg is not None:
+            self.sink.send(self._reply_peer(msg, peer), make_response(msg, err.status, extra=(_ALLOW,)))
+            self.stats.local_replies += 1
+            return
+        if msg is None:
+            msg = _lenient(data)
+        if msg is None or not msg.is_request or msg.method == "ACK" or not _answerable(msg):
+            if msg is not None and msg.is_request:
+                self.stats.drop_requests += 1
+            else:
+                self.stats.drop_replies += 1
+            self.stats.bad_msg_hdr += 1
+            self._log(now, "dropped bad message from %s:%d: %s", peer.host, peer.port, err.reason)
+            return
+        self.stats.err_requests += 1
+        self.stats.local_replies += 1
+        reason = err.reason if err.status == 400 else None
+        self._log(now, "%d to %s:%d: %s", err.status, peer.host, peer.port, err.reason)
+        self.sink.send(
+            self._reply_peer(msg, peer), make_response(msg, err.status, reason, err.headers)
+        )
+
+    def _reply_peer(self, msg: Message, peer: Peer) -> Peer:
+        if self.listeners[peer.listener].reliable:
+            return peer
+        try:
+            via = msg.via
+        except BadMessage:
+            return peer
+        if via.rport is False:
+            return Peer(peer.listener, peer.host, via.port or 5060)
+        return peer
+
+    def _log(self, now: float, fmt: str, *args: object) -> None:
+        """At most ~10 lines a second for the peer's faults, so floods can't fill disks."""
+        if now - self._log_at >= 1.0:
+            self._log_at = now
+            self._log_budget = 10.0
+        if self._log_budget > 0:
+            self._log_budget -= 1
+            log.info(fmt, *args)
+
+
+class _LocalAnswer(BadMessage):
+    """Not an error: a request we answer ourselves during validation."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__("answered locally", status)
+
+
+def _rank(final: tuple[int, bytes | None]) -> tuple[int, int, int]:
+    status = final[0]
+    # 6xx first, then the lowest class; a real response beats a local one.
+    cls = status // 100
+    return (0 if cls == 6 else cls, 0 if final[1] is not None else 1, status)
+
+
+def _ignore_response(txn: ClientTransaction, msg: Message, now: float) -> None:
+    pass
+
+
+def _ignore_failure(txn: ClientTransaction, code: int, now: float) -> None:
+    pass
+
+
+def parse_via_after_ours(msg: Message) -> Via | None:
+    from sipfleet.sip.via import parse_via
+
+    vias = msg.values(b"via")
+    if len(vias) < 2:
+        return None
+    try:
+        return parse_via(vias[1])
+    except BadMessage:
+        return None
+
+
+def _route_uri(value: bytes) -> URI:
+    return parse_uri(parse_address(value, "Route").uri.decode("utf-8", "surrogateescape"))
+
+
+def _remove_route_values(msg: Message, lines: list[bytes], count: int, from_end: bool = False) -> None:
+    """Drop ``count`` Route values from the start (or end) of the Route set, in ``lines``;
+    emptied lines become b"" so that indexes stay valid."""
+    idx = msg.positions(b"route")
+    if from_end:
+        idx.reverse()
+    for i in idx:
+        if count <= 0:
+            break
+        values = split_commas(lines[i].partition(b":")[2])
+        n = min(count, len(values))
+        count -= n
+        keep = values[: len(values) - n] if from_end else values[n:]
+        lines[i] = b"Route: " + b", ".join(keep) if keep else b""
+
+
+def _lenient(data: bytes) -> Message | None:
+    """Best effort at the header lines of a message the parser refused."""
+    end = data.find(b"\r\n\r\n")
+    head = data if end < 0 else data[:end]
+    hlines = head.split(b"\r\n")
+    start = hlines[0]
+    if start.startswith(b"SIP/"):
+        return None
+    parts = start.split(b" ")
+    names: list[bytes] = []
+    kept: list[bytes] = []
+    for line in hlines[1:]:
+        name, colon, _ = line.partition(b":")
+        if not colon:
+            continue
+        n = name.strip().lower()
+        names.append(COMPACT.get(n, n))
+        kept.append(line)
+    msg = Message(start, kept, names, b"")
+    msg.method = parts[0].decode("ascii", "replace") if parts else ""
+    return msg
+
+
+def _answerable(msg: Message) -> bool:
+    """Can the sender match a response? It needs at least a Via and a CSeq to copy;
+    the response goes to the packet's source when the Via itself is unreadable."""
+    return b"via" in msg.names and b"cseq" in msg.names

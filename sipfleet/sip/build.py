@@ -1,0 +1,96 @@
+"""Building the few messages a proxy writes itself: local responses
+(RFC 3261 8.2.6), and the Via, Max-Forwards and Route edits of forwarding.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Final
+
+from sipfleet.sip.message import Message
+
+__all__ = ["REASONS", "make_response", "to_tag_for"]
+
+REASONS: Final[dict[int, str]] = {
+    100: "Trying",
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    413: "Request Entity Too Large",
+    416: "Unsupported URI Scheme",
+    420: "Bad Extension",
+    481: "Call/Transaction Does Not Exist",
+    482: "Loop Detected",
+    483: "Too Many Hops",
+    487: "Request Terminated",
+    500: "Server Internal Error",
+    501: "Not Implemented",
+    503: "Service Unavailable",
+    505: "Version Not Supported",
+    513: "Message Too Large",
+}
+
+SERVER: Final = b"Server: sipfleet"
+_COPY: Final = (b"via", b"from", b"call-id", b"cseq")
+
+
+def to_tag_for(msg: Message) -> bytes:
+    """A To tag that is the same for every retransmission of ``msg``."""
+    seed = b"|".join(
+        (msg.get(b"call-id") or b"", msg.get(b"from") or b"", msg.get(b"cseq") or b"")
+    )
+    return b"sf%08x" % zlib.crc32(seed)
+
+
+def make_response(
+    msg: Message,
+    status: int,
+    reason: str | None = None,
+    extra: tuple[bytes, ...] | list[bytes] = (),
+    body: bytes = b"",
+    top_via: bytes | None = None,
+) -> bytes:
+    """A response to request ``msg``: Via, From, To (tag added for status > 100),
+    Call-ID and CSeq copied as received; ``top_via`` replaces the first Via
+    value (the one with received/rport added).
+    """
+    out = [b"SIP/2.0 %d %s" % (status, (reason or REASONS.get(status, "Unknown")).encode())]
+    lines = msg.lines
+    names = msg.names
+    first_via = True
+    to_done = False
+    for i, name in enumerate(names):
+        if name in _COPY:
+            line = lines[i]
+            if name == b"via" and first_via and top_via is not None:
+                first_via = False
+                rest = line.partition(b":")[2]
+                comma = _first_comma(rest)
+                line = b"Via: " + top_via + (rest[comma:] if comma >= 0 else b"")
+            out.append(line)
+        elif name == b"to" and not to_done:
+            to_done = True
+            line = lines[i]
+            if status > 100 and msg.to_tag is None:
+                line = line.rstrip() + b";tag=" + to_tag_for(msg)
+            out.append(line)
+    out.append(SERVER)
+    out.extend(extra)
+    out.append(b"Content-Length: %d" % len(body))
+    out.append(b"")
+    out.append(body)
+    return b"\r\n".join(out)
+
+
+def _first_comma(value: bytes) -> int:
+    if b'"' not in value:
+        return value.find(b",")
+    quoted = False
+    for i, c in enumerate(value):
+        if c == 0x22:
+            quoted = not quoted
+        elif c == 0x2C and not quoted:
+            return i
+    return -1

@@ -1,0 +1,149 @@
+"""The Via header field (RFC 3261 sections 18.2, 20.42; RFC 3581 rport).
+
+A proxy touches only the topmost Via of what it receives, so only that one
+is parsed; the others stay raw. The common shape (``SIP/2.0/UDP host:port;
+params`` with no odd whitespace) takes a split-based fast path; everything
+else goes through the full grammar.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from sipfleet.sip.address import split_commas
+from sipfleet.sip.errors import BadMessage
+
+__all__ = ["MAGIC_COOKIE", "Via", "parse_via", "split_first"]
+
+MAGIC_COOKIE = "z9hG4bK"
+
+# RFC 3261 25.1: "SIP" SLASH "2.0" SLASH transport LWS sent-by, LWS allowed around '/'.
+_VIA: Final = re.compile(
+    rb"\s*SIP\s*/\s*2\.0\s*/\s*([A-Za-z0-9.!%*_+`'~-]+)\s+"
+    rb"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?:\s*:\s*([0-9]{1,5}))?\s*(;.*)?",
+    re.S | re.I,
+)
+_PARAM: Final = re.compile(rb"\s*([A-Za-z0-9.!%*_+`'~-]+)\s*(?:=\s*(\"(?:[^\"\\]|\\.)*\"|[^\s;\"]+)\s*)?")
+_HOST: Final = re.compile(rb"[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]")
+_TRANSPORTS: Final = {
+    b"UDP": "UDP",
+    b"TCP": "TCP",
+    b"TLS": "TLS",
+    b"SCTP": "SCTP",
+    b"WS": "WS",
+    b"WSS": "WSS",
+}
+
+
+class Via:
+    """One parsed Via value. ``host`` is bare (IPv6 without brackets)."""
+
+    __slots__ = ("branch", "host", "params", "port", "raw", "received", "rport", "transport")
+
+    def __init__(
+        self, raw: bytes, transport: str, host: str, port: int | None, params: dict[str, str | None]
+    ) -> None:
+        self.raw = raw
+        self.transport = transport
+        self.host = host
+        self.port = port
+        self.params = params
+        self.branch = params.get("branch") or ""
+        self.received = params.get("received")
+        if "rport" in params:
+            rport = params["rport"]
+            self.rport: int | bool = int(rport) if rport and rport.isdigit() else True
+        else:
+            self.rport = False
+
+    @property
+    def rfc3261_branch(self) -> bool:
+        return self.branch.startswith(MAGIC_COOKIE)
+
+    def sent_by(self) -> str:
+        h = f"[{self.host}]" if ":" in self.host else self.host
+        return h if self.port is None else f"{h}:{self.port}"
+
+    def response_address(self, default_port: int = 5060) -> tuple[str, int]:
+        """Where a response to this hop goes (RFC 3261 18.2.2, RFC 3581 section 4)."""
+        host = self.received or self.host
+        rport = self.rport
+        if rport is not True and rport is not False:
+            return host, rport
+        return host, self.port or default_port
+
+
+def parse_via(value: bytes) -> Via:
+    """Parse one Via value (no commas); BadMessage(400) when malformed."""
+    proto, sp, rest = value.partition(b" ")
+    if (
+        sp
+        and proto[:8].upper() == b"SIP/2.0/"
+        and proto[8:].upper() in _TRANSPORTS
+        and b" " not in rest
+        and b"\t" not in rest
+        and b'"' not in rest
+    ):
+        hostport, _, ptext = rest.partition(b";")
+        if hostport[:1] == b"[":
+            end = hostport.find(b"]")
+            host_b, port_b = hostport[: end + 1], hostport[end + 2 :] if end > 0 else b"x"
+        else:
+            host_b, _, port_b = hostport.partition(b":")
+        if _HOST.fullmatch(host_b) is not None and (not port_b or port_b.isdigit()):
+            params: dict[str, str | None] = {}
+            if ptext:
+                for part in ptext.split(b";"):
+                    name, eq, val = part.partition(b"=")
+                    if not name:
+                        raise BadMessage("Malformed Via parameter")
+                    params[name.decode("ascii", "replace").lower()] = (
+                        val.decode("utf-8", "surrogateescape") if eq else None
+                    )
+            host = host_b.decode("ascii").lower()
+            if host[0] == "[":
+                host = host[1:-1]
+            port = int(port_b) if port_b else None
+            if port is not None and not 0 < port < 65536:
+                raise BadMessage("Bad port in Via header")
+            return Via(value, _TRANSPORTS[proto[8:].upper()], host, port, params)
+    return _parse_via_slow(value)
+
+
+def _parse_via_slow(value: bytes) -> Via:
+    m = _VIA.fullmatch(value)
+    if m is None:
+        raise BadMessage("Malformed Via header")
+    transport, host_b, port_b, ptext = m.groups()
+    host = host_b.decode("ascii").lower()
+    if host.startswith("["):
+        host = host[1:-1]
+    port: int | None = None
+    if port_b is not None:
+        port = int(port_b)
+        if not 0 < port < 65536:
+            raise BadMessage("Bad port in Via header")
+    params: dict[str, str | None] = {}
+    if ptext:
+        for part in ptext[1:].split(b";"):
+            pm = _PARAM.fullmatch(part)
+            if pm is None:
+                raise BadMessage("Malformed Via parameter")
+            name, val = pm.groups()
+            params[name.decode("ascii").lower()] = (
+                val.decode("utf-8", "surrogateescape") if val is not None else None
+            )
+    return Via(value, transport.decode("ascii").upper(), host, port, params)
+
+
+def split_first(value: bytes) -> tuple[bytes, bytes | None]:
+    """Split a Via header line's value into its first value and the rest."""
+    comma = value.find(b",")
+    if comma < 0:
+        return value.strip(), None
+    if b'"' not in value:
+        rest = value[comma + 1 :].strip()
+        return value[:comma].strip(), rest or None
+    parts = split_commas(value)
+    return parts[0], (b", ".join(parts[1:]) or None)

@@ -1,0 +1,131 @@
+"""Whole call flows through the pure proxy core, with a fake clock and no sockets."""
+
+from __future__ import annotations
+
+from sipfleet.proxy.core import Proxy, ProxySettings
+from sipfleet.proxy.net import Listener, Peer
+from sipfleet.proxy.router import RoundRobinRouter
+from sipfleet.sip.message import Message
+from sipfleet.testing import UA, FakeClock, RecordingSink
+
+UAC = Peer(0, "127.0.0.1", 5080)
+
+
+def make(dests=("sip:127.0.0.1:5070", "sip:127.0.0.1:5071"), **kw):
+    sink = RecordingSink()
+    clock = FakeClock()
+    proxy = Proxy(
+        [Listener(0, "udp", "127.0.0.1", 5060), Listener(1, "tcp", "127.0.0.1", 5060)],
+        sink,
+        RoundRobinRouter(list(dests)),
+        ProxySettings(**kw),
+    )
+    return proxy, sink, clock
+
+
+def test_basic_call_record_routed():
+    proxy, sink, clock = make()
+    uac, uas = UA("127.0.0.1", 5080), UA("127.0.0.1", 5070)
+    proxy.receive(uac.invite("sip:service@127.0.0.1:5060", call_id="c1"), UAC, clock.now)
+    up = sink.take_to("127.0.0.1", 5080)
+    assert [m.status for m in up] == [100]
+    (inv,) = sink.take_to("127.0.0.1", 5070)
+    assert inv.method == "INVITE"
+    assert inv.get(b"max-forwards") == b"69"
+    assert inv.get(b"record-route") == b"<sip:127.0.0.1:5060;lr>"
+    assert len(inv.values(b"via")) == 2
+    assert inv.via.branch.startswith("z9hG4bKsf")
+    proxy.receive(uas.respond(inv, 180, "Ringing"), Peer(0, "127.0.0.1", 5070), clock.now)
+    proxy.receive(uas.respond(inv, 200), Peer(0, "127.0.0.1", 5070), clock.now)
+    up = sink.take_to("127.0.0.1", 5080)
+    assert [m.status for m in up] == [180, 200]
+    ok = up[1]
+    assert len(ok.values(b"via")) == 1
+    assert ok.get(b"record-route") == b"<sip:127.0.0.1:5060;lr>"
+    # ACK and BYE along the route set.
+    ack = uac.request("ACK", "sip:127.0.0.1:5070;transport=UDP", call_id="c1", to_tag="uas-tag",
+                      routes=["<sip:127.0.0.1:5060;lr>"])
+    proxy.receive(ack, UAC, clock.advance(0.01))
+    (fwd_ack,) = sink.take_to("127.0.0.1", 5070)
+    assert fwd_ack.method == "ACK" and not fwd_ack.has(b"route")
+    bye = uac.request("BYE", "sip:127.0.0.1:5070;transport=UDP", call_id="c1", to_tag="uas-tag",
+                      routes=["<sip:127.0.0.1:5060;lr>"], cseq=2)
+    proxy.receive(bye, UAC, clock.advance(1))
+    (fwd_bye,) = sink.take_to("127.0.0.1", 5070)
+    proxy.receive(uas.respond(fwd_bye, 200), Peer(0, "127.0.0.1", 5070), clock.now)
+    (bye_ok,) = sink.take_to("127.0.0.1", 5080)
+    assert bye_ok.status == 200 and bye_ok.cseq == (2, "BYE")
+    # Everything cleans up after the transaction timers.
+    clock.advance(40)
+    proxy.handle_timer(clock.now)
+    assert not proxy.server_txns and not proxy.client_txns
+    assert sink.sent == []
+
+
+def test_failover_on_503_and_timeout():
+    proxy, sink, clock = make(dests=("sip:127.0.0.1:5070", "sip:127.0.0.1:5071", "sip:127.0.0.1:5072"))
+    uac, uas = UA("127.0.0.1", 5080), UA("127.0.0.1", 5070)
+    proxy.receive(uac.invite("sip:s@127.0.0.1", call_id="c2"), UAC, clock.now)
+    sink.take_to("127.0.0.1", 5080)
+    (inv,) = sink.take_to("127.0.0.1", 5070)
+    proxy.receive(uas.respond(inv, 503, "Busy"), Peer(0, "127.0.0.1", 5070), clock.now)
+    acks = sink.take_to("127.0.0.1", 5070)
+    assert [m.method for m in acks] == ["ACK"]
+    (_inv2,) = sink.take_to("127.0.0.1", 5071)
+    # 5071 never answers: after the first-response timeout we go to 5072.
+    clock.advance(0.5)
+    proxy.handle_timer(clock.now)
+    assert [m.method for m in sink.take_to("127.0.0.1", 5071)] == ["INVITE"]  # Timer A retransmit
+    clock.advance(1.6)
+    proxy.handle_timer(clock.now)
+    (inv3,) = sink.take_to("127.0.0.1", 5072)
+    proxy.receive(UA("127.0.0.1", 5072).respond(inv3, 200), Peer(0, "127.0.0.1", 5072), clock.now)
+    up = sink.take_to("127.0.0.1", 5080)
+    assert [m.status for m in up] == [200]
+    assert proxy.stats.failovers == 2
+
+
+def test_cancel_while_ringing():
+    proxy, sink, clock = make()
+    uac, uas = UA("127.0.0.1", 5080), UA("127.0.0.1", 5070)
+    invite = uac.invite("sip:s@127.0.0.1", call_id="c3", branch="z9hG4bK-c3")
+    proxy.receive(invite, UAC, clock.now)
+    sink.take_to("127.0.0.1", 5080)
+    (inv,) = sink.take_to("127.0.0.1", 5070)
+    proxy.receive(uas.respond(inv, 180, "Ringing"), Peer(0, "127.0.0.1", 5070), clock.now)
+    sink.take_to("127.0.0.1", 5080)
+    cancel = uac.request("CANCEL", "sip:s@127.0.0.1", call_id="c3", branch="z9hG4bK-c3")
+    proxy.receive(cancel, UAC, clock.now)
+    (ok,) = sink.take_to("127.0.0.1", 5080)
+    assert ok.status == 200 and ok.cseq[1] == "CANCEL"
+    (c,) = sink.take_to("127.0.0.1", 5070)
+    assert c.method == "CANCEL" and c.via.branch == inv.via.branch
+    proxy.receive(uas.respond(c, 200), Peer(0, "127.0.0.1", 5070), clock.now)
+    proxy.receive(uas.respond(inv, 487, "Request Terminated"), Peer(0, "127.0.0.1", 5070), clock.now)
+    (ack,) = sink.take_to("127.0.0.1", 5070)
+    assert ack.method == "ACK"
+    (t,) = sink.take_to("127.0.0.1", 5080)
+    assert t.status == 487
+    assert proxy.stats.failovers == 0
+
+
+def test_no_answer_gives_408_retransmitted_until_ack():
+    proxy, sink, clock = make(dests=("sip:127.0.0.1:5070",))
+    uac = UA("127.0.0.1", 5080)
+    proxy.receive(uac.invite("sip:s@127.0.0.1", call_id="c4", branch="z9hG4bK-c4"), UAC, clock.now)
+    for _ in range(5):
+        proxy.handle_timer(clock.advance(0.5))
+    up = sink.take_to("127.0.0.1", 5080)
+    assert [m.status for m in up] == [100, 408, 408]  # Timer G retransmits the final
+    ack = uac.request("ACK", "sip:s@127.0.0.1", call_id="c4", branch="z9hG4bK-c4", to_tag=up[1].to_tag.decode())
+    proxy.receive(ack, UAC, clock.now)
+    for _ in range(10):
+        proxy.handle_timer(clock.advance(1))
+    assert sink.take_to("127.0.0.1", 5080) == []
+    clock.advance(60)
+    proxy.handle_timer(clock.now)
+    assert not proxy.server_txns and not proxy.client_txns
+
+
+def _msg(sink: RecordingSink) -> list[Message]:
+    return [m for _, m in sink.take()]
