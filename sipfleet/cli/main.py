@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from sipfleet import __version__
+from sipfleet.cli.rpc import rpc_cmd
 from sipfleet.cli.run import run_cmd
 
 __all__ = ["cli", "main"]
@@ -17,6 +18,7 @@ def cli() -> None:
 
 
 cli.add_command(run_cmd)
+cli.add_command(rpc_cmd)
 
 
 def main() -> None:

@@ -1,0 +1,123 @@
+"""JSON-RPC datagrams (unix or UDP), as jsonrpcs' datagram transport.
+
+One request per datagram; the reply goes to the sender's address (a client
+must bind its socket, as kamcli's ``transport=socket`` does). A reply too big
+for one datagram becomes a fault saying so, rather than silence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import socket
+from pathlib import Path
+from typing import Any, cast
+
+from sipfleet.aio.rpc_unix import OwnedPath, Perms, bind_unix
+from sipfleet.control.jsonrpc import JsonRpcHandler
+from sipfleet.control.registry import RpcFault
+
+__all__ = ["DgramServer", "start_dgram_udp", "start_dgram_unix"]
+
+log = logging.getLogger(__name__)
+
+_MAX_INFLIGHT = 64  # requests being served at once; more are dropped, as a full UDP queue would
+_UDP_MAX = 65507  # the largest IPv4 UDP payload
+REPLY_TOO_BIG = RpcFault(500, "Reply Too Big For A Datagram")
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, handler: JsonRpcHandler, max_reply: int, label: str) -> None:
+        self.handler = handler
+        self.max_reply = max_reply
+        self.label = label
+        self.transport: asyncio.DatagramTransport | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # The selector loop's datagram transport does not subclass DatagramTransport.
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if not addr:
+            log.warning("rpc dgram %s: request from an unbound socket: no way to reply", self.label)
+            return
+        if len(self.tasks) >= _MAX_INFLIGHT:
+            log.warning(
+                "rpc dgram %s: %d requests in flight, dropping one", self.label, len(self.tasks)
+            )
+            return
+        task = asyncio.create_task(self._serve(data, addr))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _serve(self, data: bytes, addr: Any) -> None:
+        try:
+            outcome = self.handler.handle(data)
+            reply = await outcome if inspect.isawaitable(outcome) else outcome
+        except Exception:
+            log.exception("rpc dgram %s: request failed", self.label)
+            return
+        if reply is None or not reply.parsed:
+            return  # jsonrpcs drops what it cannot parse
+        body = reply.body
+        if len(body) > self.max_reply:
+            log.warning(
+                "rpc dgram %s: %d byte reply too big, sending a fault", self.label, len(body)
+            )
+            body = self.handler.fault_reply(data, REPLY_TOO_BIG).body
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.sendto(body, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        log.warning("rpc dgram %s: %s", self.label, exc)
+
+
+class DgramServer:
+    def __init__(
+        self,
+        transport: asyncio.DatagramTransport,
+        protocol: _Protocol,
+        owned: OwnedPath | None,
+        address: str,
+    ) -> None:
+        self.transport = transport
+        self.protocol = protocol
+        self.owned = owned
+        self.address = address
+
+    async def close(self) -> None:
+        self.transport.close()
+        for task in list(self.protocol.tasks):
+            task.cancel()
+        if self.protocol.tasks:
+            await asyncio.gather(*self.protocol.tasks, return_exceptions=True)
+        if self.owned is not None:
+            self.owned.remove()
+
+
+async def start_dgram_unix(handler: JsonRpcHandler, path: Path, perms: Perms) -> DgramServer:
+    sock, owned = bind_unix(path, socket.SOCK_DGRAM, perms)
+    # Linux refuses a unix datagram over the send buffer (less a little).
+    max_reply = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) - 64
+    loop = asyncio.get_running_loop()
+    try:
+        transport, protocol = await loop.create_datagram_endpoint(
+            lambda: _Protocol(handler, max_reply, str(path)), sock=sock
+        )
+    except BaseException:
+        sock.close()
+        owned.remove()
+        raise
+    return DgramServer(transport, protocol, owned, f"unixd:{path}")
+
+
+async def start_dgram_udp(handler: JsonRpcHandler, host: str, port: int) -> DgramServer:
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.create_datagram_endpoint(
+        lambda: _Protocol(handler, _UDP_MAX, f"udp:{host}:{port}"), local_addr=(host, port)
+    )
+    bound = transport.get_extra_info("sockname")
+    shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+    return DgramServer(transport, protocol, None, f"udp:{shown}:{bound[1]}")

@@ -1,0 +1,101 @@
+"""JSON-RPC over HTTP: POST /RPC, as Kamailio's jsonrpcs over xhttp.
+
+The status line carries the fault (``500 Method Not Found``), like jsonrpcs.
+A bearer token, when configured, is checked before anything else (401
+otherwise). Bodies are bounded by ``client_max_size`` (413 beyond).
+"""
+
+from __future__ import annotations
+
+import hmac
+import inspect
+import logging
+import ssl
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from sipfleet.control.config import HttpConfig
+from sipfleet.control.core_methods import package_version
+from sipfleet.control.jsonrpc import JsonRpcHandler, JsonRpcReply
+
+__all__ = ["HttpServer", "make_http_app", "start_http"]
+
+log = logging.getLogger(__name__)
+
+
+def _ascii(text: str) -> str:
+    return text.encode("ascii", "replace").decode("ascii")
+
+
+def make_http_app(
+    handler: JsonRpcHandler,
+    *,
+    path: str = "/RPC",
+    token: str | None = None,
+    max_request_bytes: int = 1 << 20,
+) -> web.Application:
+    server_header = f"sipfleet ({package_version()})"
+    expected = f"Bearer {token}".encode() if token else None
+
+    async def dispatch(request: web.Request) -> web.StreamResponse:
+        headers = {"Server": server_header}
+        if expected is not None:
+            given = request.headers.get("Authorization", "").encode("utf-8", "replace")
+            if not hmac.compare_digest(given, expected):
+                headers["WWW-Authenticate"] = 'Bearer realm="sipfleet"'
+                return web.Response(status=401, text="Unauthorized\n", headers=headers)
+        # The stock kamailio.cfg dispatches every path matching ^/RPC.
+        if not request.path.startswith(path):
+            return web.Response(status=404, text="Not Found\n", headers=headers)
+        if request.method != "POST":
+            headers["Allow"] = "POST"
+            return web.Response(status=405, text="POST a JSON-RPC request\n", headers=headers)
+        body = await request.read()
+        outcome = handler.handle(body)
+        reply = await outcome if inspect.isawaitable(outcome) else outcome
+        assert isinstance(reply, JsonRpcReply)  # HTTP is never the FIFO case
+        return web.Response(
+            status=reply.status,
+            reason=_ascii(reply.reason),
+            body=reply.body,
+            content_type="application/json",
+            headers=headers,
+        )
+
+    app = web.Application(client_max_size=max_request_bytes)
+    app.router.add_route("*", "/{tail:.*}", dispatch)
+    return app
+
+
+@dataclass
+class HttpServer:
+    runner: web.AppRunner
+    url: str
+
+    async def close(self) -> None:
+        await self.runner.cleanup()
+
+
+async def start_http(
+    handler: JsonRpcHandler, cfg: HttpConfig, *, max_request_bytes: int
+) -> HttpServer:
+    token = cfg.token.get_secret_value() if cfg.token else None
+    app = make_http_app(handler, path=cfg.path, token=token, max_request_bytes=max_request_bytes)
+    ssl_ctx: ssl.SSLContext | None = None
+    if cfg.tls_cert and cfg.tls_key:
+        ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key)
+    # Stop waits this long for in-flight calls (a drain that waits) before cutting them.
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, cfg.host, cfg.port, ssl_context=ssl_ctx)
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    host, port = runner.addresses[0][:2]
+    shown = f"[{host}]" if ":" in host else host
+    url = f"{'https' if ssl_ctx else 'http'}://{shown}:{port}{cfg.path}"
+    return HttpServer(runner, url)

@@ -1,0 +1,200 @@
+"""``[control]``: the RPC transports, validated once at load.
+
+Defaults (every transport on)::
+
+    [control]
+    run_dir = ""                 # --run-dir / $SIPFLEET_RUN_DIR / /run/sipfleet / ...
+    pretty = true                # Kamailio's tab-indented JSON layout
+
+    [control.http]               # JSON-RPC: POST http://127.0.0.1:9060/RPC
+    enabled = true
+    host = "127.0.0.1"
+    port = 9060
+    token = ""                   # "Authorization: Bearer <token>"; needed off loopback
+    tls_cert = ""                # both set: HTTPS
+    tls_key = ""
+
+    [control.fifo]               # JSON-RPC FIFO, as `kamctl rpc` speaks it
+    enabled = true
+    path = ""                    # <run_dir>/sipfleet_rpc.fifo
+    reply_dir = "/tmp/"          # where kamctl makes its reply pipe
+
+    [control.dgram]              # JSON-RPC datagrams, as kamcli's socket transport
+    enabled = true
+    path = ""                    # <run_dir>/sipfleet_rpc.sock
+    udp = ""                     # e.g. "127.0.0.1:9062"
+
+    [control.binrpc]             # BINRPC, as kamcmd speaks it
+    enabled = true
+    path = ""                    # <run_dir>/sipfleet_ctl
+    tcp = ""                     # e.g. "127.0.0.1:2049"
+
+    [control.socket]             # unix sockets and the FIFO
+    mode = 0o600
+    owner = ""                   # user name or uid
+    group = ""                   # group name or gid
+
+BINRPC, datagram and FIFO callers are not authenticated (as in Kamailio):
+their UDP/TCP forms refuse non-loopback addresses unless
+``allow_remote_unauthenticated`` is set.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+__all__ = [
+    "BinrpcConfig",
+    "ControlConfig",
+    "DgramConfig",
+    "FifoConfig",
+    "HttpConfig",
+    "SocketConfig",
+    "is_loopback",
+    "parse_hostport",
+]
+
+
+def is_loopback(host: str) -> bool:
+    """True for loopback literals and "localhost"; other names are not trusted."""
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_hostport(value: str) -> tuple[str, int]:
+    """Split "127.0.0.1:9062", "[::1]:9062" or "localhost:9062" into (host, port)."""
+    value = value.strip()
+    if value.startswith("["):
+        host, sep, port = value[1:].partition("]:")
+    else:
+        host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    return host, int(port)
+
+
+def _opt_path(value: object) -> object:
+    return None if value in ("", None) else value
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HttpConfig(_Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 9060
+    path: str = "/RPC"
+    token: SecretStr | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    _empty_none = field_validator("token", "tls_cert", "tls_key", mode="before")(_opt_path)
+
+    @model_validator(mode="after")
+    def _check(self) -> HttpConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("control.http: set both tls_cert and tls_key, or neither")
+        if not self.path.startswith("/"):
+            raise ValueError("control.http.path must start with '/'")
+        if self.enabled and not is_loopback(self.host) and not self.token:
+            raise ValueError(
+                f"control.http: refusing to serve RPC on non-loopback address {self.host!r} "
+                "without a token; set control.http.token (callers send "
+                "'Authorization: Bearer <token>') or bind 127.0.0.1"
+            )
+        return self
+
+
+class FifoConfig(_Section):
+    enabled: bool = True
+    path: Path | None = None
+    reply_dir: Path = Path("/tmp/")
+
+    _empty_none = field_validator("path", mode="before")(_opt_path)
+
+
+class DgramConfig(_Section):
+    enabled: bool = True
+    path: Path | None = None
+    udp: str | None = None
+
+    _empty_none = field_validator("path", "udp", mode="before")(_opt_path)
+
+    @field_validator("udp")
+    @classmethod
+    def _hostport(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_hostport(v)
+        return v
+
+
+class BinrpcConfig(_Section):
+    enabled: bool = True
+    path: Path | None = None
+    tcp: str | None = None
+
+    _empty_none = field_validator("path", "tcp", mode="before")(_opt_path)
+
+    @field_validator("tcp")
+    @classmethod
+    def _hostport(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_hostport(v)
+        return v
+
+
+class SocketConfig(_Section):
+    mode: Annotated[int, Field(ge=0, le=0o777)] = 0o600
+    owner: str | int | None = None
+    group: str | int | None = None
+
+    _empty_none = field_validator("owner", "group", mode="before")(_opt_path)
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _octal(cls, v: object) -> object:
+        # TOML has 0o600 but people write "0600" or "600" too.
+        if isinstance(v, str):
+            return int(v, 8)
+        return v
+
+
+class ControlConfig(_Section):
+    run_dir: Path | None = None
+    pretty: bool = True
+    max_request_bytes: Annotated[int, Field(ge=1024)] = 1 << 20
+    """One request's bound on every transport (1 MiB: a request is a method
+    name and a few params; this keeps a stuck or hostile client cheap)."""
+    max_connections: Annotated[int, Field(ge=1)] = 64
+    """Concurrent BINRPC stream connections (ctl's own bound is 128)."""
+    allow_remote_unauthenticated: bool = False
+    http: HttpConfig = HttpConfig()
+    fifo: FifoConfig = FifoConfig()
+    dgram: DgramConfig = DgramConfig()
+    binrpc: BinrpcConfig = BinrpcConfig()
+    socket: SocketConfig = SocketConfig()
+
+    _empty_none = field_validator("run_dir", mode="before")(_opt_path)
+
+    @model_validator(mode="after")
+    def _check_remote(self) -> ControlConfig:
+        if self.allow_remote_unauthenticated:
+            return self
+        for name, addr in (("dgram.udp", self.dgram.udp), ("binrpc.tcp", self.binrpc.tcp)):
+            if addr is not None and not is_loopback(parse_hostport(addr)[0]):
+                raise ValueError(
+                    f"control.{name}: {addr!r} is not a loopback address and this transport "
+                    "has no authentication; bind 127.0.0.1 or set "
+                    "control.allow_remote_unauthenticated = true"
+                )
+        return self
