@@ -1,0 +1,203 @@
+"""The dispatcher's typed configuration, mounted as ``[dispatcher]`` in the TOML.
+
+Names follow Kamailio's module parameters where one exists (``ds_`` prefix
+dropped). Defaults are Kamailio's except where sipfleet deliberately differs,
+said per field: health checks are on out of the box (``ping_interval`` 10,
+``probing_mode`` 1) and failover candidates are always computed.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from sipfleet.dispatch.flags import parse_mark_state
+from sipfleet.sip.errors import BadMessage
+from sipfleet.sip.uri import parse_uri
+
+__all__ = ["ALGORITHMS", "DispatcherConfig", "ReplyCodes"]
+
+#: Algorithm ids Kamailio knows (ds_select_dst), 14 from 6.1 and 64 from 6.0.
+ALGORITHMS: dict[int, str] = {
+    0: "hash Call-ID",
+    1: "hash From URI",
+    2: "hash To URI",
+    3: "hash R-URI",
+    4: "round-robin",
+    5: "hash auth username",
+    6: "random",
+    7: "hash configured string",
+    8: "serial",
+    9: "weight",
+    10: "call-load",
+    11: "relative weight",
+    12: "parallel",
+    13: "latency",
+    14: "round-robin or serial",
+    64: "round-robin with overload control",
+}
+
+
+class ReplyCodes:
+    """Accepted OPTIONS replies besides 2xx: Kamailio's ``ds_ping_reply_codes``.
+
+    Syntax ``code=404;class=3``: ``code`` is 100..699, ``class`` 1..6 (a
+    whole class). Raises ValueError on anything else (Kamailio ignores it).
+    """
+
+    __slots__ = ("classes", "codes", "text")
+
+    def __init__(self, text: str = "") -> None:
+        self.text = text
+        codes: set[int] = set()
+        classes: set[int] = set()
+        for part in text.split(";"):
+            if not part.strip():
+                continue
+            name, eq, value = part.partition("=")
+            key = name.strip().lower()
+            try:
+                n = int(value.strip())
+            except ValueError:
+                raise ValueError(
+                    f"ping reply code {part.strip()!r}: value is not a number"
+                ) from None
+            if not eq or key not in ("code", "class"):
+                raise ValueError(f"ping reply code {part.strip()!r}: expected code=N or class=N")
+            if key == "code":
+                if not 100 <= n < 700:
+                    raise ValueError(f"ping reply code {n} out of range 100..699")
+                codes.add(n)
+            else:
+                if not 1 <= n < 7:
+                    raise ValueError(f"ping reply class {n} out of range 1..6")
+                classes.add(n)
+        self.codes = frozenset(codes)
+        self.classes = frozenset(classes)
+
+    def accepts(self, code: int) -> bool:
+        """Whether a received reply counts as the destination answering.
+
+        Any 2xx, or a configured code or class (``ds_ping_check_rplcode``).
+        """
+        return 200 <= code <= 299 or code in self.codes or code // 100 in self.classes
+
+    def __repr__(self) -> str:
+        return f"ReplyCodes({self.text!r})"
+
+
+class DispatcherConfig(BaseModel):
+    """``[dispatcher]``: algorithms, failover, probing, reload."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    algorithm: int = Field(4, description="default algorithm id (Kamailio ds_select_dst alg)")
+    use_default: bool = Field(
+        False, description="reserve each set's last entry as fallback (Kamailio use_default)"
+    )
+    failover: bool = Field(
+        True,
+        description="compute failover candidates after the pick (Kamailio flags bit 2; "
+        "Kamailio's default is off)",
+    )
+    hash_user_only: bool = Field(
+        False, description="URI hashing uses only the user part (Kamailio flags bit 1)"
+    )
+    consistent_hash: bool = Field(
+        False,
+        description="sipfleet: hash algorithms 0-3, 5 and 7 use rendezvous hashing, so a "
+        "lost destination's calls spread evenly and no other call moves",
+    )
+    ping_interval: float = Field(
+        10.0, ge=0, description="seconds between OPTIONS rounds, 0 = off (Kamailio default 0)"
+    )
+    ping_timeout: float = Field(
+        32.0,
+        gt=0,
+        description="a probe unanswered this long no longer holds back the next one "
+        "(RFC 3261 Timer F = 64*T1)",
+    )
+    ping_method: str = Field("OPTIONS", min_length=1, description="probe method")
+    ping_from: str = Field("sip:dispatcher@localhost", description="From URI of probes")
+    probing_mode: Annotated[int, Field(ge=0, le=3)] = Field(
+        1,
+        description="0 probe P-flagged entries (flag dropped after a reply), 1 all, "
+        "2 inactive P-flagged, 3 P-flagged kept (Kamailio default 0)",
+    )
+    probing_threshold: int = Field(1, ge=1, description="failed probes before inactive")
+    inactive_threshold: int = Field(1, ge=1, description="answered probes before active again")
+    ping_reply_codes: str = Field(
+        "", description="replies accepted besides 2xx, e.g. 'code=404;class=3'"
+    )
+    ping_latency_stats: bool = Field(True, description="keep probe latency statistics")
+    latency_estimator_alpha: int = Field(
+        900,
+        gt=0,
+        lt=1000,
+        description="per-mille weight of the old estimate in EST (Kamailio "
+        "ds_latency_estimator_alpha; 900 = new sample weighs 0.1)",
+    )
+    reload_delta: float = Field(
+        5.0, ge=0, description="seconds between reload/add/remove, 0 = no limit"
+    )
+    failover_codes: list[int] = Field(
+        default_factory=lambda: [408, 500, 502, 503, 504],
+        description="final replies that move a call to the next candidate (408 = timeout)",
+    )
+    max_failover_attempts: int = Field(
+        5, ge=0, le=64, description="candidates tried after the first one"
+    )
+    mark_on_failure: str = Field(
+        "",
+        description="state given to a destination whose branch failed with a failover code "
+        "or timed out, in ds_mark_dst letters ('ip', 'tp'); empty = no marking",
+    )
+    skip_bad_destinations: bool = Field(
+        False,
+        description="load the good entries when some are malformed (Kamailio ds_load_mode 0); "
+        "default refuses the whole load",
+    )
+
+    @field_validator("algorithm")
+    @classmethod
+    def _known_algorithm(cls, v: int) -> int:
+        if v not in ALGORITHMS:
+            known = ", ".join(str(a) for a in ALGORITHMS)
+            raise ValueError(f"unknown algorithm {v} (known: {known})")
+        return v
+
+    @field_validator("ping_from")
+    @classmethod
+    def _sip_uri(cls, v: str) -> str:
+        try:
+            uri = parse_uri(v)
+        except BadMessage as exc:
+            raise ValueError(f"not a SIP URI: {exc.reason}") from None
+        if uri.scheme not in ("sip", "sips"):
+            raise ValueError("must be a sip: or sips: URI")
+        return v
+
+    @field_validator("ping_reply_codes")
+    @classmethod
+    def _reply_codes(cls, v: str) -> str:
+        ReplyCodes(v)
+        return v
+
+    @field_validator("failover_codes")
+    @classmethod
+    def _codes(cls, v: list[int]) -> list[int]:
+        for code in v:
+            if not 300 <= code < 700:
+                raise ValueError(f"failover code {code} is not a final failure (300..699)")
+        return v
+
+    @field_validator("mark_on_failure")
+    @classmethod
+    def _mark(cls, v: str) -> str:
+        parse_mark_state(v)
+        return v
+
+    def reply_codes(self) -> ReplyCodes:
+        """The parsed ``ping_reply_codes``."""
+        return ReplyCodes(self.ping_reply_codes)

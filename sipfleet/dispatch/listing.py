@@ -1,0 +1,69 @@
+"""The result of ``dispatcher.list``, shaped exactly as Kamailio builds it.
+
+``ds_rpc_print_set`` in dispatcher.c: every array item is wrapped in a
+one-key object (``{"SET": ...}``, ``{"DEST": ...}``); sets come in the
+AVL walk order; ``ATTRS`` appears when the entry has attrs (always in
+``full``, never in ``short``); ``LATENCY`` when latency stats are kept;
+``RUNTIME`` when call-load is tracked; ``full`` adds HOST, IPADDR, PORT and
+PROTOID. Unset strings are None (JSON null).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sipfleet.dispatch.flags import DS_NOPING, state_letters
+from sipfleet.dispatch.runtime import SetRun
+from sipfleet.dispatch.select import LoadView
+
+__all__ = ["MODE_FULL", "MODE_NORMAL", "MODE_SHORT", "list_records"]
+
+MODE_NORMAL = "normal"
+MODE_SHORT = "short"
+MODE_FULL = "full"
+
+
+def list_records(
+    runs: Iterable[SetRun], mode: str = MODE_NORMAL, *, latency: bool, load: LoadView | None
+) -> dict[str, Any]:
+    """Build ``{"NRSETS": n, "RECORDS": [{"SET": {...}}, ...]}``."""
+    full = mode == MODE_FULL
+    short = mode == MODE_SHORT
+    records: list[dict[str, Any]] = []
+    for run in runs:
+        targets: list[dict[str, Any]] = []
+        for d, st in zip(run.entries, run.states, strict=True):
+            dest: dict[str, Any] = {
+                "URI": d.uri,
+                "FLAGS": state_letters(st.flags() | (d.flags & DS_NOPING)),
+                "PRIORITY": d.priority,
+            }
+            if full:
+                dest["HOST"] = d.host
+                addr = st.resolved or d.address
+                dest["IPADDR"] = addr.ip if addr is not None else None
+                dest["PORT"] = d.port or 0
+                dest["PROTOID"] = d.proto_id
+            a = d.attrs
+            if full or (not short and a.body is not None):
+                dest["ATTRS"] = {
+                    "BODY": a.body,
+                    "DUID": a.duid,
+                    "MAXLOAD": a.maxload,
+                    "WEIGHT": a.weight,
+                    "RWEIGHT": st.rweight,
+                    "SOCKET": a.socket,
+                    "SOCKNAME": a.sockname,
+                    "OBPROXY": a.obproxy,
+                }
+            if latency:
+                if st.has_latency:
+                    dest["LATENCY"] = st.latency.as_record()
+                else:
+                    dest["LATENCY"] = {"AVG": 0.0, "STD": 0.0, "EST": 0.0, "MAX": 0, "TIMEOUT": 0}
+            if load is not None:
+                dest["RUNTIME"] = {"DLGLOAD": load.load(d.load_key)}
+            targets.append({"DEST": dest})
+        records.append({"SET": {"ID": run.dset.set_id, "TARGETS": targets}})
+    return {"NRSETS": len(records), "RECORDS": records}
