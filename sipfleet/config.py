@@ -2,7 +2,9 @@
 overrides for the common keys and CLI flags mapped onto the same fields.
 
     [proxy]        listeners and SIP behaviour
-    [dispatcher]   destination sets, algorithms, probing (sipfleet.dispatch.config)
+    [store]        where destinations live (embedded SQLite by default)
+    [dispatcher]   algorithms, failover, probing, reload (sipfleet.dispatch.config)
+    [[route]]      routing policy (sipfleet.dispatch.routing)
     [control]      RPC transports (sipfleet.control.config)
     [log]          logging
 """
@@ -15,6 +17,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from sipfleet.control.config import ControlConfig
+from sipfleet.dispatch.config import DispatcherConfig
+from sipfleet.dispatch.routing import RouteConfig
 
 __all__ = ["Config", "ConfigError", "ListenSpec", "ProxyConfig", "load_config"]
 
@@ -77,6 +83,9 @@ class ProxyConfig(_Model):
     tcp_idle_timeout: float = Field(300.0, gt=0)
     tcp_max_connections: int = Field(4096, ge=1)
     shutdown_timeout: float = Field(600.0, ge=0)
+    dialog_lifetime: float = Field(
+        7200.0, gt=0, description="a dialog whose BYE never comes ends after this (s)"
+    )
 
     @field_validator("listen", mode="before")
     @classmethod
@@ -93,23 +102,25 @@ class LogConfig(_Model):
     format: Literal["text", "json"] = "text"
 
 
-def _dispatcher_model() -> type[BaseModel]:
-    from sipfleet.dispatch.config import DispatcherConfig
-
-    return DispatcherConfig
-
-
-def _control_model() -> type[BaseModel]:
-    from sipfleet.control.config import ControlConfig
-
-    return ControlConfig
+class StoreConfig(_Model):
+    type: Literal["sqlite", "list"] = Field(
+        "sqlite", description="sqlite: Kamailio's dispatcher table in a file; list: a list file"
+    )
+    path: str = Field("sipfleet.db", description="the database or list file (relative: to cwd)")
+    seed_examples: bool = Field(
+        True,
+        description="a new, empty SQLite store gets the two example destinations "
+        "sip:127.0.0.1:5070 and :5071",
+    )
 
 
 class Config(_Model):
     proxy: ProxyConfig = Field(default_factory=ProxyConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    dispatcher: DispatcherConfig = Field(default_factory=DispatcherConfig)
+    route: list[RouteConfig] = Field(default_factory=list)
+    control: ControlConfig = Field(default_factory=ControlConfig)
     log: LogConfig = Field(default_factory=LogConfig)
-    dispatcher: dict[str, Any] = Field(default_factory=dict)
-    control: dict[str, Any] = Field(default_factory=dict)
 
 
 # Environment variable -> dotted config key.
@@ -117,6 +128,11 @@ ENV_OVERRIDES: dict[str, str] = {
     "SIPFLEET_LISTEN": "proxy.listen",
     "SIPFLEET_LOG_LEVEL": "log.level",
     "SIPFLEET_FIRST_RESPONSE_TIMEOUT": "proxy.first_response_timeout",
+    "SIPFLEET_DB": "store.path",
+    "SIPFLEET_ALGORITHM": "dispatcher.algorithm",
+    "SIPFLEET_PING_INTERVAL": "dispatcher.ping_interval",
+    "SIPFLEET_RUN_DIR": "control.run_dir",
+    "SIPFLEET_HTTP_TOKEN": "control.http.token",
 }
 
 

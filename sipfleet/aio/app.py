@@ -1,31 +1,55 @@
 """The running sipfleet process: start, serve, drain, stop.
 
-Builds the pure core from the config, wires it to the socket adapters and
-the loop's clock, drives its timers, and handles signals: SIGTERM/SIGINT
-start a graceful stop, SIGHUP reloads.
+Builds the pure core from the config (store -> dispatcher -> router ->
+proxy), wires it to the socket adapters and the loop's clock, drives its
+timers and OPTIONS probing, starts the control plane, and handles signals:
+SIGTERM/SIGINT start a graceful stop (new calls get 503 with Retry-After,
+calls in progress finish), a second one stops at once; SIGHUP reloads the
+destinations.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
+import os
 import signal
+import time
 from typing import Any
 
+from sipfleet.aio.events import EventBus
+from sipfleet.aio.resolver import resolve_destination
+from sipfleet.aio.rpc_servers import ControlServers, start_control
 from sipfleet.aio.sip import SipTransports
-from sipfleet.config import Config
+from sipfleet.config import Config, StoreConfig
+from sipfleet.control.core_methods import ServerInfo, register_core_methods
+from sipfleet.control.registry import Registry
+from sipfleet.dispatch.destination import Destination, DestinationSpec
+from sipfleet.dispatch.dispatcher import Dispatcher, ReloadResult
+from sipfleet.dispatch.health import DstEvent
+from sipfleet.dispatch.routing import DispatchRouter
 from sipfleet.proxy.core import Proxy, ProxySettings
 from sipfleet.proxy.net import Listener
-from sipfleet.proxy.router import RoundRobinRouter, Router
-from sipfleet.sip.message import Limits
+from sipfleet.sip.message import Limits, Message
+from sipfleet.store.base import DestinationStore
+from sipfleet.store.listfile import ListFileStore
+from sipfleet.store.sqlite import SqliteStore
 from sipfleet.transaction.server import TimerConfig
 
-__all__ = ["App", "run"]
+__all__ = ["EXAMPLE_DESTINATIONS", "App", "open_store", "run"]
 
 log = logging.getLogger("sipfleet")
 
+_GC_PERIOD = 10.0
 _TICK_MAX = 0.05  # timers fire at most this late; every SIP timer is >= 0.5 s
+
+#: What a new embedded store starts with: the two back ends of the README.
+EXAMPLE_DESTINATIONS = (
+    DestinationSpec(1, "sip:127.0.0.1:5070", 0, 0, "duid=media-1", "example back end"),
+    DestinationSpec(1, "sip:127.0.0.1:5071", 0, 0, "duid=media-2", "example back end"),
+)
 
 
 def build_settings(cfg: Config) -> ProxySettings:
@@ -44,13 +68,32 @@ def build_settings(cfg: Config) -> ProxySettings:
         aliases=aliases,
         answer_options=p.answer_options,
         transform_503=p.transform_503,
+        dialog_lifetime=p.dialog_lifetime,
     )
 
 
+def open_store(cfg: StoreConfig) -> DestinationStore:
+    """The configured store; a new, empty SQLite one gets the examples."""
+    if cfg.type == "list":
+        return ListFileStore(cfg.path)
+    fresh = not os.path.exists(cfg.path) or os.path.getsize(cfg.path) == 0
+    store = SqliteStore(cfg.path)
+    if fresh:
+        store.init()
+    if fresh and cfg.seed_examples and not store.load():
+        store.replace(EXAMPLE_DESTINATIONS)
+        log.info("new store %s seeded with the example destinations", cfg.path)
+    return store
+
+
 class App:
-    def __init__(self, cfg: Config, router: Router | None = None) -> None:
+    """One sipfleet process: call ``serve()``."""
+
+    def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.loop = asyncio.get_running_loop()
+        self.started_wall = time.time()
+        self.events = EventBus()
         self.listeners = [
             Listener(i, spec.proto, spec.host, spec.port, spec.advertise)
             for i, spec in enumerate(cfg.proxy.listen)
@@ -62,30 +105,121 @@ class App:
             cfg.proxy.tcp_idle_timeout,
             cfg.proxy.tcp_max_connections,
         )
-        if router is None:
-            dests: Any = cfg.dispatcher.get(
-                "destinations", ["sip:127.0.0.1:5070", "sip:127.0.0.1:5071"]
-            )
-            router = RoundRobinRouter(dests)
-        self.proxy = Proxy(self.listeners, self.transports, router, build_settings(cfg))
-        self.transports.attach(self.proxy)
+        self.store: DestinationStore | None = None
+        self.dispatcher: Dispatcher = None  # type: ignore[assignment]  # set in start()
+        self.router: DispatchRouter = None  # type: ignore[assignment]
+        self.proxy: Proxy = None  # type: ignore[assignment]
+        self.registry = Registry()
+        self.control: ControlServers | None = None
         self._tick: asyncio.TimerHandle | None = None
+        self._probe: asyncio.TimerHandle | None = None
+        self._gc_handle: asyncio.TimerHandle | None = None
         self._stopped = asyncio.Event()
+        self._stopping = False
+        self._reload_lock = asyncio.Lock()
 
+    # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
+        cfg = self.cfg
+        now = self.loop.time()
+        self.store = await asyncio.to_thread(open_store, cfg.store)
+        specs = await asyncio.to_thread(self.store.load)
+        admin = await asyncio.to_thread(self.store.load_admin_states)
+        self.dispatcher = await asyncio.to_thread(
+            functools.partial(
+                Dispatcher,
+                cfg.dispatcher,
+                specs,
+                now=now,
+                resolver=resolve_destination,
+                admin_states=admin,
+            )
+        )
+        self.router = DispatchRouter(self.dispatcher, cfg.route, load=_NoLoad(), on_events=self._on_dst_events)
+        self.proxy = Proxy(self.listeners, self.transports, self.router, build_settings(cfg))
+        self.router.load = self.proxy.dialogs
+        self.transports.attach(self.proxy)
         await self.transports.start()
-        # Everything built so far lives for the process: keep it out of the
-        # collector's scans, and collect young objects less often (every call
-        # allocates a few hundred; transactions are freed by refcount).
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(50_000, 20, 100)
-        self._schedule_tick()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self.loop.add_signal_handler(sig, self.request_stop)
+        self._register_methods()
+        self.control = await start_control(self.registry, cfg.control)
         for lst in self.listeners:
             log.info("listening on %s:%s", lst.proto, lst.advertise)
+        log.info(
+            "%d destinations in %d sets from %s store %s",
+            sum(1 for _ in self.dispatcher.destinations()),
+            len({d.set_id for d in self.dispatcher.destinations()}),
+            cfg.store.type,
+            cfg.store.path,
+        )
+        self._on_dst_events(self.dispatcher.initial_events())
+        self._schedule_tick()
+        self._schedule_probe(0.0)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self.loop.add_signal_handler(sig, self.request_stop)
+        self.loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+        # Everything built so far lives for the process: keep it out of the
+        # collector's scans. The core frees what it allocates by refcount (no
+        # cycles: tests check it), so the collector only runs as a safety
+        # net, off the per-message path.
+        gc.collect()
+        gc.freeze()
+        gc.disable()
+        self._gc_handle = self.loop.call_later(_GC_PERIOD, self._collect)
 
+    def _register_methods(self) -> None:
+        register_core_methods(
+            self.registry,
+            ServerInfo(started_at=self.started_wall, flags=("USE_TCP", "USE_UDP", "USE_IPV6")),
+        )
+        from sipfleet.control.methods import register_methods
+
+        register_methods(self.registry, self)
+
+    async def serve(self) -> None:
+        await self.start()
+        try:
+            await self._stopped.wait()
+        finally:
+            await self.close()
+
+    def request_stop(self) -> None:
+        """First signal: graceful stop; second: now."""
+        if self._stopping:
+            log.warning("stopping now, %d dialogs still open", len(self.proxy.dialogs))
+            self._stopped.set()
+            return
+        self._stopping = True
+        self.proxy.accepting = False
+        timeout = self.cfg.proxy.shutdown_timeout
+        log.info(
+            "graceful stop: no new calls (503), waiting up to %.0f s for %d dialogs",
+            timeout,
+            len(self.proxy.dialogs),
+        )
+        self.loop.create_task(self._drain_self(timeout))
+
+    async def _drain_self(self, timeout: float) -> None:
+        end = self.loop.time() + timeout
+        while len(self.proxy.dialogs) and self.loop.time() < end:
+            await asyncio.sleep(0.2)
+        if len(self.proxy.dialogs):
+            log.warning("shutdown timeout: %d dialogs still open", len(self.proxy.dialogs))
+        self._stopped.set()
+
+    async def close(self) -> None:
+        for handle in (self._tick, self._probe, self._gc_handle):
+            if handle is not None:
+                handle.cancel()
+        gc.enable()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            self.loop.remove_signal_handler(sig)
+        if self.control is not None:
+            await self.control.close()
+        await self.transports.close()
+        if self.store is not None:
+            await asyncio.to_thread(self.store.close)
+
+    # -- timers, probing, the collector ------------------------------------------
     def _schedule_tick(self) -> None:
         now = self.loop.time()
         nxt = self.proxy.next_timer()
@@ -100,22 +234,119 @@ class App:
             log.exception("internal error in timers")
         self._schedule_tick()
 
-    def request_stop(self) -> None:
-        self._stopped.set()
+    def _collect(self) -> None:
+        found = gc.collect()
+        if found:
+            log.debug("collector found %d unreachable objects", found)
+        self._gc_handle = self.loop.call_later(_GC_PERIOD, self._collect)
 
-    async def serve(self) -> None:
-        await self.start()
+    def _schedule_probe(self, delay: float) -> None:
+        self._probe = self.loop.call_later(delay, self._on_probe_tick)
+
+    def _on_probe_tick(self) -> None:
+        now = self.loop.time()
         try:
-            await self._stopped.wait()
-        finally:
-            await self.close()
+            for req in self.dispatcher.due_probes(now):
+                self._send_probe(req.destination, req.method, req.from_uri, now)
+        except Exception:
+            log.exception("internal error while probing")
+        nxt = self.dispatcher.next_probe_at()
+        delay = 1.0 if nxt is None else min(max(nxt - self.loop.time(), 0.01), 1.0)
+        self._schedule_probe(delay)
 
-    async def close(self) -> None:
-        if self._tick is not None:
-            self._tick.cancel()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self.loop.remove_signal_handler(sig)
-        await self.transports.close()
+    def _send_probe(self, dest: Destination, method: str, from_uri: str, now: float) -> None:
+        target = self.router.target(dest)
+        if target is None:
+            self._probe_done(dest, now, None, None, now)
+            return
+        tag = os.urandom(4).hex()
+        headers = (
+            b"From: <" + from_uri.encode() + b">;tag=" + tag.encode(),
+            b"To: <" + dest.uri.encode() + b">",
+            b"Call-ID: probe-" + os.urandom(8).hex().encode() + b"@sipfleet",
+            b"CSeq: 1 " + method.encode(),
+        )
+        sent = self.proxy.originate(
+            method,
+            dest.uri,
+            target,
+            headers,
+            functools.partial(self._probe_done, dest, now),
+            now,
+            timeout=self.cfg.dispatcher.probe_timeout,
+        )
+        if not sent:
+            self._probe_done(dest, now, None, None, now)
+
+    def _probe_done(
+        self, dest: Destination, sent: float, code: int | None, msg: Message | None, now: float
+    ) -> None:
+        rtt = now - sent if code is not None else None
+        events = self.dispatcher.on_probe_result(dest, code, rtt, now)
+        if events:
+            self._on_dst_events(events)
+
+    def _on_dst_events(self, events: list[DstEvent]) -> None:
+        for ev in events:
+            self.events.emit(
+                ev.kind,
+                {
+                    "set": ev.set_id,
+                    "uri": ev.uri,
+                    "duid": ev.duid,
+                    "reason": ev.reason,
+                    "code": ev.code,
+                },
+            )
+
+    # -- reload -----------------------------------------------------------------
+    async def reload(self, by: str = "rpc") -> ReloadResult:
+        """Reread the store and swap the destination list atomically.
+
+        Within ``reload_delta`` of the last reload it raises Kamailio's
+        DispatcherError(500, "Ongoing reload"); a bad store raises
+        (500, "Reload Failed").
+        """
+        from sipfleet.dispatch.errors import DispatcherError
+
+        async with self._reload_lock:
+            assert self.store is not None
+            d = self.dispatcher
+            d.begin_reload(self.loop.time())
+            try:
+                specs = await asyncio.to_thread(self.store.load)
+                snapshot = await asyncio.to_thread(d.build, specs)
+            except Exception as e:
+                log.error("reload failed: %s", e)
+                raise DispatcherError(500, "Reload Failed", str(e)) from e
+            result = d.install(snapshot)
+            self.router.invalidate()
+            log.info(
+                "reloaded by %s: %d added, %d removed, %d kept",
+                by,
+                result.added,
+                result.removed,
+                result.kept,
+            )
+            self._on_dst_events(list(result.events))
+            return result
+
+    def _on_sighup(self) -> None:
+        async def go() -> None:
+            try:
+                await self.reload(by="SIGHUP")
+            except Exception as e:
+                log.error("SIGHUP reload: %s", e)
+
+        self.loop.create_task(go())
+
+    def status(self) -> dict[str, Any]:
+        return {"dialogs": len(self.proxy.dialogs), "accepting": self.proxy.accepting}
+
+
+class _NoLoad:
+    def load(self, key: str) -> int:
+        return 0
 
 
 def run(cfg: Config) -> None:
@@ -125,7 +356,7 @@ def run(cfg: Config) -> None:
 
     try:
         import uvloop
-
-        uvloop.run(main())
     except ImportError:
         asyncio.run(main())
+    else:
+        uvloop.run(main())

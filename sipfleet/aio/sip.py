@@ -26,6 +26,7 @@ __all__ = ["SipTransports"]
 
 log = logging.getLogger("sipfleet.net")
 
+_new = tuple.__new__  # builds a Peer without the namedtuple's Python-level __new__
 _MAX_PENDING_BYTES = 1 << 20  # per connection still connecting; beyond it we fail the peer
 
 
@@ -43,7 +44,7 @@ class _Udp(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         owner = self.owner
         try:
-            owner.proxy.receive(data, Peer(self.index, addr[0], addr[1]), owner.time())
+            owner.proxy.receive(data, _new(Peer, (self.index, addr[0], addr[1])), owner.time())
         except Exception:  # our bug: log it loudly, keep serving everyone else
             owner.proxy.stats.internal_errors += 1
             log.exception("internal error handling a datagram from %s:%s", addr[0], addr[1])

@@ -2,8 +2,9 @@
 
 Names follow Kamailio's module parameters where one exists (``ds_`` prefix
 dropped). Defaults are Kamailio's except where sipfleet deliberately differs,
-said per field: health checks are on out of the box (``ping_interval`` 10,
-``probing_mode`` 1) and failover candidates are always computed.
+said per field: probing runs out of the box (``ping_interval`` 10) for the
+destinations flagged for it (P, flag 8; ``probing_mode`` 3), and
+failover candidates are always computed.
 """
 
 from __future__ import annotations
@@ -118,12 +119,21 @@ class DispatcherConfig(BaseModel):
         description="a probe unanswered this long no longer holds back the next one "
         "(RFC 3261 Timer F = 64*T1)",
     )
+    probe_timeout: float = Field(
+        0.8,
+        gt=0,
+        le=32,
+        description="sipfleet: a probe without a final reply after this many seconds "
+        "failed (Kamailio waits for tm's fr_timer, 30 s by default); keep it under 1 s "
+        "so a dead destination goes inactive within ping_interval x threshold + 1 s",
+    )
     ping_method: str = Field("OPTIONS", min_length=1, description="probe method")
     ping_from: str = Field("sip:dispatcher@localhost", description="From URI of probes")
     probing_mode: Annotated[int, Field(ge=0, le=3)] = Field(
-        1,
-        description="0 probe P-flagged entries (flag dropped after a reply), 1 all, "
-        "2 inactive P-flagged, 3 P-flagged kept (Kamailio default 0)",
+        3,
+        description="0 probe P-flagged entries (flag 8; dropped after a reply, as in "
+        "Kamailio), 1 all, 2 inactive P-flagged, 3 P-flagged, kept: continuous health "
+        "checks of the destinations flagged for them (Kamailio's default is 0)",
     )
     probing_threshold: int = Field(1, ge=1, description="failed probes before inactive")
     inactive_threshold: int = Field(1, ge=1, description="answered probes before active again")

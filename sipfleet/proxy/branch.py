@@ -33,8 +33,8 @@ class BranchFactory:
         # Python's hash is salted per process, which is fine: a loop comes
         # back to the process that wrote the Via, and it is much cheaper.
         key: tuple[object, ...] = (msg.ruri, msg.from_tag, msg.to_tag, msg.call_id, msg.cseq[0])
-        names = msg.names
-        if b"proxy-require" in names or b"proxy-authorization" in names:
+        first = msg.first
+        if b"proxy-require" in first or b"proxy-authorization" in first:
             key += (*msg.get_lines(b"proxy-require"), *msg.get_lines(b"proxy-authorization"))
         return "%08x" % (hash(key) & 0xFFFFFFFF)
 

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Sequence
-from typing import Final, Protocol
+from collections.abc import Callable, Iterable, Sequence
+from typing import Final
 
 from sipfleet.proxy.branch import BranchFactory
+from sipfleet.proxy.dialogs import Dialog, DialogTable
 from sipfleet.proxy.net import Listener, Peer, Sink
 from sipfleet.proxy.router import Decision, Router, Target
 from sipfleet.sip.address import parse_address, split_commas
@@ -33,9 +34,10 @@ from sipfleet.transaction.client import ClientTransaction
 from sipfleet.transaction.server import ServerState, ServerTransaction, TimerConfig
 from sipfleet.transaction.timers import Timer, Timers
 
-__all__ = ["DialogHooks", "Proxy", "ProxySettings", "Stats"]
+__all__ = ["Context", "Proxy", "ProxySettings", "Stats"]
 
 log = logging.getLogger("sipfleet.proxy")
+_new = tuple.__new__  # a Peer without the namedtuple's Python-level __new__
 
 _RPORT: Final = re.compile(rb";\s*rport(?=\s*(;|$))", re.I)
 _RR_METHODS: Final = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
@@ -48,6 +50,7 @@ class ProxySettings:
     __slots__ = (
         "aliases",
         "answer_options",
+        "dialog_lifetime",
         "final_response_timeout",
         "first_response_timeout",
         "limits",
@@ -71,6 +74,7 @@ class ProxySettings:
         answer_options: bool = True,
         max_failover: int = 0,
         transform_503: bool = True,
+        dialog_lifetime: float = 7200.0,
     ) -> None:
         self.timers = timers or TimerConfig()
         self.first_response_timeout = first_response_timeout
@@ -82,6 +86,7 @@ class ProxySettings:
         self.answer_options = answer_options
         self.max_failover = max_failover
         self.transform_503 = transform_503
+        self.dialog_lifetime = dialog_lifetime
 
 
 class Stats:
@@ -128,31 +133,6 @@ class Stats:
         return {name: getattr(self, name) for name in self.__slots__}
 
 
-class DialogHooks(Protocol):
-    """What dialog/call-load tracking is told (the dispatcher plugs in here)."""
-
-    def on_branch(self, ctx: Context, target: Target, now: float) -> None: ...
-
-    def on_final(
-        self, ctx: Context, target: Target | None, status: int, msg: Message | None, now: float
-    ) -> None: ...
-
-    def on_in_dialog(self, msg: Message, now: float) -> None: ...
-
-
-class _NoDialogs:
-    def on_branch(self, ctx: Context, target: Target, now: float) -> None:
-        pass
-
-    def on_final(
-        self, ctx: Context, target: Target | None, status: int, msg: Message | None, now: float
-    ) -> None:
-        pass
-
-    def on_in_dialog(self, msg: Message, now: float) -> None:
-        pass
-
-
 class Context:
     """A response context (16.2): one server transaction and its branches."""
 
@@ -162,8 +142,10 @@ class Context:
         "cancel_reason",
         "cancelled",
         "decision",
+        "dialog",
         "finals",
         "head",
+        "initial",
         "msg",
         "next_index",
         "peer",
@@ -185,6 +167,8 @@ class Context:
         self.finals: list[tuple[int, bytes | None]] = []  # (status, response bytes or None=local)
         self.cancelled = False
         self.cancel_reason: list[bytes] = []
+        self.dialog: Dialog | None = None
+        self.initial = False  # an out-of-dialog request the router placed
         self.head = b""  # request line
         self.tail: list[bytes] = []  # edited header lines after our Via/RR
         self.rr = False
@@ -249,7 +233,6 @@ class Proxy:
         sink: Sink,
         router: Router,
         settings: ProxySettings | None = None,
-        dialogs: DialogHooks | None = None,
     ) -> None:
         if not listeners:
             raise ValueError("at least one listener is needed")
@@ -257,8 +240,8 @@ class Proxy:
         self.sink = sink
         self.router = router
         self.settings = settings or ProxySettings()
-        self.dialogs: DialogHooks = dialogs or _NoDialogs()
         self.timers = Timers()
+        self.dialogs = DialogTable(self.timers, self.settings.dialog_lifetime)
         self.stats = Stats()
         self.server_txns: dict[object, ServerTransaction] = {}
         self.client_txns: dict[tuple[str, str], ClientTransaction] = {}
@@ -320,6 +303,66 @@ class Proxy:
         for txn in list(txns):
             txn.transport_error(now)
 
+    def originate(
+        self,
+        method: str,
+        ruri: str,
+        target: Target,
+        headers: Sequence[bytes],
+        on_done: Callable[[int | None, Message | None, float], None],
+        now: float,
+        timeout: float | None = None,
+    ) -> bool:
+        """Send a request of our own (an OPTIONS probe, a BYE of dlg.end_dlg).
+
+        ``headers`` carries From, To, Call-ID, CSeq and any Route; Via,
+        Max-Forwards and Content-Length are added. ``on_done(code, response,
+        now)`` is called once: with the final response, or with None when
+        none came within ``timeout`` (or Timer F) or the transport failed.
+        """
+        self._now = now
+        lst = self._out.get((target.proto, 6 if ":" in target.host else 4))
+        if lst is None:
+            return False
+        peer = _new(Peer, (lst.index, target.host, target.port))
+        branch_id = self.branches.new("00000000")
+        via_line = lst.via_prefix + b";branch=" + branch_id.encode()
+        data = b"\r\n".join(
+            (
+                b"%s %s SIP/2.0" % (method.encode(), ruri.encode()),
+                via_line,
+                b"Max-Forwards: %d" % self.settings.max_forwards,
+                *headers,
+                b"Content-Length: 0",
+                b"",
+                b"",
+            )
+        )
+        origin = _Origin(on_done)
+        txn = ClientTransaction(
+            (branch_id, method),
+            branch_id,
+            method == "INVITE",
+            lst.reliable,
+            data,
+            self.sink,
+            peer,
+            self.timers,
+            self.settings.timers,
+            _origin_response,
+            _origin_failure,
+            self._on_client_terminated,
+        )
+        txn.context = origin
+        self.client_txns[txn.key] = txn  # type: ignore[index]
+        if lst.reliable:
+            self._by_peer.setdefault(peer, set()).add(txn)
+        if timeout is not None:
+            origin.timer = self.timers.add(now, timeout, _origin_timeout, txn)
+        self.stats.uac_transactions += 1
+        txn.start(now)
+        return True
+
     # == requests ==============================================================
     def _on_request(self, msg: Message, peer: Peer, now: float) -> None:
         method = msg.method
@@ -365,11 +408,11 @@ class Proxy:
             ):
                 raise _LocalAnswer(200)
             raise BadMessage("Too Many Hops", status=483)
-        via_idx = msg.positions(b"via")
-        if len(via_idx) > 1 or self._prefix_b in msg.lines[via_idx[0]]:
-            if self.branches.looped(msg, [msg.lines[i] for i in via_idx]):
+        first_via = msg.lines[msg.first[b"via"]]
+        if self._prefix_b in first_via or (msg.repeated and msg.names.count(b"via") > 1):
+            if self.branches.looped(msg, msg.get_lines(b"via")):
                 raise BadMessage("Loop Detected", status=482)
-        if b"proxy-require" in msg.names:
+        if b"proxy-require" in msg.first:
             tags = b", ".join(msg.values(b"proxy-require"))
             raise BadMessage("Bad Extension", status=420, headers=(b"Unsupported: " + tags,))
 
@@ -378,7 +421,7 @@ class Proxy:
         head = msg.start
         lines = list(msg.lines)
         ruri = msg.ruri
-        has_routes = b"route" in msg.names
+        has_routes = b"route" in msg.first
         # 16.4: a strict router upstream put our Record-Route URI in the R-URI.
         if has_routes and ";lr" in ruri and self._is_ours(parse_uri(ruri)):
             routes = msg.values(b"route")
@@ -427,6 +470,7 @@ class Proxy:
             ctx.decision = Decision((target,), frozenset())
         else:
             ctx.rr = self.settings.record_route and msg.method in _RR_METHODS
+            ctx.initial = True
             decision = self.router.route(msg, ctx.peer, now)
             if decision.reject is not None:
                 status, reason, extra = decision.reject
@@ -442,12 +486,12 @@ class Proxy:
         if mf is None:
             lines.append(b"Max-Forwards: %d" % self.settings.max_forwards)
         else:
-            lines[msg.names.index(b"max-forwards")] = b"Max-Forwards: %d" % (mf - 1)
+            lines[msg.first[b"max-forwards"]] = b"Max-Forwards: %d" % (mf - 1)
         if ctx.top_via is not msg.via.raw:
-            i = msg.names.index(b"via")
+            i = msg.first[b"via"]
             rest = split_first(lines[i].partition(b":")[2])[1]
             lines[i] = b"Via: " + ctx.top_via + (b", " + rest if rest else b"")
-        if b"content-length" not in msg.names:
+        if b"content-length" not in msg.first:
             lines.append(b"Content-Length: %d" % len(msg.body))
 
     def _next_branch(self, ctx: Context, now: float) -> None:
@@ -471,7 +515,7 @@ class Proxy:
             self.router.outcome(target, 503, now)
             return False
         msg = ctx.msg
-        peer = Peer(lst.index, target.host, target.port)
+        peer = _new(Peer, (lst.index, target.host, target.port))
         branch_id = self.branches.new(self.branches.loop_hash(msg))
         via_line = lst.via_prefix + b";branch=" + branch_id.encode()
         parts = [ctx.head, via_line]
@@ -509,7 +553,7 @@ class Proxy:
         ctx.branches.append(br)
         self.stats.uac_transactions += 1
         self.stats.fwd_requests += 1
-        if invite and ctx.decision is not None and ctx.decision.failover_codes:
+        if invite and ctx.initial:
             self.dialogs.on_branch(ctx, target, now)
         # A first-response timer only where failing over is possible; an
         # in-dialog request has one next hop and lives by Timers B/F.
@@ -522,12 +566,12 @@ class Proxy:
 
     # == responses =============================================================
     def _on_response(self, msg: Message, now: float) -> None:
-        via = msg.via
-        txn = self.client_txns.get((via.branch, msg.cseq[1]))
+        branch = msg.top_branch()
+        txn = self.client_txns.get((branch, msg.cseq[1]))
         if txn is not None:
             txn.receive(msg, now)
             return
-        if self.branches.is_ours(via.branch) and 200 <= msg.status < 300:
+        if self.branches.is_ours(branch) and 200 <= msg.status < 300:
             # A 2xx retransmission after our transactions are gone (16.7, RFC 6026).
             self._forward_response_stateless(msg, now)
             return
@@ -567,7 +611,7 @@ class Proxy:
                 self._relay_response(ctx, msg, status)
             else:
                 self._forward_response_stateless(msg, now)
-            if first and txn.invite:
+            if first and txn.invite and ctx.dialog is not None:
                 self.dialogs.on_final(ctx, br.target, status, msg, now)
                 for other in ctx.branches:  # 16.7 item 10: cancel the rest
                     if other is not br and not other.concluded:
@@ -651,7 +695,7 @@ class Proxy:
         else:
             best = min(ctx.finals, key=_rank)
         status, data = best
-        if ctx.msg.method == "INVITE":
+        if ctx.dialog is not None:
             self.dialogs.on_final(ctx, None, status, None, now)
         if status == 503 and data is not None and self.settings.transform_503:
             status, data = 500, None  # 16.7 item 6: a 503 from downstream becomes 500
@@ -674,15 +718,15 @@ class Proxy:
 
     def _strip_via(self, msg: Message) -> bytes | None:
         """The response without our Via (16.7 item 3)."""
-        lines = list(msg.lines)
-        i = msg.names.index(b"via")
-        rest = split_first(lines[i].partition(b":")[2])[1]
+        i = msg.first[b"via"]
+        line = msg.lines[i]
+        rest = split_first(line.partition(b":")[2])[1]
         if rest is None:
-            if msg.names.count(b"via") == 1:
+            if not msg.repeated or msg.names.count(b"via") == 1:
                 return None  # no Via left: the response was for us (16.7 item 4)
-            del lines[i]
+            lines = msg.lines[:i] + msg.lines[i + 1 :]
         else:
-            lines[i] = b"Via: " + rest
+            lines = msg.lines[:i] + [b"Via: " + rest] + msg.lines[i + 1 :]
         return b"\r\n".join((msg.start, *lines, b"", msg.body))
 
     def _forward_response_stateless(self, msg: Message, now: float) -> None:
@@ -780,7 +824,7 @@ class Proxy:
         # An ACK for a 2xx: its own transaction, forwarded statelessly (16.11).
         try:
             lines = list(msg.lines)
-            if b"route" not in msg.names:
+            if b"route" not in msg.first:
                 self.stats.drop_requests += 1
                 return
             popped, hint, next_route = self._pop_routes(msg, lines)
@@ -806,13 +850,13 @@ class Proxy:
         top = msg.via
         ctx_via = self._top_via_value(top, peer)
         if ctx_via is not top.raw:
-            i = msg.names.index(b"via")
+            i = msg.first[b"via"]
             rest = split_first(lines[i].partition(b":")[2])[1]
             lines[i] = b"Via: " + ctx_via + (b", " + rest if rest else b"")
         if mf is None:
             lines.append(b"Max-Forwards: %d" % self.settings.max_forwards)
         else:
-            lines[msg.names.index(b"max-forwards")] = b"Max-Forwards: %d" % (mf - 1)
+            lines[msg.first[b"max-forwards"]] = b"Max-Forwards: %d" % (mf - 1)
         branch = self.branches.stateless(top.branch or msg.call_id.decode("ascii", "replace"))
         via_line = lst.via_prefix + b";branch=" + branch.encode()
         data = b"\r\n".join((msg.start, via_line, *[x for x in lines if x], b"", msg.body))
@@ -835,7 +879,7 @@ class Proxy:
         if not lst.reliable:
             via = msg.via
             if via.rport is False:
-                resp_peer = Peer(peer.listener, peer.host, via.port or 5060)
+                resp_peer = _new(Peer, (peer.listener, peer.host, via.port or 5060))
         txn = ServerTransaction(
             key,
             invite,
@@ -852,12 +896,19 @@ class Proxy:
 
     def _on_server_terminated(self, txn: ServerTransaction, timed_out: bool) -> None:
         self.server_txns.pop(txn.key, None)
+        ctx = txn.context
         txn.context = None
+        if isinstance(ctx, Context):
+            ctx.branches = []  # branches still alive keep ctx, but no cycle
+
 
     def _on_client_terminated(self, txn: ClientTransaction) -> None:
         self.client_txns.pop(txn.key, None)  # type: ignore[call-overload]
         br = txn.context
         if isinstance(br, Branch):
+            if br.timer is not None:
+                br.timer.cancel()
+                br.timer = None
             peers = self._by_peer.get(br.peer)
             if peers is not None:
                 peers.discard(txn)
@@ -984,6 +1035,45 @@ def _rank(final: tuple[int, bytes | None]) -> tuple[int, int, int]:
     return (0 if cls == 6 else cls, 0 if final[1] is not None else 1, status)
 
 
+class _Origin:
+    """What a request we originated is waiting for."""
+
+    __slots__ = ("done", "on_done", "timer")
+
+    def __init__(self, on_done: Callable[[int | None, Message | None, float], None]) -> None:
+        self.on_done = on_done
+        self.done = False
+        self.timer: Timer | None = None
+
+    def finish(self, code: int | None, msg: Message | None, now: float) -> None:
+        if self.done:
+            return
+        self.done = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.on_done(code, msg, now)
+
+
+def _origin_response(txn: ClientTransaction, msg: Message, now: float) -> None:
+    if msg.status >= 200 and isinstance(txn.context, _Origin):
+        txn.context.finish(msg.status, msg, now)
+
+
+def _origin_failure(txn: ClientTransaction, code: int, now: float) -> None:
+    if isinstance(txn.context, _Origin):
+        txn.context.finish(None, None, now)
+
+
+def _origin_timeout(now: float, txn: ClientTransaction) -> None:
+    origin = txn.context
+    if isinstance(origin, _Origin):
+        origin.timer = None
+        if txn._a is not None:
+            txn._a.cancel()  # stop retransmitting; Timer F still cleans up
+        origin.finish(None, None, now)
+
+
 def _ignore_response(txn: ClientTransaction, msg: Message, now: float) -> None:
     pass
 
@@ -1050,4 +1140,4 @@ def _lenient(data: bytes) -> Message | None:
 def _answerable(msg: Message) -> bool:
     """Can the sender match a response? It needs at least a Via and a CSeq to copy;
     the response goes to the packet's source when the Via itself is unreadable."""
-    return b"via" in msg.names and b"cseq" in msg.names
+    return b"via" in msg.first and b"cseq" in msg.first

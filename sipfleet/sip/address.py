@@ -12,6 +12,7 @@ from sipfleet.sip.errors import BadMessage
 __all__ = ["Address", "parse_address", "split_commas", "tag_of"]
 
 _TOKEN_LWS = re.compile(rb"[A-Za-z0-9.!%*_+`'~\- \t]*")
+_TAG_VALUE = re.compile(rb"[^;,\s]+")
 _TAG = re.compile(rb";\s*tag\s*=\s*([^;,\s]+)", re.I)
 
 
@@ -80,7 +81,13 @@ def parse_address(value: bytes, what: str = "address") -> Address:
 def tag_of(value: bytes) -> bytes | None:
     """The ``tag`` parameter of a From/To value, without a full parse."""
     gt = value.rfind(b">")
-    m = _TAG.search(value, gt + 1 if gt >= 0 else 0)
+    start = gt + 1 if gt >= 0 else 0
+    i = value.find(b";tag=", start)
+    if i >= 0:  # the usual spelling
+        m = _TAG_VALUE.match(value, i + 5)
+        if m is not None:
+            return m.group()
+    m = _TAG.search(value, start)
     return m.group(1) if m else None
 
 

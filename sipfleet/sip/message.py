@@ -101,6 +101,7 @@ class Message:
         "_to_tag",
         "_via",
         "body",
+        "first",
         "is_request",
         "lines",
         "method",
@@ -115,6 +116,12 @@ class Message:
         self.start = start
         self.lines = lines
         self.names = names
+        # name -> index of its first line, built in C; lookups then hash instead
+        # of comparing every name.
+        first = self.first = dict(zip(names, range(len(names)), strict=True))
+        if len(first) != len(names):  # a repeated name: keep its first line
+            for i in range(len(names) - 1, -1, -1):
+                first[names[i]] = i
         self.body = body
         self.is_request = True
         self.method = ""
@@ -130,27 +137,34 @@ class Message:
 
     # -- raw header access -------------------------------------------------
     def has(self, name: bytes) -> bool:
-        return name in self.names
+        return name in self.first
 
     def pos(self, name: bytes) -> int:
         """Index of the first line of header ``name`` in ``lines``, -1 if absent."""
-        names = self.names
-        return names.index(name) if name in names else -1
+        return self.first.get(name, -1)
+
+    @property
+    def repeated(self) -> bool:
+        """Some header name occurs on more than one line."""
+        return len(self.first) != len(self.names)
 
     def positions(self, name: bytes) -> list[int]:
+        if len(self.first) == len(self.names):
+            i = self.first.get(name)
+            return [] if i is None else [i]
         return [i for i, n in enumerate(self.names) if n == name]
 
     def get(self, name: bytes) -> bytes | None:
         """Value of the first line of header ``name`` (lower-case long form)."""
-        names = self.names
-        if name not in names:
+        i = self.first.get(name)
+        if i is None:
             return None
-        return self.lines[names.index(name)].partition(b":")[2].strip()
+        return self.lines[i].partition(b":")[2].strip()
 
     def get_lines(self, name: bytes) -> list[bytes]:
         """Values of every line of header ``name``, not comma-split."""
         lines = self.lines
-        return [lines[i].partition(b":")[2].strip() for i, n in enumerate(self.names) if n == name]
+        return [lines[i].partition(b":")[2].strip() for i in self.positions(name)]
 
     def values(self, name: bytes) -> list[bytes]:
         """Every value of a list header, comma-split across all its lines."""
@@ -170,6 +184,25 @@ class Message:
                 raise BadMessage("Missing Via header")
             v = self._via = parse_via(split_first(raw)[0])
         return v
+
+    def top_branch(self) -> str:
+        """The branch of the topmost Via, cheaply (a response's top Via is ours;
+        ``via`` does the full, validating parse)."""
+        v = self._via
+        if v is not None:
+            return v.branch
+        i = self.first.get(b"via")
+        if i is None:
+            raise BadMessage("Missing Via header")
+        line = self.lines[i]
+        i = line.find(b";branch=")
+        if i < 0 or b"," in line[:i]:
+            return self.via.branch
+        j = line.find(b";", i + 8)
+        k = line.find(b",", i + 8)
+        if k >= 0 and (j < 0 or k < j):
+            j = k
+        return (line[i + 8 : j] if j >= 0 else line[i + 8 :]).strip().decode("ascii", "replace")
 
     @property
     def call_id(self) -> bytes:
@@ -284,7 +317,7 @@ def parse(data: bytes, limits: Limits = DEFAULT_LIMITS, datagram: bool = True) -
     body = data[end + 4 :]
     msg = Message(start, lines, names, body)
     _parse_start(msg, start)
-    if b"content-length" in names:
+    if b"content-length" in msg.first:
         cl = msg.content_length
         assert cl is not None
         if cl > len(body):
@@ -338,11 +371,13 @@ def _parse_start(msg: Message, start: bytes) -> None:
 def check_request(msg: Message) -> None:
     """Rules every request must meet before a proxy acts on it (RFC 3261 8.2, 16.3)."""
     names = msg.names
-    for name in _SINGLE:
-        if names.count(name) > 1:
-            raise BadMessage(f"Multiple {name.decode().title()} headers")
+    first = msg.first
+    if len(first) != len(names):
+        for name in _SINGLE:
+            if names.count(name) > 1:
+                raise BadMessage(f"Multiple {name.decode().title()} headers")
     for name in _REQUIRED:
-        if name not in names:
+        if name not in first:
             raise BadMessage(f"Missing {name.decode().title()} header")
     if msg.cseq[1] != msg.method:
         if msg.method not in KNOWN_METHODS:
@@ -350,7 +385,7 @@ def check_request(msg: Message) -> None:
         raise BadMessage("CSeq method does not match Request-Line")
     lines = msg.lines
     for name, what in ((b"from", "From"), (b"to", "To")):
-        value = lines[names.index(name)].partition(b":")[2]
+        value = lines[first[name]].partition(b":")[2]
         if _NAME_ADDR.fullmatch(value) is None:
             parse_address(value, what)
     msg.via  # noqa: B018  (parse the top Via now: a bad one is the sender's 400)

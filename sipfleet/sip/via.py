@@ -36,6 +36,9 @@ _TRANSPORTS: Final = {
 }
 
 
+_PNAMES: Final = {n.encode(): n for n in ("branch", "rport", "received", "maddr", "ttl")}
+
+
 class Via:
     """One parsed Via value. ``host`` is bare (IPv6 without brackets)."""
 
@@ -96,11 +99,12 @@ def parse_via(value: bytes) -> Via:
             if ptext:
                 for part in ptext.split(b";"):
                     name, eq, val = part.partition(b"=")
-                    if not name:
-                        raise BadMessage("Malformed Via parameter")
-                    params[name.decode("ascii", "replace").lower()] = (
-                        val.decode("utf-8", "surrogateescape") if eq else None
-                    )
+                    key = _PNAMES.get(name)
+                    if key is None:
+                        if not name:
+                            raise BadMessage("Malformed Via parameter")
+                        key = name.decode("ascii", "replace").lower()
+                    params[key] = val.decode("utf-8", "surrogateescape") if eq else None
             host = host_b.decode("ascii").lower()
             if host[0] == "[":
                 host = host[1:-1]

@@ -251,6 +251,9 @@ class ClientTransaction:
 
     def _terminate(self) -> None:
         self.cancel_timers()
+        # Break the cycles (timers and the ACK builder point back here).
+        self._a = self._timeout = None
+        self.make_ack = None
         self.on_terminated(self)
 
 

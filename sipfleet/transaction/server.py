@@ -211,10 +211,14 @@ class ServerTransaction:
         self._fire(name, now)
 
     def _terminate(self, timed_out: bool) -> None:
+        # Drop the references that would keep this object in a cycle with its
+        # timers: freed by refcount at once, it never waits for the collector.
         if self._g is not None:
             self._g.cancel()
+            self._g = None
         if self._h is not None:
             self._h.cancel()
+            self._h = None
         self.on_terminated(self, timed_out)
 
 

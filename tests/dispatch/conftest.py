@@ -35,6 +35,7 @@ def build() -> Build:
     """``build(list_text, now=0.0, seed=1, **config)`` -> Dispatcher."""
 
     def _build(text: str, now: float = 0.0, seed: int = 1, **cfg: Any) -> Dispatcher:
+        cfg.setdefault("probing_mode", 1)  # these tests probe every destination
         return Dispatcher(
             DispatcherConfig(**cfg), parse_list(text, "test.list"), now=now, rng=random.Random(seed)
         )
