@@ -73,7 +73,9 @@ def respond(req: bytes, status: int, reason: str, n: int) -> bytes:
 
 
 def _proxy(sink: Sink) -> Proxy:
-    proxy = Proxy([Listener(0, "udp", "127.0.0.1", 5060)], sink, RoundRobinRouter(["sip:127.0.0.1:5070"]))
+    proxy = Proxy(
+        [Listener(0, "udp", "127.0.0.1", 5060)], sink, RoundRobinRouter(["sip:127.0.0.1:5070"])
+    )
     proxy.branches._salt = "bench"  # same branches in the recording and the replay
     return proxy
 

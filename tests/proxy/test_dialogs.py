@@ -112,7 +112,7 @@ def test_failover_moves_load_and_failures_end_dialogs():
     assert net.loads() == {"a": 1}
     ua, peer = uas(5070)
     net.send(ua.respond(inv, 503, "Unavailable"), peer)
-    (inv2,) = net.at(5071)
+    (_inv2,) = net.at(5071)
     assert net.loads() == {"b": 1}
     net.tick(2.1)  # 5071 never answers: first-response timeout
     (inv3,) = [m for m in net.at(5072) if m.method == "INVITE"]
