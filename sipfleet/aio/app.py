@@ -42,7 +42,13 @@ __all__ = ["EXAMPLE_DESTINATIONS", "App", "open_store", "run"]
 
 log = logging.getLogger("sipfleet")
 
-_GC_PERIOD = 10.0
+# The collector: every second, collect what was allocated since the last
+# time (a few ms at 1,000 calls/s) and freeze the survivors, so no pass ever
+# walks the whole heap (a full pass over 30 s of transactions takes ~0.5 s).
+# Frozen objects are still freed by refcount; only a cycle among them would
+# wait for the hourly full pass, which logs it: the core makes none.
+_GC_PERIOD = 1.0
+_GC_FULL_PERIOD = 3600.0
 _TICK_MAX = 0.05  # timers fire at most this late; every SIP timer is >= 0.5 s
 
 #: What a new embedded store starts with: the two back ends of the README.
@@ -114,6 +120,7 @@ class App:
         self._tick: asyncio.TimerHandle | None = None
         self._probe: asyncio.TimerHandle | None = None
         self._gc_handle: asyncio.TimerHandle | None = None
+        self._gc_full_at = 0.0
         self._stopped = asyncio.Event()
         self._stopping = False
         self._reload_lock = asyncio.Lock()
@@ -164,6 +171,7 @@ class App:
         gc.collect()
         gc.freeze()
         gc.disable()
+        self._gc_full_at = self.loop.time() + _GC_FULL_PERIOD
         self._gc_handle = self.loop.call_later(_GC_PERIOD, self._collect)
 
     def _register_methods(self) -> None:
@@ -235,9 +243,22 @@ class App:
         self._schedule_tick()
 
     def _collect(self) -> None:
-        found = gc.collect()
-        if found:
-            log.debug("collector found %d unreachable objects", found)
+        now = self.loop.time()
+        if now >= self._gc_full_at:
+            self._gc_full_at = now + _GC_FULL_PERIOD
+            gc.unfreeze()
+            t0 = time.perf_counter()
+            found = gc.collect()
+            log.info(
+                "full collection: %d unreachable objects, %.0f ms",
+                found,
+                (time.perf_counter() - t0) * 1000,
+            )
+        else:
+            found = gc.collect()
+            if found:
+                log.debug("collector found %d unreachable objects", found)
+        gc.freeze()
         self._gc_handle = self.loop.call_later(_GC_PERIOD, self._collect)
 
     def _schedule_probe(self, delay: float) -> None:

@@ -138,7 +138,7 @@ class Context:
 
     __slots__ = (
         "attempts",
-        "branches",
+        "pending",
         "cancel_reason",
         "cancelled",
         "decision",
@@ -163,7 +163,10 @@ class Context:
         self.decision: Decision | None = None
         self.next_index = 0
         self.attempts = 0
-        self.branches: list[Branch] = []
+        # Branches still waiting for an answer. A concluded branch leaves this
+        # list, so context and branches never form a cycle that would outlive
+        # them (they are freed by refcount, not by the collector).
+        self.pending: list[Branch] = []
         self.finals: list[tuple[int, bytes | None]] = []  # (status, response bytes or None=local)
         self.cancelled = False
         self.cancel_reason: list[bytes] = []
@@ -264,6 +267,13 @@ class Proxy:
             self._out.setdefault((lst.proto, lst.family), lst)
         self.accepting = True
         self._now = 0.0  # the time of the input being handled
+        # Bound once: every transaction holds these, and a bound method made
+        # per transaction is one more object for the collector to scan.
+        self._cb_response = self._on_branch_response
+        self._cb_failure = self._on_branch_failure
+        self._cb_client_done = self._on_client_terminated
+        self._cb_server_done = self._on_server_terminated
+        self._cb_fr = self._on_fr_timer
         self._log_budget = 0.0
         self._log_at = 0.0
 
@@ -351,7 +361,7 @@ class Proxy:
             self.settings.timers,
             _origin_response,
             _origin_failure,
-            self._on_client_terminated,
+            self._cb_client_done,
         )
         txn.context = origin
         self.client_txns[txn.key] = txn  # type: ignore[index]
@@ -540,9 +550,9 @@ class Proxy:
             peer,
             self.timers,
             self.settings.timers,
-            self._on_branch_response,
-            self._on_branch_failure,
-            self._on_client_terminated,
+            self._cb_response,
+            self._cb_failure,
+            self._cb_client_done,
             br.make_ack if invite else None,
         )
         txn.context = br
@@ -550,7 +560,7 @@ class Proxy:
         self.client_txns[txn.key] = txn  # type: ignore[index]
         if lst.reliable:
             self._by_peer.setdefault(peer, set()).add(txn)
-        ctx.branches.append(br)
+        ctx.pending.append(br)
         self.stats.uac_transactions += 1
         self.stats.fwd_requests += 1
         if invite and ctx.initial:
@@ -580,9 +590,19 @@ class Proxy:
 
     def _on_branch_response(self, txn: ClientTransaction, msg: Message, now: float) -> None:
         br = txn.context
-        assert isinstance(br, Branch)
-        ctx = br.ctx
         status = msg.status
+        if not isinstance(br, Branch):
+            # The branch already had its final answer and let go of its
+            # context: a retransmitted 2xx goes up statelessly (RFC 6026 7.1).
+            if 200 <= status < 300:
+                self._forward_response_stateless(msg, now)
+            return
+        ctx = br.ctx
+        if status >= 200:
+            # Nothing more to do for this branch but absorb (its ACK, if any,
+            # is built already): let go of the branch and its context.
+            txn.context = None
+            txn.make_ack = None
         if br.timer is not None:
             br.timer.cancel()
             br.timer = None
@@ -594,7 +614,7 @@ class Proxy:
                 elif txn.invite and not br.concluded:
                     # Timer C (16.6 item 11) / Kamailio's fr_inv_timer.
                     br.timer = self.timers.add(
-                        now, self.settings.final_response_timeout, self._on_fr_timer, br
+                        now, self.settings.final_response_timeout, self._cb_fr, br
                     )
             if status == 100 or br.concluded:
                 return  # 16.7 item 5: 100 Trying is not forwarded
@@ -605,7 +625,7 @@ class Proxy:
             # Every 2xx goes upstream, even from a branch we gave up on (16.7 item 5).
             first = not ctx.answered
             if not br.concluded:
-                br.concluded = True
+                _conclude(br)
                 self.router.outcome(br.target, status, now)
             if ctx.server.state in (ServerState.PROCEEDING, ServerState.TRYING, ServerState.ACCEPTED):
                 self._relay_response(ctx, msg, status)
@@ -613,14 +633,13 @@ class Proxy:
                 self._forward_response_stateless(msg, now)
             if first and txn.invite and ctx.dialog is not None:
                 self.dialogs.on_final(ctx, br.target, status, msg, now)
-                for other in ctx.branches:  # 16.7 item 10: cancel the rest
-                    if other is not br and not other.concluded:
-                        other.concluded = True
-                        self._give_up(other, now)
+                for other in list(ctx.pending):  # 16.7 item 10: cancel the rest
+                    _conclude(other)
+                    self._give_up(other, now)
             return
         if br.concluded:
             return
-        br.concluded = True
+        _conclude(br)
         self.router.outcome(br.target, status, now)
         ctx.finals.append((status, self._strip_via(msg)))
         self._branch_done(ctx, status, now)
@@ -644,7 +663,7 @@ class Proxy:
         self._conclude_local(br, 408, now)
 
     def _conclude_local(self, br: Branch, code: int, now: float) -> None:
-        br.concluded = True
+        _conclude(br)
         self.router.outcome(br.target, code, now)
         br.ctx.finals.append((code, None))
         self._branch_done(br.ctx, code, now)
@@ -669,7 +688,7 @@ class Proxy:
     def _branch_done(self, ctx: Context, status: int, now: float) -> None:
         if ctx.answered:
             return
-        if any(not b.concluded for b in ctx.branches):
+        if ctx.pending:
             return
         decision = ctx.decision
         if (
@@ -686,6 +705,7 @@ class Proxy:
         """16.7 item 6: choose the best final response and send it upstream."""
         if ctx.answered:
             return
+        self._release(ctx)
         if ctx.cancelled:
             best: tuple[int, bytes | None] = next(
                 (f for f in ctx.finals if f[0] == 487 and f[1] is not None), (487, None)
@@ -714,7 +734,16 @@ class Proxy:
         if data is None:
             return
         self.stats.fwd_replies += 1
+        if status >= 200:
+            self._release(ctx)
         ctx.server.respond(status, data, self._now)
+
+    @staticmethod
+    def _release(ctx: Context) -> None:
+        """The final answer is going up: the server transaction keeps only the
+        bytes it must retransmit, so the context can be freed with its last
+        branch rather than live on for Timer L/J (32 s)."""
+        ctx.server.context = None
 
     def _strip_via(self, msg: Message) -> bytes | None:
         """The response without our Via (16.7 item 3)."""
@@ -751,25 +780,26 @@ class Proxy:
         key = self._server_key(msg, "CANCEL")
         server = self._new_server(key, msg, peer, False)
         top_via = self._top_via_value(msg.via, peer)
-        if invite is None or not isinstance(invite.context, Context):
+        if invite is None:
             server.respond(481, make_response(msg, 481, top_via=top_via), now)
             self.stats.local_replies += 1
             return
         server.respond(200, make_response(msg, 200, top_via=top_via), now)
         self.stats.local_replies += 1
         ctx = invite.context
+        if not isinstance(ctx, Context):
+            return  # the INVITE already has its final answer: CANCEL changes nothing
         if ctx.answered or ctx.cancelled:
             return
         ctx.cancelled = True
         ctx.cancel_reason = msg.get_lines(b"reason")
         pending = False
-        for br in ctx.branches:
-            if not br.concluded:
-                pending = True
-                if br.provisional:
-                    self._send_cancel(br, now)
-                else:
-                    br.wants_cancel = True
+        for br in ctx.pending:
+            pending = True
+            if br.provisional:
+                self._send_cancel(br, now)
+            else:
+                br.wants_cancel = True
         if not pending:
             self._answer_best(ctx, now)
 
@@ -806,7 +836,7 @@ class Proxy:
             self.settings.timers,
             _ignore_response,
             _ignore_failure,
-            self._on_client_terminated,
+            self._cb_client_done,
         )
         self.client_txns[txn.key] = txn  # type: ignore[index]
         self.stats.uac_transactions += 1
@@ -888,7 +918,7 @@ class Proxy:
             resp_peer,
             self.timers,
             self.settings.timers,
-            self._on_server_terminated,
+            self._cb_server_done,
         )
         self.server_txns[key] = txn
         self.stats.uas_transactions += 1
@@ -896,10 +926,7 @@ class Proxy:
 
     def _on_server_terminated(self, txn: ServerTransaction, timed_out: bool) -> None:
         self.server_txns.pop(txn.key, None)
-        ctx = txn.context
         txn.context = None
-        if isinstance(ctx, Context):
-            ctx.branches = []  # branches still alive keep ctx, but no cycle
 
 
     def _on_client_terminated(self, txn: ClientTransaction) -> None:
@@ -1019,6 +1046,14 @@ class Proxy:
         if self._log_budget > 0:
             self._log_budget -= 1
             log.info(fmt, *args)
+
+
+def _conclude(br: Branch) -> None:
+    if not br.concluded:
+        br.concluded = True
+        pending = br.ctx.pending
+        if br in pending:
+            pending.remove(br)
 
 
 class _LocalAnswer(BadMessage):

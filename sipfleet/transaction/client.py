@@ -191,6 +191,7 @@ class ClientTransaction:
     def _a_ack(self, now: float, msg: Message | None) -> None:
         if self.ack is None and self.make_ack is not None and msg is not None:
             self.ack = self.make_ack(msg)
+            self.make_ack = None  # built once; retransmissions resend the bytes
         if self.ack is not None:
             self.sink.send(self.peer, self.ack)
 

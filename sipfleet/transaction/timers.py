@@ -26,7 +26,11 @@ class Timer:
         self.active = True
 
     def cancel(self) -> None:
+        # A cancelled timer may wait in its queue for its whole duration:
+        # let go of what it points at, so that can be freed now.
         self.active = False
+        self.callback = _noop
+        self.args = ()
 
 
 class Timers:
@@ -71,11 +75,17 @@ class Timers:
                 if t.active:  # an earlier callback may have cancelled it
                     t.active = False
                     fired += 1
-                    t.callback(now, *t.args)
+                    callback, args = t.callback, t.args
+                    t.callback, t.args = _noop, ()
+                    callback(now, *args)
             # callbacks may have added zero-delay timers: loop until quiet
 
     def __len__(self) -> int:
         return sum(1 for q in self._queues.values() for t in q if t.active)
+
+
+def _noop(*args: Any) -> None:
+    pass
 
 
 def _deadline(t: Timer) -> float:

@@ -129,3 +129,44 @@ def test_no_answer_gives_408_retransmitted_until_ack():
 
 def _msg(sink: RecordingSink) -> list[Message]:
     return [m for _, m in sink.take()]
+
+
+def test_call_flows_leave_no_reference_cycles():
+    """The core frees its objects by refcount; the running proxy keeps the
+    collector nearly idle (sipfleet.aio.app) and relies on this."""
+    import gc
+
+    proxy, sink, clock = make()
+    uac, uas = UA("127.0.0.1", 5080), UA("127.0.0.1", 5070)
+    gc.collect()
+    gc.disable()
+    try:
+        for n in range(20):
+            cid = f"gc{n}"
+            proxy.receive(uac.invite("sip:s@127.0.0.1", call_id=cid, branch=f"z9hG4bK-{cid}"), UAC, clock.now)
+            for port in (5070, 5071):
+                for inv in sink.take_to("127.0.0.1", port):
+                    ua, peer = UA("127.0.0.1", port), Peer(0, "127.0.0.1", port)
+                    if n % 4 == 0:  # busy
+                        proxy.receive(ua.respond(inv, 486, "Busy"), peer, clock.now)
+                    elif n % 4 == 1:  # cancelled while ringing
+                        proxy.receive(ua.respond(inv, 180, "Ringing"), peer, clock.now)
+                        proxy.receive(uac.request("CANCEL", "sip:s@127.0.0.1", call_id=cid, branch=f"z9hG4bK-{cid}"), UAC, clock.now)
+                        proxy.receive(ua.respond(inv, 487, "Terminated"), peer, clock.now)
+                    elif n % 4 == 2:  # 503: fails over to the other, which answers
+                        proxy.receive(ua.respond(inv, 503, "Unavailable"), peer, clock.now)
+                    else:  # answered, then BYE
+                        proxy.receive(ua.respond(inv, 200), peer, clock.now)
+                        bye = uac.request("BYE", f"sip:127.0.0.1:{port}", call_id=cid, to_tag="uas-tag", routes=["<sip:127.0.0.1:5060;lr>"], cseq=2)
+                        proxy.receive(bye, UAC, clock.now)
+            for port in (5070, 5071):  # answer what failed over or was forwarded
+                for m in sink.take_to("127.0.0.1", port):
+                    if m.method in ("INVITE", "BYE", "CANCEL"):
+                        proxy.receive(uas.respond(m, 200), Peer(0, "127.0.0.1", port), clock.now)
+            sink.sent.clear()
+        for _ in range(10):
+            proxy.handle_timer(clock.advance(10))
+        assert not proxy.server_txns and not proxy.client_txns and not len(proxy.dialogs)
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
