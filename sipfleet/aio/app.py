@@ -30,6 +30,7 @@ from sipfleet.dispatch.destination import Destination, DestinationSpec
 from sipfleet.dispatch.dispatcher import Dispatcher, ReloadResult
 from sipfleet.dispatch.health import DstEvent
 from sipfleet.dispatch.routing import DispatchRouter
+from sipfleet.dispatch.state import AdminState, DestState
 from sipfleet.proxy.core import Proxy, ProxySettings
 from sipfleet.proxy.net import Listener
 from sipfleet.sip.message import Limits, Message
@@ -124,6 +125,7 @@ class App:
         self._stopped = asyncio.Event()
         self._stopping = False
         self._reload_lock = asyncio.Lock()
+        self._drained_reported: dict[tuple[int, str], float | None] = {}
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
@@ -131,7 +133,7 @@ class App:
         now = self.loop.time()
         self.store = await asyncio.to_thread(open_store, cfg.store)
         specs = await asyncio.to_thread(self.store.load)
-        admin = await asyncio.to_thread(self.store.load_admin_states)
+        details = await asyncio.to_thread(self.store.load_admin_details)
         self.dispatcher = await asyncio.to_thread(
             functools.partial(
                 Dispatcher,
@@ -139,12 +141,18 @@ class App:
                 specs,
                 now=now,
                 resolver=resolve_destination,
-                admin_states=admin,
+                admin_states={k: v[0] for k, v in details.items()},
             )
         )
+        for d in self.dispatcher.destinations():
+            detail = details.get(d.key)
+            if detail is not None:
+                st = self.dispatcher.state(d)
+                st.admin_since, st.admin_by = detail[1], detail[2]
         self.router = DispatchRouter(self.dispatcher, cfg.route, load=_NoLoad(), on_events=self._on_dst_events)
         self.proxy = Proxy(self.listeners, self.transports, self.router, build_settings(cfg))
         self.router.load = self.proxy.dialogs
+        self.proxy.dialogs.on_idle = self._on_dest_idle
         self.transports.attach(self.proxy)
         await self.transports.start()
         self._register_methods()
@@ -179,9 +187,11 @@ class App:
             self.registry,
             ServerInfo(started_at=self.started_wall, flags=("USE_TCP", "USE_UDP", "USE_IPV6")),
         )
+        from sipfleet.control.drain import register_drain_methods
         from sipfleet.control.methods import register_methods
 
         register_methods(self.registry, self)
+        register_drain_methods(self.registry, self)
 
     async def serve(self) -> None:
         await self.start()
@@ -363,6 +373,83 @@ class App:
 
     def status(self) -> dict[str, Any]:
         return {"dialogs": len(self.proxy.dialogs), "accepting": self.proxy.accepting}
+
+    # -- drain ------------------------------------------------------------------
+    async def drain(self, set_id: int | None, address: str, by: str) -> list[dict[str, Any]]:
+        """No new calls to these destinations; calls on them finish."""
+        return await self._set_admin(set_id, address, AdminState.DRAINING, by)
+
+    async def undrain(self, set_id: int | None, address: str, by: str) -> list[dict[str, Any]]:
+        return await self._set_admin(set_id, address, AdminState.ENABLED, by)
+
+    async def _set_admin(
+        self, set_id: int | None, address: str, admin: AdminState, by: str
+    ) -> list[dict[str, Any]]:
+        found = self.dispatcher.locate(set_id, address)
+        changed = self.dispatcher.set_admin_of(set_id, address, admin, since=time.time(), by=by)
+        for d in changed:
+            if self.store is not None:
+                st = self.dispatcher.state(d)
+                await asyncio.to_thread(
+                    self.store.save_admin_state, d.key, admin, st.admin_since, by
+                )
+            self.events.emit(
+                "state-changed",
+                {"set": d.set_id, "uri": d.uri, "duid": d.duid, "state": admin.value, "by": by},
+            )
+            if admin is AdminState.DRAINING:
+                self._check_drained(d)
+        return [self._drain_entry(d, st) for d, st in found]
+
+    def drain_status(self, set_id: int | None, address: str | None) -> list[dict[str, Any]]:
+        if address is None:
+            return [
+                self._drain_entry(d, st)
+                for d in self.dispatcher.destinations()
+                if (st := self.dispatcher.state(d)).admin is AdminState.DRAINING
+            ]
+        return [self._drain_entry(d, st) for d, st in self.dispatcher.locate(set_id, address)]
+
+    def _drain_entry(self, d: Destination, st: DestState) -> dict[str, Any]:
+        active = self.proxy.dialogs.load(d.load_key)
+        draining = st.admin is AdminState.DRAINING
+        return {
+            "SET": d.set_id,
+            "URI": d.uri,
+            "DUID": d.duid,
+            "STATE": st.admin.value,
+            "HEALTH": st.health.value,
+            "SINCE": _iso(st.admin_since),
+            "FOR": int(time.time() - st.admin_since) if st.admin_since else None,
+            "BY": st.admin_by or None,
+            "ACTIVE_CALLS": active,
+            "DRAINED": draining and active == 0,
+        }
+
+    def _on_dest_idle(self, dest: object) -> None:
+        if isinstance(dest, Destination):
+            self._check_drained(dest)
+
+    def _check_drained(self, d: Destination) -> None:
+        try:
+            st = self.dispatcher.state(d)
+        except KeyError:
+            return
+        if st.admin is AdminState.DRAINING and self.proxy.dialogs.load(d.load_key) == 0:
+            if self._drained_reported.get(d.key) == st.admin_since:
+                return
+            self._drained_reported[d.key] = st.admin_since
+            waited = time.time() - st.admin_since if st.admin_since else None
+            self.events.emit(
+                "drained",
+                {"set": d.set_id, "uri": d.uri, "duid": d.duid, "waited": waited},
+            )
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 class _NoLoad:

@@ -34,6 +34,7 @@ from sipfleet.dispatch.destination import (
 from sipfleet.dispatch.errors import DestinationError, DispatcherError
 from sipfleet.dispatch.flags import (
     DS_INACTIVE,
+    DS_TRYING,
     DS_PROBING,
     DS_STATE_BITS,
     parse_mark_state,
@@ -645,11 +646,18 @@ class Dispatcher:
 
     @staticmethod
     def _reinit(run: SetRun, indexes: Iterable[int], bits: int) -> list[StateKey]:
-        """``ds_reinit_state``: clear I, T, D, P and set ``bits``."""
+        """``ds_reinit_state``: clear I, T, D, P and set ``bits``.
+
+        An operator's ``a`` also ends a drain (the destination takes calls
+        again); ``i``, ``t`` and ``p`` leave a drain in force; ``d`` turns
+        it into disabled.
+        """
         changed: list[StateKey] = []
         for i in indexes:
             st = run.states[i]
             old_flags, old_admin = st.flags(), st.admin
+            if old_admin is AdminState.DRAINING and not bits & (DS_INACTIVE | DS_TRYING):
+                st.set_admin(AdminState.ENABLED)
             st.set_flags(bits)
             if st.admin is not old_admin:
                 changed.append(run.entries[i].key)
@@ -669,6 +677,49 @@ class Dispatcher:
         if st.rweight > 0 and was != st.skip:
             run.rw_dirty = True
         return True
+
+    def locate(self, set_id: int | None, address: str) -> list[tuple[Destination, DestState]]:
+        """Destinations named by URI (within ``set_id``) or by duid (within
+        ``set_id``, or in every set when None); URIs compare case-insensitively."""
+        out: list[tuple[Destination, DestState]] = []
+        by_uri = ":" in address
+        for sid, run in self._gen.runs.items():
+            if set_id is not None and sid != set_id:
+                continue
+            if by_uri:
+                i = run.dset.find_uri(address)
+                if i is not None:
+                    out.append((run.entries[i], run.states[i]))
+                continue
+            for d, st in zip(run.entries, run.states, strict=True):
+                if d.attrs.duid == address:
+                    out.append((d, st))
+        return out
+
+    def set_admin_of(
+        self,
+        set_id: int | None,
+        address: str,
+        admin: AdminState,
+        *,
+        since: float | None = None,
+        by: str = "",
+    ) -> list[Destination]:
+        """Set the admin state of the destinations ``locate`` finds; return
+        those whose state changed (the caller persists them)."""
+        changed: list[Destination] = []
+        for d, st in self.locate(set_id, address):
+            if st.admin is admin:
+                continue
+            was = st.skip
+            st.set_admin(admin)
+            st.admin_since = since
+            st.admin_by = by
+            run = self._gen.runs[d.set_id]
+            if st.rweight > 0 and was != st.skip:
+                run.rw_dirty = True
+            changed.append(d)
+        return changed
 
     def admin_states(self) -> dict[StateKey, AdminState]:
         """Every destination whose admin state is not ``enabled``."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sipfleet.dispatch.flags import DS_NOPING, state_letters
+from sipfleet.dispatch.flags import DS_DISABLED, DS_NOPING, state_letters
 from sipfleet.dispatch.runtime import SetRun
 from sipfleet.dispatch.select import LoadView
 
@@ -36,7 +36,11 @@ def list_records(
         for d, st in zip(run.entries, run.states, strict=True):
             dest: dict[str, Any] = {
                 "URI": d.uri,
-                "FLAGS": state_letters(st.flags() | (d.flags & DS_NOPING)),
+                # A draining destination takes no new call: Kamailio's nearest
+                # letter is D.
+                "FLAGS": state_letters(
+                    st.flags() | (d.flags & DS_NOPING) | (DS_DISABLED if st.skip_admin else 0)
+                ),
                 "PRIORITY": d.priority,
             }
             if full:

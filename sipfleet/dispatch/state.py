@@ -33,10 +33,17 @@ class Health(enum.Enum):
 
 
 class AdminState(enum.Enum):
-    """What the operator said. Room for more (a draining state comes next)."""
+    """What the operator said.
+
+    DRAINING (sipfleet's own): no new calls, the calls on it finish, probing
+    goes on. Kamailio's state bits have no such state: its ``flags()`` are
+    those of an enabled destination (so probes and marks work as usual),
+    while ``dispatcher.list`` shows it as D, since it takes no new calls.
+    """
 
     ENABLED = "enabled"
     DISABLED = "disabled"
+    DRAINING = "draining"
 
 
 # Samples after which the mean becomes a running weighted mean (~24 days of
@@ -156,6 +163,8 @@ class DestState:
     __slots__ = (
         "_latency",
         "admin",
+        "admin_by",
+        "admin_since",
         "bits",
         "config_flags",
         "config_rweight",
@@ -175,6 +184,8 @@ class DestState:
             bits &= ~DS_TRYING
         self.bits = bits
         self.admin = _DISABLED if flags & DS_DISABLED else _ENABLED
+        self.admin_since: float | None = None  # wall-clock time of the last admin change
+        self.admin_by = ""
         self.skip = bool(flags & (DS_INACTIVE | DS_DISABLED))
         self.probing_count = 0
         self.config_flags = flags & DS_STATE_BITS
@@ -215,6 +226,11 @@ class DestState:
     @property
     def usable(self) -> bool:
         return not self.skip
+
+    @property
+    def skip_admin(self) -> bool:
+        """Draining: enabled as far as Kamailio's bits go, yet no new calls."""
+        return self.admin is AdminState.DRAINING
 
     def flags(self) -> int:
         """Kamailio's state bits I, T, D, P for this destination."""

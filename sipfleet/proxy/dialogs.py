@@ -94,7 +94,8 @@ class DialogTable:
     """Dialogs by Call-ID, and the call-load per destination they add up to.
 
     ``on_end(dialog, reason)`` hears about every dialog that ends (for
-    events and persistence).
+    events and persistence); ``on_idle(dest)`` about every destination whose
+    last call ended or moved away (a drain waits for that).
     """
 
     def __init__(
@@ -108,6 +109,7 @@ class DialogTable:
         self.lifetime = lifetime
         self.max_dialogs = max_dialogs  # bounds memory if BYEs never come
         self.on_end = on_end
+        self.on_idle: Callable[[object], None] | None = None
         self.by_call: dict[bytes, Dialog | list[Dialog]] = {}
         self.loads: dict[str, int] = {}
         self.count = 0
@@ -318,11 +320,13 @@ class DialogTable:
         key = dlg.load_key
         if key is not None:
             n = self.loads[key] - 1
+            dlg.load_key = None
             if n:
                 self.loads[key] = n
             else:
                 del self.loads[key]
-            dlg.load_key = None
+                if self.on_idle is not None:
+                    self.on_idle(dlg.dest)
 
     def _expire(self, now: float, dlg: Dialog) -> None:
         dlg.timer = None

@@ -19,7 +19,10 @@ from typing import Protocol
 from sipfleet.dispatch.destination import DestinationSpec, StateKey
 from sipfleet.dispatch.state import AdminState
 
-__all__ = ["EXAMPLE_SPECS", "DestinationStore", "StoreError"]
+__all__ = ["EXAMPLE_SPECS", "AdminDetail", "DestinationStore", "StoreError"]
+
+#: A persisted admin state, when it was set (wall clock) and by whom.
+AdminDetail = tuple[AdminState, "float | None", str]
 
 #: The two example destinations of KAMAILIO.md, for seeding a new store.
 EXAMPLE_SPECS: tuple[DestinationSpec, ...] = (
@@ -60,7 +63,13 @@ class DestinationStore(Protocol):
         """Admin states that survive restarts, by (set id, lower-case URI)."""
         ...
 
-    def save_admin_state(self, key: StateKey, state: AdminState | None) -> None:
+    def load_admin_details(self) -> dict[StateKey, AdminDetail]:
+        """The same, with when (wall clock) and by whom each was set."""
+        ...
+
+    def save_admin_state(
+        self, key: StateKey, state: AdminState | None, since: float | None = None, by: str = ""
+    ) -> None:
         """Persist an admin state; None or ENABLED forgets it."""
         ...
 

@@ -24,7 +24,7 @@ from sipfleet.dispatch.destination import DestinationSpec, StateKey, validate_sp
 from sipfleet.dispatch.listfile import format_list, parse_list, read_list_file
 from sipfleet.dispatch.state import AdminState
 from sipfleet.store._util import atomic_write, state_key
-from sipfleet.store.base import StoreError
+from sipfleet.store.base import AdminDetail, StoreError
 
 __all__ = ["ListFileStore"]
 
@@ -108,6 +108,9 @@ class ListFileStore:
         return removed
 
     def load_admin_states(self) -> dict[StateKey, AdminState]:
+        return {k: v[0] for k, v in self.load_admin_details().items()}
+
+    def load_admin_details(self) -> dict[StateKey, AdminDetail]:
         try:
             raw = self.state_path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -118,24 +121,32 @@ class ListFileStore:
             doc = json.loads(raw)
             if doc.get("version") != _STATE_VERSION:
                 raise ValueError(f"unsupported version {doc.get('version')!r}")
-            out: dict[StateKey, AdminState] = {}
+            out: dict[StateKey, AdminDetail] = {}
             for item in doc["admin"]:
-                out[(int(item["set"]), str(item["uri"]).lower())] = AdminState(item["state"])
+                since = item.get("since")
+                out[(int(item["set"]), str(item["uri"]).lower())] = (
+                    AdminState(item["state"]),
+                    None if since is None else float(since),
+                    str(item.get("by", "")),
+                )
             return out
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise StoreError(f"state file {self.state_path} is not valid: {exc}") from exc
 
-    def save_admin_state(self, key: StateKey, state: AdminState | None) -> None:
-        states = self.load_admin_states()
+    def save_admin_state(
+        self, key: StateKey, state: AdminState | None, since: float | None = None, by: str = ""
+    ) -> None:
+        states = self.load_admin_details()
         if state is None or state is AdminState.ENABLED:
             if states.pop(key, None) is None:
                 return
         else:
-            states[key] = state
+            states[key] = (state, since, by)
         doc: dict[str, Any] = {
             "version": _STATE_VERSION,
             "admin": [
-                {"set": k[0], "uri": k[1], "state": v.value} for k, v in sorted(states.items())
+                {"set": k[0], "uri": k[1], "state": v[0].value, "since": v[1], "by": v[2]}
+                for k, v in sorted(states.items())
             ],
         }
         try:

@@ -22,7 +22,7 @@ from pathlib import Path
 from sipfleet.dispatch.destination import DestinationSpec, StateKey, validate_spec
 from sipfleet.dispatch.state import AdminState
 from sipfleet.store._util import state_key
-from sipfleet.store.base import StoreError
+from sipfleet.store.base import AdminDetail, StoreError
 
 __all__ = ["DISPATCHER_TABLE_VERSION", "SCHEMA", "SqliteStore"]
 
@@ -54,6 +54,8 @@ CREATE TABLE IF NOT EXISTS sipfleet_dispatcher_state (
     setid INTEGER NOT NULL,
     destination VARCHAR(192) NOT NULL,
     admin_state VARCHAR(16) NOT NULL,
+    changed_at REAL,
+    changed_by VARCHAR(64) DEFAULT '' NOT NULL,
     PRIMARY KEY (setid, destination)
 );
 INSERT OR IGNORE INTO version (table_name, table_version) VALUES ('dispatcher', 4);
@@ -89,9 +91,21 @@ class SqliteStore:
         with self._lock:
             try:
                 self._db.executescript("BEGIN;" + SCHEMA + "COMMIT;")
+                self._migrate()
             except sqlite3.Error as exc:
                 self._rollback()
                 raise StoreError(f"cannot create schema in {self.path}: {exc}") from exc
+
+    def _migrate(self) -> None:
+        """Columns added since the first schema (when and by whom a state changed)."""
+        cols = {r[1] for r in self._db.execute("PRAGMA table_info(sipfleet_dispatcher_state)")}
+        if "changed_at" not in cols:
+            self._db.execute("ALTER TABLE sipfleet_dispatcher_state ADD COLUMN changed_at REAL")
+        if "changed_by" not in cols:
+            self._db.execute(
+                "ALTER TABLE sipfleet_dispatcher_state "
+                "ADD COLUMN changed_by VARCHAR(64) DEFAULT '' NOT NULL"
+            )
 
     def table_version(self) -> int | None:
         """The ``dispatcher`` row of the ``version`` table, None if absent."""
@@ -180,21 +194,31 @@ class SqliteStore:
         return len(ids)
 
     def load_admin_states(self) -> dict[StateKey, AdminState]:
+        return {k: v[0] for k, v in self.load_admin_details().items()}
+
+    def load_admin_details(self) -> dict[StateKey, AdminDetail]:
         with self._lock:
             try:
+                self._migrate()
                 rows = self._db.execute(
-                    "SELECT setid, destination, admin_state FROM sipfleet_dispatcher_state"
+                    "SELECT setid, destination, admin_state, changed_at, changed_by "
+                    "FROM sipfleet_dispatcher_state"
                 ).fetchall()
             except sqlite3.Error as exc:
                 raise StoreError(
                     f"{self.path}: cannot read admin states: {exc} (run init)"
                 ) from exc
         try:
-            return {(int(s), str(d).lower()): AdminState(a) for s, d, a in rows}
+            return {
+                (int(s), str(d).lower()): (AdminState(a), None if t is None else float(t), str(b))
+                for s, d, a, t, b in rows
+            }
         except ValueError as exc:
             raise StoreError(f"{self.path}: bad admin state: {exc}") from exc
 
-    def save_admin_state(self, key: StateKey, state: AdminState | None) -> None:
+    def save_admin_state(
+        self, key: StateKey, state: AdminState | None, since: float | None = None, by: str = ""
+    ) -> None:
         set_id, uri = key[0], key[1].lower()
         with self._lock:
             try:
@@ -206,8 +230,9 @@ class SqliteStore:
                 else:
                     self._db.execute(
                         "INSERT OR REPLACE INTO sipfleet_dispatcher_state "
-                        "(setid, destination, admin_state) VALUES (?, ?, ?)",
-                        (set_id, uri, state.value),
+                        "(setid, destination, admin_state, changed_at, changed_by) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        (set_id, uri, state.value, since, by[:64]),
                     )
             except sqlite3.Error as exc:
                 raise StoreError(f"{self.path}: cannot save admin state: {exc}") from exc
