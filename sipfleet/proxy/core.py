@@ -138,7 +138,6 @@ class Context:
 
     __slots__ = (
         "attempts",
-        "pending",
         "cancel_reason",
         "cancelled",
         "decision",
@@ -149,6 +148,7 @@ class Context:
         "msg",
         "next_index",
         "peer",
+        "pending",
         "rr",
         "server",
         "tail",
