@@ -34,9 +34,9 @@ from sipfleet.dispatch.destination import (
 from sipfleet.dispatch.errors import DestinationError, DispatcherError
 from sipfleet.dispatch.flags import (
     DS_INACTIVE,
-    DS_TRYING,
     DS_PROBING,
     DS_STATE_BITS,
+    DS_TRYING,
     parse_mark_state,
     parse_rpc_state,
     skip_dst,
