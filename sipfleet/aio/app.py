@@ -32,9 +32,11 @@ from sipfleet.dispatch.health import DstEvent
 from sipfleet.dispatch.routing import DispatchRouter
 from sipfleet.dispatch.state import AdminState, DestState
 from sipfleet.proxy.core import Proxy, ProxySettings
-from sipfleet.proxy.net import Listener
+from sipfleet.proxy.dialogs import CONFIRMED, Dialog
+from sipfleet.proxy.net import Listener, Peer
 from sipfleet.sip.message import Limits, Message
 from sipfleet.store.base import DestinationStore
+from sipfleet.store.dialogs import DialogRecord, DialogStore
 from sipfleet.store.listfile import ListFileStore
 from sipfleet.store.sqlite import SqliteStore
 from sipfleet.transaction.server import TimerConfig
@@ -50,6 +52,8 @@ log = logging.getLogger("sipfleet")
 # wait for the hourly full pass, which logs it: the core makes none.
 _GC_PERIOD = 1.0
 _GC_FULL_PERIOD = 3600.0
+_PERSIST_PERIOD = 0.2  # dialogs reach the disk at most this late
+_MAX_PENDING_WRITES = 200_000  # bounds memory if the disk stalls
 _TICK_MAX = 0.05  # timers fire at most this late; every SIP timer is >= 0.5 s
 
 #: What a new embedded store starts with: the two back ends of the README.
@@ -126,6 +130,11 @@ class App:
         self._stopping = False
         self._reload_lock = asyncio.Lock()
         self._drained_reported: dict[tuple[int, str], float | None] = {}
+        self.dialog_store: DialogStore | None = None
+        self._persist: asyncio.TimerHandle | None = None
+        self._dialog_writes: dict[tuple[bytes, bytes], Dialog | None] = {}
+        self._dialog_writes_dropped = 0
+        self._flushing = False
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
@@ -153,6 +162,7 @@ class App:
         self.proxy = Proxy(self.listeners, self.transports, self.router, build_settings(cfg))
         self.router.load = self.proxy.dialogs
         self.proxy.dialogs.on_idle = self._on_dest_idle
+        await self._open_dialog_store()
         self.transports.attach(self.proxy)
         await self.transports.start()
         self._register_methods()
@@ -225,9 +235,15 @@ class App:
         self._stopped.set()
 
     async def close(self) -> None:
-        for handle in (self._tick, self._probe, self._gc_handle):
+        for handle in (self._tick, self._probe, self._gc_handle, self._persist):
             if handle is not None:
                 handle.cancel()
+        if self.dialog_store is not None:
+            while self._flushing:
+                await asyncio.sleep(0.01)
+            if self._dialog_writes:
+                await self._write_dialogs()
+            await asyncio.to_thread(self.dialog_store.close)
         gc.enable()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             self.loop.remove_signal_handler(sig)
@@ -374,6 +390,88 @@ class App:
     def status(self) -> dict[str, Any]:
         return {"dialogs": len(self.proxy.dialogs), "accepting": self.proxy.accepting}
 
+    # -- dialogs that survive a restart -----------------------------------------------
+    async def _open_dialog_store(self) -> None:
+        cfg = self.cfg.store
+        path = cfg.path if cfg.type == "sqlite" else cfg.path + ".dialogs.db"
+        self.dialog_store = await asyncio.to_thread(DialogStore, path)
+        records = await asyncio.to_thread(self.dialog_store.load, time.time())
+        now, wall = self.loop.time(), time.time()
+        table = self.proxy.dialogs
+        for r in records:
+            dlg = Dialog(r.call_id, r.from_tag, r.h_id, now - (wall - r.start))
+            dlg.state = CONFIRMED
+            dlg.to_tag = r.to_tag
+            dlg.lifetime = r.expires - r.start
+            dlg.from_line, dlg.to_line = r.from_line, r.to_line
+            dlg.caller_contact, dlg.callee_contact = r.caller_contact, r.callee_contact
+            dlg.route_set = r.route_set.split(b"\n") if r.route_set else []
+            dlg.caller_cseq, dlg.callee_cseq = r.caller_cseq, r.callee_cseq
+            dlg.caller_peer, dlg.callee_peer = _peer_from(r.caller_peer), _peer_from(r.callee_peer)
+            dest = self.dispatcher.find(r.set_id, r.uri) if r.set_id is not None and r.uri else None
+            dlg.dest = dest
+            dlg.load_key = dest.load_key if dest is not None else r.load_key
+            table.restore(dlg, now, r.expires - wall)
+        if records:
+            log.info("restored %d open dialogs", len(records))
+        table.on_confirm = self._dialog_confirmed
+        table.on_end = self._dialog_ended
+        self._persist = self.loop.call_later(_PERSIST_PERIOD, self._flush_dialogs)
+
+    def _dialog_record(self, dlg: Dialog) -> DialogRecord:
+        wall = time.time() - (self.loop.time() - dlg.start)
+        dest = dlg.dest
+        return DialogRecord(
+            dlg.call_id,
+            dlg.from_tag,
+            dlg.to_tag,
+            dlg.h_id,
+            dest.set_id if isinstance(dest, Destination) else None,
+            dest.uri if isinstance(dest, Destination) else None,
+            dlg.load_key,
+            wall,
+            wall + dlg.lifetime,
+            dlg.from_line,
+            dlg.to_line,
+            dlg.caller_contact,
+            dlg.callee_contact,
+            b"\n".join(dlg.route_set),
+            dlg.caller_cseq,
+            dlg.callee_cseq,
+            _peer_text(dlg.caller_peer),
+            _peer_text(dlg.callee_peer),
+        )
+
+    def _dialog_confirmed(self, dlg: Dialog) -> None:
+        if len(self._dialog_writes) < _MAX_PENDING_WRITES:
+            self._dialog_writes[(dlg.call_id, dlg.from_tag)] = dlg
+        else:
+            self._dialog_writes_dropped += 1
+
+    def _dialog_ended(self, dlg: Dialog, reason: str) -> None:
+        if dlg.to_tag is not None:  # confirmed: it was (or is about to be) written
+            self._dialog_writes[(dlg.call_id, dlg.from_tag)] = None
+
+    def _flush_dialogs(self) -> None:
+        self._persist = self.loop.call_later(_PERSIST_PERIOD, self._flush_dialogs)
+        if self._dialog_writes and not self._flushing:
+            self.loop.create_task(self._write_dialogs())
+
+    async def _write_dialogs(self) -> None:
+        writes, self._dialog_writes = self._dialog_writes, {}
+        puts = [self._dialog_record(d) for d in writes.values() if d is not None]
+        deletes = [k for k, d in writes.items() if d is None]
+        store = self.dialog_store
+        if store is None:
+            return
+        self._flushing = True
+        try:
+            await asyncio.to_thread(store.apply, puts, deletes)
+        except Exception as e:
+            log.error("cannot persist dialogs: %s", e)
+        finally:
+            self._flushing = False
+
     # -- drain ------------------------------------------------------------------
     async def drain(self, set_id: int | None, address: str, by: str) -> list[dict[str, Any]]:
         """No new calls to these destinations; calls on them finish."""
@@ -444,6 +542,17 @@ class App:
                 "drained",
                 {"set": d.set_id, "uri": d.uri, "duid": d.duid, "waited": waited},
             )
+
+
+def _peer_text(peer: Peer | None) -> str | None:
+    return None if peer is None else f"{peer.listener}|{peer.host}|{peer.port}"
+
+
+def _peer_from(text: str | None) -> Peer | None:
+    if not text:
+        return None
+    listener, host, port = text.split("|")
+    return Peer(int(listener), host, int(port))
 
 
 def _iso(ts: float | None) -> str | None:

@@ -632,7 +632,7 @@ class Proxy:
             else:
                 self._forward_response_stateless(msg, now)
             if first and txn.invite and ctx.dialog is not None:
-                self.dialogs.on_final(ctx, br.target, status, msg, now)
+                self.dialogs.on_final(ctx, br.target, status, msg, now, br.peer)
                 for other in list(ctx.pending):  # 16.7 item 10: cancel the rest
                     _conclude(other)
                     self._give_up(other, now)

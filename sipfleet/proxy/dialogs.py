@@ -110,6 +110,7 @@ class DialogTable:
         self.max_dialogs = max_dialogs  # bounds memory if BYEs never come
         self.on_end = on_end
         self.on_idle: Callable[[object], None] | None = None
+        self.on_confirm: Callable[[Dialog], None] | None = None
         self.by_call: dict[bytes, Dialog | list[Dialog]] = {}
         self.loads: dict[str, int] = {}
         self.count = 0
@@ -146,7 +147,13 @@ class DialogTable:
         self._count_on(dlg, target)
 
     def on_final(
-        self, ctx: Context, target: Target | None, status: int, msg: Message | None, now: float
+        self,
+        ctx: Context,
+        target: Target | None,
+        status: int,
+        msg: Message | None,
+        now: float,
+        peer: Peer | None = None,
     ) -> None:
         """The INVITE's first final answer upstream (2xx, or the best failure)."""
         dlg = ctx.dialog
@@ -164,7 +171,10 @@ class DialogTable:
             for value in msg.get_lines(b"record-route"):
                 rr.extend(split_commas(value))
             dlg.route_set = rr
+            dlg.callee_peer = peer
             dlg.ctx = None
+            if self.on_confirm is not None:
+                self.on_confirm(dlg)
             return
         self.failed += 1
         self.end(dlg, "failed", now)
@@ -251,7 +261,7 @@ class DialogTable:
     def restore(self, dlg: Dialog, now: float, remaining: float) -> None:
         """Put back a dialog persisted before a restart."""
         dlg.ctx = None
-        dlg.timer = self.timers.add(now, max(remaining, 0.0), self._expire, dlg)
+        dlg.timer = self.timers.add_at(now + max(remaining, 0.0), self._expire, dlg)
         self._insert(dlg)
         if dlg.state == EARLY:
             self.early += 1

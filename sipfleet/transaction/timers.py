@@ -4,11 +4,15 @@ SIP timers come in a handful of fixed durations (T1, 2*T1 ... T2, 64*T1,
 T4, the proxy's first-response timeouts), so each duration gets a FIFO
 queue: deadlines in one queue are already in order, adding and cancelling
 are O(1), and nothing is sorted per message. Cancelled timers are skipped
-lazily when they reach the head of their queue.
+lazily when they reach the head of their queue. Timers of odd durations
+(a dialog restored with what is left of its lifetime) go to a heap, so the
+queues stay few.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -36,17 +40,30 @@ class Timer:
 class Timers:
     """A set of per-duration FIFO timer queues."""
 
-    __slots__ = ("_queues",)
+    __slots__ = ("_heap", "_queues", "_seq")
+
+    MAX_QUEUES = 32  # distinct durations with a FIFO of their own
 
     def __init__(self) -> None:
         self._queues: dict[float, deque[Timer]] = {}
+        self._heap: list[tuple[float, int, Timer]] = []
+        self._seq = itertools.count()
 
     def add(self, now: float, delay: float, callback: Callable[..., None], *args: Any) -> Timer:
         t = Timer(now + delay, callback, args)
         q = self._queues.get(delay)
         if q is None:
+            if len(self._queues) >= self.MAX_QUEUES:
+                heapq.heappush(self._heap, (t.deadline, next(self._seq), t))
+                return t
             q = self._queues[delay] = deque()
         q.append(t)
+        return t
+
+    def add_at(self, deadline: float, callback: Callable[..., None], *args: Any) -> Timer:
+        """A one-off deadline (not one of the usual durations): kept in the heap."""
+        t = Timer(deadline, callback, args)
+        heapq.heappush(self._heap, (deadline, next(self._seq), t))
         return t
 
     def next_deadline(self) -> float | None:
@@ -56,6 +73,11 @@ class Timers:
                 q.popleft()
             if q and (best is None or q[0].deadline < best):
                 best = q[0].deadline
+        heap = self._heap
+        while heap and not heap[0][2].active:
+            heapq.heappop(heap)
+        if heap and (best is None or heap[0][0] < best):
+            best = heap[0][0]
         return best
 
     def run(self, now: float) -> int:
@@ -68,6 +90,11 @@ class Timers:
                     t = q.popleft()
                     if t.active:
                         due.append(t)
+            heap = self._heap
+            while heap and (not heap[0][2].active or heap[0][0] <= now):
+                t = heapq.heappop(heap)[2]
+                if t.active:
+                    due.append(t)
             if not due:
                 return fired
             due.sort(key=_deadline)
@@ -81,7 +108,9 @@ class Timers:
             # callbacks may have added zero-delay timers: loop until quiet
 
     def __len__(self) -> int:
-        return sum(1 for q in self._queues.values() for t in q if t.active)
+        return sum(1 for q in self._queues.values() for t in q if t.active) + sum(
+            1 for _, _, t in self._heap if t.active
+        )
 
 
 def _noop(*args: Any) -> None:
