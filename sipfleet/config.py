@@ -6,6 +6,7 @@ overrides for the common keys and CLI flags mapped onto the same fields.
     [dispatcher]   algorithms, failover, probing, reload (sipfleet.dispatch.config)
     [[route]]      routing policy (sipfleet.dispatch.routing)
     [control]      RPC transports (sipfleet.control.config)
+    [[webhook]]    where events are POSTed (sipfleet.aio.webhooks)
     [log]          logging
 """
 
@@ -18,6 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from sipfleet.aio.webhooks import WebhookConfig
 from sipfleet.control.config import ControlConfig
 from sipfleet.dispatch.config import DispatcherConfig
 from sipfleet.dispatch.routing import RouteConfig
@@ -120,6 +122,7 @@ class Config(_Model):
     dispatcher: DispatcherConfig = Field(default_factory=DispatcherConfig)
     route: list[RouteConfig] = Field(default_factory=list)
     control: ControlConfig = Field(default_factory=ControlConfig)
+    webhook: list[WebhookConfig] = Field(default_factory=list)
     log: LogConfig = Field(default_factory=LogConfig)
 
 

@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 from sipfleet.aio.events import EventBus
+from sipfleet.aio.webhooks import Webhooks
 from sipfleet.aio.resolver import resolve_destination
 from sipfleet.aio.rpc_servers import ControlServers, start_control
 from sipfleet.aio.sip import SipTransports
@@ -105,6 +106,7 @@ class App:
         self.loop = asyncio.get_running_loop()
         self.started_wall = time.time()
         self.events = EventBus()
+        self.webhooks = Webhooks(list(cfg.webhook), self.events)
         self.listeners = [
             Listener(i, spec.proto, spec.host, spec.port, spec.advertise)
             for i, spec in enumerate(cfg.proxy.listen)
@@ -167,6 +169,7 @@ class App:
         await self.transports.start()
         self._register_methods()
         self.control = await start_control(self.registry, cfg.control)
+        await self.webhooks.start()
         for lst in self.listeners:
             log.info("listening on %s:%s", lst.proto, lst.advertise)
         log.info(
@@ -249,6 +252,7 @@ class App:
             self.loop.remove_signal_handler(sig)
         if self.control is not None:
             await self.control.close()
+        await self.webhooks.close()
         await self.transports.close()
         if self.store is not None:
             await asyncio.to_thread(self.store.close)

@@ -1,0 +1,148 @@
+"""Events POSTed as JSON to operators' webhooks (``[[webhook]]`` tables).
+
+Each webhook has its own bounded queue and one sender task: a slow or dead
+endpoint delays nobody else and costs bounded memory (when the queue is
+full the oldest event is dropped and counted). Failed POSTs are retried
+with exponential backoff, then dropped and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import Any
+
+import aiohttp
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+from sipfleet.aio.events import Event, EventBus
+
+__all__ = ["WebhookConfig", "Webhooks"]
+
+log = logging.getLogger("sipfleet.webhooks")
+
+
+class WebhookConfig(BaseModel):
+    """``[[webhook]]``: where events go."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str = Field(pattern=r"^https?://", description="POST target")
+    events: list[str] = Field(
+        default_factory=list,
+        description="event kinds to send (dst-up, dst-down, drained, state-changed ...); "
+        "empty = all",
+    )
+    token: str = Field("", description="sent as 'Authorization: Bearer <token>'")
+    timeout: float = Field(5.0, gt=0, le=60)
+    retries: int = Field(5, ge=0, le=20)
+    backoff: float = Field(0.5, gt=0, le=60, description="first retry delay, doubled each time")
+    queue: int = Field(1000, ge=1, le=100_000, description="events kept while the target lags")
+
+
+class _Hook:
+    def __init__(self, cfg: WebhookConfig) -> None:
+        self.cfg = cfg
+        self.kinds = frozenset(cfg.events)
+        self.queue: deque[Event] = deque(maxlen=cfg.queue)
+        self.wake = asyncio.Event()
+        self.sent = 0
+        self.failed = 0
+        self.dropped = 0
+        self.task: asyncio.Task[None] | None = None
+
+    def offer(self, event: Event) -> None:
+        if self.kinds and event["event"] not in self.kinds:
+            return
+        if len(self.queue) == self.queue.maxlen:
+            self.dropped += 1
+        self.queue.append(event)
+        self.wake.set()
+
+
+class Webhooks:
+    """The configured webhooks, fed by the event bus."""
+
+    def __init__(self, configs: list[WebhookConfig], bus: EventBus) -> None:
+        self.hooks = [_Hook(c) for c in configs]
+        self._session: aiohttp.ClientSession | None = None
+        self._unsubscribe = bus.subscribe(self._offer) if self.hooks else None
+
+    def _offer(self, event: Event) -> None:
+        for hook in self.hooks:
+            hook.offer(event)
+
+    async def start(self) -> None:
+        if not self.hooks:
+            return
+        self._session = aiohttp.ClientSession(json_serialize=lambda o: orjson.dumps(o).decode())
+        for hook in self.hooks:
+            hook.task = asyncio.get_running_loop().create_task(self._run(hook))
+
+    async def _run(self, hook: _Hook) -> None:
+        assert self._session is not None
+        cfg = hook.cfg
+        headers = {"Content-Type": "application/json", "User-Agent": "sipfleet"}
+        if cfg.token:
+            headers["Authorization"] = f"Bearer {cfg.token}"
+        timeout = aiohttp.ClientTimeout(total=cfg.timeout)
+        while True:
+            await hook.wake.wait()
+            hook.wake.clear()
+            while hook.queue:
+                event = hook.queue[0]
+                delay = cfg.backoff
+                for attempt in range(cfg.retries + 1):
+                    try:
+                        async with self._session.post(
+                            cfg.url, data=orjson.dumps(event), headers=headers, timeout=timeout
+                        ) as resp:
+                            if resp.status < 300:
+                                hook.sent += 1
+                                break
+                            reason = f"HTTP {resp.status}"
+                    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+                        reason = str(e) or type(e).__name__
+                    if attempt == cfg.retries:
+                        hook.failed += 1
+                        log.warning(
+                            "webhook %s: giving up on %s after %d tries: %s",
+                            cfg.url,
+                            event["event"],
+                            attempt + 1,
+                            reason,
+                        )
+                        break
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 60.0)
+                if hook.queue and hook.queue[0] is event:
+                    hook.queue.popleft()
+
+    def stats(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "url": h.cfg.url,
+                "sent": h.sent,
+                "failed": h.failed,
+                "dropped": h.dropped,
+                "queued": len(h.queue),
+            }
+            for h in self.hooks
+        ]
+
+    async def close(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        for hook in self.hooks:
+            if hook.task is not None:
+                hook.task.cancel()
+        for hook in self.hooks:
+            if hook.task is not None:
+                try:
+                    await hook.task
+                except asyncio.CancelledError:
+                    pass
+        if self._session is not None:
+            await self._session.close()
