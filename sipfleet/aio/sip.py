@@ -65,8 +65,8 @@ class _Tcp(asyncio.Protocol):
         self.pending: list[bytes] = []
         self.last = owner.time()
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+    def connection_made(self, base: asyncio.BaseTransport) -> None:
+        transport: asyncio.Transport = base  # type: ignore[assignment]  # uvloop's is no subclass
         self.transport = transport
         if self.key is None:  # inbound: we learn the peer now
             addr = transport.get_extra_info("peername")

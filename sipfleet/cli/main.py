@@ -5,6 +5,8 @@ from __future__ import annotations
 import click
 
 from sipfleet import __version__
+from sipfleet.cli.db import db_group
+from sipfleet.cli.dispatcher import dispatcher_group
 from sipfleet.cli.rpc import rpc_cmd
 from sipfleet.cli.run import run_cmd
 
@@ -19,6 +21,8 @@ def cli() -> None:
 
 cli.add_command(run_cmd)
 cli.add_command(rpc_cmd)
+cli.add_command(dispatcher_group)
+cli.add_command(db_group)
 
 
 def main() -> None:

@@ -1,22 +1,886 @@
-"""RPC methods on a running sipfleet (placeholder until the full set lands)."""
+"""Kamailio's dispatcher.*, dlg.* and stats.* RPC methods on a running sipfleet.
+
+Names, parameters, help texts (``system.methodHelp`` of Kamailio 5.6.3),
+result shapes, strings and fault codes are Kamailio's, compared with the
+real one in tests/e2e. This module is the glue between the registry and
+the running process (``sipfleet.aio.app.App``): the state lives in the
+pure core, the blocking store is called in a worker thread.
+
+Where sipfleet differs from Kamailio, on purpose:
+
+- ``dispatcher.set_state`` / ``set_duid_state`` persist the admin state
+  (disabled or not) in the store, so it survives reloads and restarts;
+  health bits (inactive, trying, probing) are runtime only, as in Kamailio.
+  A ``state-changed`` event names the change and who made it.
+- ``dispatcher.add`` / ``dispatcher.remove`` write through to the store,
+  so a later reload or restart keeps the change (Kamailio's are
+  memory-only and the next reload undoes them). A store that refuses the
+  write undoes the memory change and the call faults as Kamailio's own
+  failure does ("Adding/Removing dispatcher dst failed"). As in Kamailio,
+  both check (and stamp) the reload window before reading their params.
+- A reload keeps the runtime state of the destinations that remain.
+- ``stats.get_statistics`` serves the counters that mean the same as
+  Kamailio's under Kamailio's names (``core:``, ``tmx:`` as Kamailio 5.6
+  names the transaction group, ``dialog:``) and sipfleet's own under
+  ``sipfleet:``.
+- ``dlg.end_dlg`` of a dialog not yet answered sends nothing: the INVITE
+  transaction still owns it (CANCEL is the caller's to send).
+
+sipfleet's extras have names of their own: ``sipfleet.status`` and
+``sipfleet.events``. ``dispatcher.oclist`` is Kamailio 6.0's (5.6 has none,
+so its help text is sipfleet's). Not served: ``stats.clear_statistics``,
+whose JSON-RPC answer in Kamailio is only its last line.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol
 
-from sipfleet.control.registry import Registry
+from sipfleet import __version__
+from sipfleet.control.registry import Dialect, Method, Param, ParamKind, Registry, RpcFault
+from sipfleet.dispatch.destination import Destination, DestinationSpec, StateKey, normalize_uri
+from sipfleet.dispatch.dispatcher import Dispatcher, ReloadResult
+from sipfleet.dispatch.errors import DispatcherError
+from sipfleet.dispatch.hashing import rpc_hash
+from sipfleet.dispatch.health import DstEvent
+from sipfleet.dispatch.state import AdminState
+from sipfleet.proxy.dialogs import CONFIRMED, EARLY, Dialog
+from sipfleet.proxy.net import Listener, Peer
+from sipfleet.proxy.router import Target
+from sipfleet.sip.errors import BadMessage
+from sipfleet.sip.message import Message
+from sipfleet.sip.uri import URI, parse_uri
 
-__all__ = ["register_methods"]
+if TYPE_CHECKING:
+    from sipfleet.aio.events import EventBus
+    from sipfleet.proxy.core import Proxy
+    from sipfleet.store.base import DestinationStore
+
+__all__ = [
+    "RPC_CALLER",
+    "AppLike",
+    "StatsBook",
+    "bye_requests",
+    "dialog_record",
+    "register_methods",
+]
+
+log = logging.getLogger("sipfleet.rpc")
+
+#: Who is calling, for events and logs. Transports may set it per request
+#: (e.g. "kamcmd unix:/run/sipfleet/sipfleet_ctl"); "rpc" when they do not.
+RPC_CALLER: ContextVar[str] = ContextVar("sipfleet_rpc_caller", default="rpc")
+
+#: Extra names stats.get_statistics / reset_statistics read after the first,
+#: like Kamailio's ``while (rpc->scan(ctx, "*s", ...))`` (bounded here).
+_MAX_STAT_PARAMS = 32
+
+_KAMAILIO_DLG_STATE = {EARLY: 2, CONFIRMED: 4}  # dlg.list: DLG_STATE_EARLY, _CONFIRMED
 
 
-def register_methods(registry: Registry, app: Any) -> None:
-    async def reload() -> str:
-        await app.reload()
+class _Router(Protocol):
+    def invalidate(self) -> None: ...
+    def target(self, dest: Destination) -> Target | None: ...
+
+
+class AppLike(Protocol):
+    """What the methods use of the running process (``App``, or a test's fake)."""
+
+    @property
+    def dispatcher(self) -> Dispatcher: ...
+    @property
+    def router(self) -> _Router: ...
+    @property
+    def proxy(self) -> Proxy: ...
+    @property
+    def store(self) -> DestinationStore | None: ...
+    @property
+    def events(self) -> EventBus: ...
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+    @property
+    def started_wall(self) -> float: ...
+
+    async def reload(self, by: str = "rpc") -> ReloadResult: ...
+
+
+def _fault(e: DispatcherError) -> RpcFault:
+    return RpcFault(e.code, e.message)
+
+
+# -- stats ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Stat:
+    group: str
+    name: str
+    read: Callable[[], int]
+    resettable: bool = True  # False: a gauge, Kamailio's STAT_NO_RESET
+
+
+class StatsBook:
+    """Kamailio's statistics over sipfleet's counters: ``group:name = value``.
+
+    Kamailio sorts groups and names (byte order) and looks a bare name up
+    in every group; ``group:name`` is not a name it knows. A reset keeps a
+    baseline instead of writing to the core's counters, which other readers
+    (benchmarks, the dashboard) keep seeing whole.
+    """
+
+    def __init__(self, stats: Callable[[], Iterable[_Stat]]) -> None:
+        self._stats = stats
+        self._baseline: dict[tuple[str, str], int] = {}
+
+    def _sorted(self) -> list[_Stat]:
+        return sorted(self._stats(), key=lambda s: (s.group, s.name))
+
+    def _value(self, s: _Stat) -> int:
+        value = s.read()
+        if s.resettable:
+            value -= self._baseline.get((s.group, s.name), 0)
+        return max(value, 0)
+
+    def select(self, what: str) -> list[_Stat]:
+        """``all``, ``group:`` or a bare name; nothing for anything else."""
+        stats = self._sorted()
+        if what == "all":
+            return stats
+        if what.endswith(":"):
+            group = what[:-1]
+            return [s for s in stats if s.group == group]
+        return [s for s in stats if s.name == what][:1]
+
+    def lines(self, names: Sequence[object]) -> list[str]:
+        out: list[str] = []
+        for what in names:
+            if not isinstance(what, str):
+                break  # Kamailio's scan loop stops at the first non-string
+            out.extend(f"{s.group}:{s.name} = {self._value(s)}" for s in self.select(what))
+        return out
+
+    def reset(self, names: Sequence[object]) -> None:
+        for what in names:
+            if not isinstance(what, str):
+                break
+            for s in self.select(what):
+                if s.resettable:
+                    self._baseline[(s.group, s.name)] = s.read()
+
+
+def _app_stats(app: AppLike) -> list[_Stat]:
+    proxy = app.proxy
+    st = proxy.stats
+    dialogs = proxy.dialogs
+
+    def counter(group: str, name: str, attr: str) -> _Stat:
+        return _Stat(group, name, lambda: int(getattr(st, attr)))
+
+    def usable() -> int:
+        d = app.dispatcher
+        return sum(1 for dest in d.destinations() if not d.state(dest).skip)
+
+    stats = [
+        counter("core", "bad_msg_hdr", "bad_msg_hdr"),
+        counter("core", "drop_replies", "drop_replies"),
+        counter("core", "drop_requests", "drop_requests"),
+        counter("core", "err_requests", "err_requests"),
+        counter("core", "fwd_replies", "fwd_replies"),
+        counter("core", "fwd_requests", "fwd_requests"),
+        counter("core", "rcv_replies", "rcv_replies"),
+        counter("core", "rcv_requests", "rcv_requests"),
+        counter("tmx", "UAC_transactions", "uac_transactions"),
+        counter("tmx", "UAS_transactions", "uas_transactions"),
+        _Stat("tmx", "inuse_transactions", lambda: len(proxy.server_txns), False),
+        counter("tmx", "rpl_generated", "local_replies"),
+        counter("tmx", "rpl_received", "rcv_replies"),
+        counter("tmx", "rpl_relayed", "fwd_replies"),
+        _Stat("tmx", "rpl_sent", lambda: st.fwd_replies + st.local_replies),
+        _Stat("dialog", "active_dialogs", lambda: dialogs.count - dialogs.early, False),
+        _Stat("dialog", "early_dialogs", lambda: dialogs.early, False),
+        _Stat("dialog", "expired_dialogs", lambda: dialogs.expired),
+        _Stat("dialog", "failed_dialogs", lambda: dialogs.failed),
+        _Stat("dialog", "processed_dialogs", lambda: dialogs.processed),
+        counter("sipfleet", "failovers", "failovers"),
+        counter("sipfleet", "internal_errors", "internal_errors"),
+        counter("sipfleet", "retransmissions", "retransmissions"),
+        counter("sipfleet", "timeouts", "timeouts"),
+        counter("sipfleet", "transport_errors", "transport_errors"),
+        _Stat("sipfleet", "client_transactions", lambda: len(proxy.client_txns), False),
+        _Stat("sipfleet", "accepting", lambda: int(proxy.accepting), False),
+        _Stat(
+            "sipfleet", "destinations", lambda: sum(1 for _ in app.dispatcher.destinations()), False
+        ),
+        _Stat("sipfleet", "destinations_usable", usable, False),
+        _Stat("sipfleet", "sets", lambda: len(app.dispatcher.snapshot.sets), False),
+        _Stat("sipfleet", "ping_active", lambda: int(app.dispatcher.probing_active), False),
+    ]
+    counts = app.events.counts
+    for kind in list(counts):
+        name = "events_" + "".join(c if c.isalnum() else "_" for c in kind)
+        stats.append(_Stat("sipfleet", name, _count_of(counts, kind)))
+    return stats
+
+
+def _count_of(counts: Counter[str], kind: str) -> Callable[[], int]:
+    return lambda: counts[kind]
+
+
+# -- dialogs -------------------------------------------------------------------
+
+
+def _uri_in(value: bytes) -> bytes:
+    """The URI of a name-addr or addr-spec header value (Contact, Route)."""
+    v = value.strip()
+    lt = v.find(b"<")
+    if lt >= 0:
+        gt = v.find(b">", lt)
+        return v[lt + 1 : gt if gt > 0 else None].strip()
+    return v.split(b";", 1)[0].strip()
+
+
+def _header_value(line: bytes) -> bytes:
+    return line.partition(b":")[2].strip()
+
+
+def _is_own(proxy: Proxy, value: bytes) -> bool:
+    try:
+        uri = parse_uri(_uri_in(value).decode("utf-8", "surrogateescape"))
+    except BadMessage:
+        return False
+    return (uri.host, uri.effective_port()) in proxy.local_addrs
+
+
+def _split_routes(proxy: Proxy, dlg: Dialog) -> tuple[list[bytes], list[bytes]]:
+    """(toward the callee, toward the caller), in the order a request visits them.
+
+    ``route_set`` is the 2xx's Record-Route set, top first: the entries above
+    ours lie between us and the callee, those below between us and the
+    caller (RFC 3261 12.1.1, 12.1.2). Our own entries (two with a double
+    Record-Route) are left out: the proxy puts its own Via on what it sends.
+    """
+    rr = dlg.route_set
+    ours = [i for i, v in enumerate(rr) if _is_own(proxy, v)]
+    if not ours:  # we are not on the path: act as each side would
+        return list(reversed(rr)), list(rr)
+    return list(reversed(rr[: ours[0]])), list(rr[ours[-1] + 1 :])
+
+
+def _socket_name(lst: Listener | None) -> str:
+    return "" if lst is None else f"{lst.proto}:{lst.host}:{lst.port}"
+
+
+def _listener_of(proxy: Proxy, peer: Peer | None) -> Listener | None:
+    if peer is None or not 0 <= peer.listener < len(proxy.listeners):
+        return None
+    return proxy.listeners[peer.listener]
+
+
+def dialog_record(app: AppLike, dlg: Dialog, now_wall: float, now: float) -> dict[str, Any]:
+    """One ``dlg.list`` item, keys in Kamailio 5.6's order (dialog.c
+    ``internal_rpc_print_dlg``); route sets without our own entries, as
+    Kamailio's dialog module keeps them."""
+    proxy = app.proxy
+    base = proxy.dialogs.as_record(dlg, now_wall, now)
+    to_callee, to_caller = _split_routes(proxy, dlg)
+    confirmed = dlg.state == CONFIRMED
+    callee_lst = _listener_of(proxy, dlg.callee_peer)
+    if callee_lst is None and isinstance(dlg.dest, Destination):
+        target = app.router.target(dlg.dest)
+        if target is not None:
+            callee_lst = next((x for x in proxy.listeners if x.proto == target.proto), None)
+
+    def leg(side: dict[str, Any], routes: list[bytes], lst: Listener | None) -> dict[str, Any]:
+        return {
+            "tag": side["tag"],
+            "contact": side["contact"],
+            "cseq": side["cseq"],
+            "route_set": ",".join(_uri_in(v).decode("utf-8", "replace") for v in routes),
+            "socket": _socket_name(lst),
+        }
+
+    return {
+        "h_entry": base["h_entry"],
+        "h_id": base["h_id"],
+        "ref": 1,
+        "call-id": base["call-id"],
+        "from_uri": base["from_uri"],
+        "to_uri": base["to_uri"],
+        "state": _KAMAILIO_DLG_STATE.get(dlg.state, dlg.state),
+        "start_ts": base["start_ts"],
+        "init_ts": base["init_ts"],
+        "end_ts": base["end_ts"],
+        "duration": max(int(now - dlg.start), 0) if confirmed else 0,
+        "timeout": base["timeout"],
+        "lifetime": base["lifetime"],
+        "dflags": base["dflags"],
+        "sflags": base["sflags"],
+        "iflags": base["iflags"],
+        "caller": leg(base["caller"], to_caller, _listener_of(proxy, dlg.caller_peer)),
+        "callee": leg(base["callee"], to_callee, callee_lst),
+        "profiles": [],
+        "variables": [],
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class ByeRequest:
+    """A BYE that ``dlg.end_dlg`` sends to one side of a dialog."""
+
+    side: str  # "callee" or "caller"
+    ruri: str
+    target: Target
+    headers: tuple[bytes, ...]
+
+
+def _with_tag(value: bytes, tag: bytes | None) -> bytes:
+    if tag is None or b";tag=" in value.lower().replace(b" ", b""):
+        return value
+    return value + b";tag=" + tag
+
+
+def _target_of_peer(proxy: Proxy, peer: Peer, uri: URI) -> Target | None:
+    lst = _listener_of(proxy, peer)
+    if lst is None:
+        return None
+    return Target(uri, peer.host, peer.port, lst.proto)
+
+
+def _route_target(value: bytes) -> Target:
+    return Target.from_uri(_uri_in(value).decode("utf-8", "surrogateescape"))
+
+
+def bye_requests(app: AppLike, dlg: Dialog, extra: Sequence[bytes] = ()) -> list[ByeRequest]:
+    """The BYEs ending a confirmed dialog, one toward each side (RFC 3261 15.1.1).
+
+    Toward the callee as the caller would send it (caller's From, callee's
+    To, caller's CSeq + 1, the route set beyond us), toward the caller the
+    mirror image. Each side is reached where the proxy last heard from it
+    (the caller's INVITE, the callee's 2xx), else through the first Route,
+    else at its Contact (where the proxy sends its in-dialog requests).
+    Raises ValueError when a side cannot be addressed.
+    """
+    proxy = app.proxy
+    to_callee, to_caller = _split_routes(proxy, dlg)
+    caller_id = _header_value(dlg.from_line)
+    callee_id = _with_tag(_header_value(dlg.to_line), dlg.to_tag)
+
+    def bye(
+        side: str,
+        contact: bytes,
+        peer: Peer | None,
+        routes: list[bytes],
+        ids: tuple[bytes, bytes],
+        cseq: int,
+    ) -> ByeRequest:
+        text = _uri_in(contact)
+        if not text:
+            raise ValueError(f"the {side} left no Contact")
+        try:
+            uri = parse_uri(text.decode("utf-8", "surrogateescape"))
+        except BadMessage as e:
+            raise ValueError(f"{side} Contact {text!r}: {e.reason}") from None
+        target = _target_of_peer(proxy, peer, uri) if peer is not None else None
+        if target is None and routes:
+            target = _route_target(routes[0])
+        if target is None:
+            host = uri.params.get("maddr") or uri.host
+            target = Target(uri, host, uri.effective_port(), uri.transport)
+        headers = [
+            b"From: " + ids[0],
+            b"To: " + ids[1],
+            b"Call-ID: " + dlg.call_id,
+            b"CSeq: %d BYE" % cseq,
+        ]
+        if routes:
+            headers.append(b"Route: " + b", ".join(routes))
+        return ByeRequest(side, uri.raw, target, (*headers, *extra))
+
+    return [
+        bye(
+            "callee",
+            dlg.callee_contact,
+            dlg.callee_peer,
+            to_callee,
+            (caller_id, callee_id),
+            dlg.caller_cseq + 1,
+        ),
+        bye(
+            "caller",
+            dlg.caller_contact,
+            dlg.caller_peer,
+            to_caller,
+            (callee_id, caller_id),
+            dlg.callee_cseq + 1,
+        ),
+    ]
+
+
+def _extra_headers(text: str) -> list[bytes]:
+    """dlg.end_dlg's optional extra headers: CRLF-separated lines, blanks dropped."""
+    lines = text.replace("\r\n", "\n").split("\n")
+    return [line.strip().encode() for line in lines if line.strip() and ":" in line]
+
+
+# -- registration ----------------------------------------------------------------
+
+
+def register_methods(registry: Registry, app: AppLike) -> None:
+    """Register every dispatcher.*, dlg.*, stats.* and sipfleet.* method on ``app``."""
+    _Methods(registry, app)
+
+
+class _Methods:
+    """The handlers, closing over one app; one instance per process."""
+
+    def __init__(self, registry: Registry, app: AppLike) -> None:
+        self.app = app
+        self.stats = StatsBook(lambda: _app_stats(app))
+        # Persisting serialises here, so the last write is always the newest state.
+        self._persist_lock = asyncio.Lock()
+        self._change_lock = asyncio.Lock()  # add/remove: memory and store change together
+        self._register(registry)
+
+    # -- dispatcher ------------------------------------------------------------
+
+    def _emit_dst_events(self, events: Iterable[DstEvent]) -> None:
+        for ev in events:
+            self.app.events.emit(
+                ev.kind,
+                {
+                    "set": ev.set_id,
+                    "uri": ev.uri,
+                    "duid": ev.duid,
+                    "reason": ev.reason,
+                    "code": ev.code,
+                },
+            )
+
+    async def reload(self) -> str:
+        try:
+            await self.app.reload(by=RPC_CALLER.get())
+        except DispatcherError as e:
+            raise _fault(e) from None
         return "Ok. Dispatcher successfully reloaded."
 
-    registry.add("dispatcher.reload", reload, doc="Reload dispatcher destination sets")
-    registry.add(
-        "dispatcher.list",
-        lambda: app.dispatcher.list_records(load=app.proxy.dialogs),
-        doc="Return the content of dispatcher sets",
-    )
+    def list_sets(self, mode: object = None) -> dict[str, Any]:
+        smode = mode.lower() if isinstance(mode, str) else ""
+        full, short = smode == "full", smode == "short"
+        try:
+            records = self.app.dispatcher.list_records(
+                full, short=short, load=self.app.proxy.dialogs
+            )
+        except DispatcherError as e:
+            raise _fault(e) from None
+        if full:
+            _kamailio_full(records)
+        return records
+
+    async def set_state(self, state: str, group: int, address: str) -> str:
+        return await self._set_state("set_state", state, group, address)
+
+    async def set_duid_state(self, state: str, group: int, duid: str) -> str:
+        return await self._set_state("set_duid_state", state, group, duid)
+
+    async def _set_state(self, method: str, state: str, group: int, target: str) -> str:
+        d = self.app.dispatcher
+        try:
+            if method == "set_state":
+                changed = d.set_state(state, group, target)
+            else:
+                changed = d.set_duid_state(state, group, target)
+        except DispatcherError as e:
+            raise _fault(e) from None
+        by = RPC_CALLER.get()
+        stored = await self._persist_admin(changed, by)
+        self.app.events.emit(
+            "state-changed",
+            {
+                "set": group,
+                "duid" if method == "set_duid_state" else "uri": target,
+                "state": state,
+                "admin_changed": len(changed),
+                "stored": stored,
+                "by": by,
+            },
+        )
+        return "Ok. Dispatcher state updated."
+
+    async def _persist_admin(self, keys: Sequence[StateKey], by: str) -> bool | None:
+        """Stamp and save the admin state of ``keys`` as it is when written.
+
+        None: nothing to save (or no store); False: the store failed (logged,
+        and a ``store-error`` event): the change holds until the next restart.
+        """
+        d = self.app.dispatcher
+        since = time.time()
+        for key in keys:
+            dest = d.find(key[0], key[1])
+            if dest is not None:
+                st = d.state(dest)
+                st.admin_since, st.admin_by = since, by
+        store = self.app.store
+        if not keys or store is None:
+            return None
+        async with self._persist_lock:
+            writes: list[tuple[StateKey, AdminState | None, float | None, str]] = []
+            for key in keys:
+                dest = d.find(key[0], key[1])
+                if dest is None:
+                    writes.append((key, None, None, by))
+                else:
+                    st = d.state(dest)
+                    writes.append((key, st.admin, st.admin_since, st.admin_by))
+
+            def save() -> None:
+                for key, admin, when, who in writes:
+                    store.save_admin_state(key, admin, when, who)
+
+            try:
+                await asyncio.to_thread(save)
+            except Exception as e:
+                log.error("cannot persist the admin state of %d destinations: %s", len(writes), e)
+                self.app.events.emit(
+                    "store-error", {"operation": "save_admin_state", "error": str(e)}
+                )
+                return False
+        return True
+
+    def ping_active(self, state: int | None = None) -> dict[str, int]:
+        return self.app.dispatcher.ping_active(state)
+
+    def _scan_late(self, spec: Method, raw: Sequence[object]) -> list[Any]:
+        """Read add/remove params the way Kamailio does: after the reload window.
+
+        dispatcher.c checks (and stamps) ``reload_delta`` before ``rpc->scan``,
+        so a bad call inside the window answers "Ongoing reload" and a bad
+        call outside it starts a window. Read by jsonrpcs' rules on every
+        transport (kamcmd sends numbers as ints anyway).
+        """
+        try:
+            values: list[Any] = spec.scan(raw, Dialect.JSON)
+            return values
+        except RpcFault:
+            try:
+                self.app.dispatcher.begin_reload(self.app.loop.time())
+            except DispatcherError as e:
+                raise _fault(e) from None
+            raise
+
+    async def add_rpc(self, *raw: object) -> str:
+        return await self.add(*self._scan_late(_ADD, raw))
+
+    async def remove_rpc(self, *raw: object) -> str:
+        return await self.remove(*self._scan_late(_REMOVE, raw))
+
+    async def add(
+        self, group: int, address: str, flags: int = 0, priority: int = 0, attrs: str = ""
+    ) -> str:
+        app = self.app
+        d = app.dispatcher
+        async with self._change_lock:
+            before = d.snapshot.walk_specs()
+            try:
+                result = d.add(group, address, flags, priority, attrs, now=app.loop.time())
+            except DispatcherError as e:
+                raise _fault(e) from None
+            app.router.invalidate()
+            store = app.store
+            if store is not None:
+                spec = DestinationSpec(group, normalize_uri(address), flags, priority, attrs)
+                try:
+                    await asyncio.to_thread(store.add, spec)
+                except Exception as e:
+                    self._undo(before, "add", e)
+                    raise RpcFault(500, "Adding dispatcher dst failed") from None
+        self._emit_dst_events(result.events)
+        app.events.emit(
+            "dst-added",
+            {"set": group, "uri": address, "stored": store is not None, "by": RPC_CALLER.get()},
+        )
+        return "Ok. Dispatcher destination added."
+
+    async def remove(self, group: int, address: str) -> str:
+        app = self.app
+        d = app.dispatcher
+        async with self._change_lock:
+            before = d.snapshot.walk_specs()
+            try:
+                result = d.remove(group, address, now=app.loop.time())
+            except DispatcherError as e:
+                raise _fault(e) from None
+            app.router.invalidate()
+            store = app.store
+            if store is not None:
+                try:
+                    await asyncio.to_thread(store.remove, group, address)
+                except Exception as e:
+                    self._undo(before, "remove", e)
+                    raise RpcFault(500, "Removing dispatcher dst failed") from None
+        app.events.emit(
+            "dst-removed",
+            {
+                "set": group,
+                "uri": address,
+                "removed": result.removed,
+                "stored": store is not None,
+                "by": RPC_CALLER.get(),
+            },
+        )
+        return "Ok. Dispatcher destination removed."
+
+    def _undo(self, before: list[DestinationSpec], what: str, error: Exception) -> None:
+        """Put the sets back as they were when the store refused the change."""
+        log.error("dispatcher.%s: the store refused the change, undone in memory: %s", what, error)
+        d = self.app.dispatcher
+        d.install(d.build(before))
+        self.app.router.invalidate()
+        self.app.events.emit("store-error", {"operation": what, "error": str(error)})
+
+    def hash_values(self, nslots: int, val1: str, val2: str | None = None) -> dict[str, int]:
+        return rpc_hash(nslots, val1, val2)
+
+    def oclist(self, group: int) -> list[dict[str, Any]]:
+        try:
+            return self.app.dispatcher.oclist(group)
+        except DispatcherError as e:
+            raise _fault(e) from None
+
+    # -- dialogs ---------------------------------------------------------------
+
+    def dlg_list(self) -> list[dict[str, Any]]:
+        app = self.app
+        now_wall, now = time.time(), app.loop.time()
+        return [dialog_record(app, dlg, now_wall, now) for dlg in app.proxy.dialogs]
+
+    def dlg_stats_active(self, own: object = None) -> dict[str, int]:
+        return self.app.proxy.dialogs.stats_active()
+
+    def end_dlg(self, h_entry: int, h_id: int, extra: object = None) -> None:
+        app = self.app
+        dialogs = app.proxy.dialogs
+        dlg = dialogs.get(h_entry, h_id)
+        if dlg is None:
+            raise RpcFault(404, "Dialog not found")
+        if dlg.state != CONFIRMED:
+            log.info("dlg.end_dlg %d:%d: not answered yet, left to its INVITE", h_entry, h_id)
+            return
+        now = app.loop.time()
+        by = RPC_CALLER.get()
+        try:
+            byes = bye_requests(app, dlg, _extra_headers(extra) if isinstance(extra, str) else ())
+        except ValueError as e:
+            log.warning("dlg.end_dlg %d:%d: no BYE sent: %s", h_entry, h_id, e)
+            byes = []
+        call_id = dlg.call_id.decode("utf-8", "replace")
+        for bye in byes:
+            sent = app.proxy.originate(
+                "BYE", bye.ruri, bye.target, bye.headers, _bye_done(call_id, bye), now
+            )
+            if not sent:
+                log.warning("dlg.end_dlg %s: no listener to reach the %s", call_id, bye.side)
+        dialogs.end(dlg, "rpc", now)
+        app.events.emit("dlg-ended", {"call_id": call_id, "byes": len(byes), "by": by})
+
+    # -- stats -----------------------------------------------------------------
+
+    def get_statistics(self, first: str, *rest: object) -> list[str]:
+        return self.stats.lines([first, *rest])
+
+    def reset_statistics(self, first: str, *rest: object) -> None:
+        self.stats.reset([first, *rest])
+
+    # -- sipfleet's own ----------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        app = self.app
+        d = app.dispatcher
+        dests = list(d.destinations())
+        dialogs = app.proxy.dialogs
+        store = app.store
+        return {
+            "version": __version__,
+            "uptime": max(int(time.time() - app.started_wall), 0),
+            "accepting": app.proxy.accepting,
+            "sets": len(d.snapshot.sets),
+            "destinations": len(dests),
+            "usable": sum(1 for x in dests if not d.state(x).skip),
+            "ping_active": d.probing_active,
+            "dialogs": len(dialogs),
+            "early_dialogs": dialogs.early,
+            "store": repr(store) if store is not None else None,
+            "events": dict(app.events.counts),
+        }
+
+    def recent_events(self, count: int = 100) -> list[dict[str, Any]]:
+        recent = self.app.events.recent
+        n = max(min(count, len(recent)), 0)
+        out = []
+        for event in list(recent)[len(recent) - n :]:
+            item = dict(event)
+            stamp = item.get("time")
+            if isinstance(stamp, float):
+                # As text: JSON-RPC prints doubles with 6 significant digits, as Kamailio does.
+                item["time"] = datetime.fromtimestamp(stamp, UTC).isoformat(timespec="milliseconds")
+            out.append(item)
+        return out
+
+    # -------------------------------------------------------------------------------
+
+    def _register(self, r: Registry) -> None:
+        s: ParamKind = "str"
+        i: ParamKind = "int"
+        r.add("dispatcher.reload", self.reload, doc="Reload dispatcher destination sets")
+        r.add(
+            "dispatcher.list",
+            self.list_sets,
+            doc="Return the content of dispatcher sets",
+            params=[Param("mode", "any", optional=True)],
+        )
+        state_params = [Param("state", s, autoconvert=True), Param("group", i)]
+        r.add(
+            "dispatcher.set_state",
+            self.set_state,
+            doc="Set the state of a destination by address",
+            params=[*state_params, Param("address", s)],
+        )
+        r.add(
+            "dispatcher.set_duid_state",
+            self.set_duid_state,
+            doc="Set the state of a destination by duid",
+            params=[*state_params, Param("duid", s)],
+        )
+        r.add(
+            "dispatcher.ping_active",
+            self.ping_active,
+            doc="Manage setting on/off the pinging (keepalive) of destinations",
+            params=[Param("state", i, optional=True)],
+        )
+        r.add(
+            "dispatcher.add",
+            self.add_rpc,
+            doc="Add a destination address in memory",
+            params=[Param(p.name, "any", optional=True) for p in _ADD.params],
+        )
+        r.add(
+            "dispatcher.remove",
+            self.remove_rpc,
+            doc="Remove a destination address from memory",
+            params=[Param(p.name, "any", optional=True) for p in _REMOVE.params],
+        )
+        r.add(
+            "dispatcher.hash",
+            self.hash_values,
+            doc="Compute the hash if the values",
+            params=[Param("nslots", i), Param("val1", s), Param("val2", s, optional=True)],
+        )
+        r.add(
+            "dispatcher.oclist",
+            self.oclist,
+            doc="Return the overload control state of a destination group",
+            params=[Param("group", i)],
+        )
+        r.add("dlg.list", self.dlg_list, doc="Print all dialogs")
+        r.add(
+            "dlg.stats_active",
+            self.dlg_stats_active,
+            doc="Get stats about active dialogs",
+            params=[Param("own", "any", optional=True)],
+        )
+        r.add(
+            "dlg.end_dlg",
+            self.end_dlg,
+            doc="End a given dialog based on [h_entry] [h_id]",
+            params=[
+                Param("h_entry", i),
+                Param("h_id", i),
+                Param("extra_headers", "any", optional=True),
+            ],
+            bad_params=RpcFault(500, "Invalid parameters"),
+        )
+        more = [Param(f"stat{n}", "any", optional=True) for n in range(2, _MAX_STAT_PARAMS + 1)]
+        r.add(
+            "stats.get_statistics",
+            self.get_statistics,
+            doc="get core and modules stats",
+            params=[Param("stat", s), *more],
+            bad_params=RpcFault(400, "Please provide which stats to retrieve"),
+        )
+        r.add(
+            "stats.reset_statistics",
+            self.reset_statistics,
+            doc="reset core and modules stats (silent operation)",
+            params=[Param("stat", s), *more],
+            bad_params=RpcFault(400, "Please provide stats name"),
+        )
+        r.add(
+            "sipfleet.status",
+            self.status,
+            doc="Summary of the running sipfleet: sets, destinations, dialogs, events.",
+        )
+        r.add(
+            "sipfleet.events",
+            self.recent_events,
+            doc="The most recent events (dst-up, dst-down, state-changed...), oldest first: [count].",
+            params=[Param("count", i, optional=True)],
+        )
+
+
+def _no_handler(*_: object) -> None:
+    raise AssertionError("a parameter spec only")
+
+
+# dispatcher.add / remove read their params themselves (see _Methods._scan_late).
+_ADD = Method(
+    "dispatcher.add",
+    _no_handler,
+    "params",
+    (
+        Param("group", "int"),
+        Param("address", "str"),
+        Param("flags", "int", optional=True),
+        Param("priority", "int", optional=True),
+        Param("attrs", "str", optional=True),
+    ),
+)
+_REMOVE = Method(
+    "dispatcher.remove", _no_handler, "params", (Param("group", "int"), Param("address", "str"))
+)
+
+
+def _kamailio_full(records: dict[str, Any]) -> None:
+    """``dispatcher.list full`` as 5.6.3 prints it: DNSTIME_SEC/USEC after
+    PROTOID, and ATTRS only for entries that have attrs (measured)."""
+    for rec in records.get("RECORDS", ()):
+        for item in rec["SET"]["TARGETS"]:
+            dest = item["DEST"]
+            attrs = dest.get("ATTRS")
+            if "DNSTIME_SEC" in dest and (attrs is None or attrs.get("BODY") is not None):
+                continue  # already in Kamailio's shape
+            rebuilt: dict[str, Any] = {}
+            for key, value in dest.items():
+                if key == "ATTRS" and isinstance(value, dict) and value.get("BODY") is None:
+                    continue
+                rebuilt[key] = value
+                if key == "PROTOID" and "DNSTIME_SEC" not in dest:
+                    rebuilt["DNSTIME_SEC"] = 0  # resolved once at load, never re-resolved
+                    rebuilt["DNSTIME_USEC"] = 0
+            item["DEST"] = rebuilt
+
+
+def _bye_done(call_id: str, bye: ByeRequest) -> Callable[[int | None, Message | None, float], None]:
+    def done(code: int | None, msg: Message | None, now: float) -> None:
+        if code is None:
+            log.warning("dlg.end_dlg %s: no answer to the BYE to the %s", call_id, bye.side)
+        else:
+            log.info("dlg.end_dlg %s: the %s answered the BYE with %d", call_id, bye.side, code)
+
+    return done

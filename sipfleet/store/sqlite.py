@@ -74,6 +74,13 @@ class SqliteStore:
         try:
             _ensure_parent(self.path)
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            if self.path != ":memory:":
+                # WAL: a commit is one append, not two fsyncs of a rollback
+                # journal (set_state answers in ~0.1 ms instead of ~3 ms);
+                # NORMAL still survives a process crash, only an OS crash can
+                # lose the last commits.
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open SQLite database {self.path}: {exc}") from exc
 
