@@ -31,6 +31,17 @@ _FORMATS = click.Choice(["table", "json", "yaml"])
 
 def _client_options(fn: _F) -> _F:
     """The addressing options of ``sipfleet rpc``, on every verb."""
+    return _client_options_named("--timeout")(fn)
+
+
+def _client_options_named(timeout_flag: str) -> Callable[[_F], _F]:
+    def deco(fn: _F) -> _F:
+        return _add_client_options(fn, timeout_flag)
+
+    return deco
+
+
+def _add_client_options(fn: _F, timeout_flag: str) -> _F:
     options = [
         click.option(
             "--run-dir",
@@ -46,7 +57,11 @@ def _client_options(fn: _F) -> _F:
         click.option("--url", help="Call over HTTP instead, e.g. http://127.0.0.1:9060/RPC."),
         click.option("--token", envvar="SIPFLEET_RPC_TOKEN", help="Bearer token for --url."),
         click.option(
-            "--timeout", default=10.0, show_default=True, help="Seconds to wait for the reply."
+            timeout_flag,
+            "timeout",
+            default=10.0,
+            show_default=True,
+            help="Seconds to wait for the reply.",
         ),
     ]
     for option in reversed(options):
@@ -291,3 +306,129 @@ def hash_cmd(nslots: int, v1: str, v2: str | None, fmt: str | None, **opts: Any)
 
 if __name__ == "__main__":
     dispatcher_group()
+
+
+def _drain_target(target: str, set_id: int | None) -> list[object]:
+    return [set_id, target] if set_id is not None else [target]
+
+
+def _print_drain(rows: list[dict[str, Any]], fmt: str) -> None:
+    if fmt != "table":
+        _print_data(rows, fmt)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table()
+    for col in ("SET", "URI", "DUID", "STATE", "HEALTH", "ACTIVE CALLS", "SINCE", "DRAINED"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            str(r["SET"]),
+            r["URI"],
+            r.get("DUID") or "",
+            r["STATE"],
+            r["HEALTH"],
+            str(r["ACTIVE_CALLS"]),
+            r.get("SINCE") or "",
+            "yes" if r["DRAINED"] else "no",
+        )
+    Console().print(table)
+
+
+@dispatcher_group.command("drain")
+@click.argument("target")
+@click.option("--set", "set_id", type=int, help="Only in this set (TARGET a URI or duid).")
+@click.option("--wait", is_flag=True, help="Wait, showing the calls left, until drained.")
+@click.option(
+    "--timeout",
+    "wait_timeout",
+    type=float,
+    default=600.0,
+    show_default=True,
+    help="With --wait: give up after this many seconds (exit 3).",
+)
+@click.option("-o", "--output", "fmt", type=_FORMATS)
+@_client_options_named("--rpc-timeout")
+def drain_cmd(
+    target: str,
+    set_id: int | None,
+    wait: bool,
+    wait_timeout: float,
+    fmt: str | None,
+    **opts: Any,
+) -> None:
+    """Stop new calls to TARGET (a duid, or a URI with --set); calls on it finish.
+
+    With --wait, exits 0 once no call is left, or 3 with the count still
+    open when --timeout runs out.
+    """
+    rows = _call("dispatcher.drain", _drain_target(target, set_id), opts)
+    if not wait:
+        _print_drain(rows, _output_format(fmt))
+        return
+    sys.exit(_wait_drained(target, set_id, rows, wait_timeout, opts))
+
+
+def _wait_drained(
+    target: str, set_id: int | None, rows: list[dict[str, Any]], timeout: float, opts: dict[str, Any]
+) -> int:
+    import time
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    start = time.monotonic()
+    first = max(sum(r["ACTIVE_CALLS"] for r in rows), 1)
+    left = sum(r["ACTIVE_CALLS"] for r in rows)
+    tty = sys.stderr.isatty()
+    progress = Progress(
+        TextColumn("draining {task.fields[target]}"),
+        BarColumn(),
+        TextColumn("{task.fields[left]} calls left"),
+        TimeElapsedColumn(),
+        disable=not tty,
+        transient=False,
+    )
+    with progress:
+        task = progress.add_task("drain", total=first, target=target, left=left)
+        while True:
+            rows = _call("dispatcher.drain_status", _drain_target(target, set_id), opts)
+            left = sum(r["ACTIVE_CALLS"] for r in rows)
+            progress.update(task, completed=max(first - left, 0), left=left)
+            if all(r["DRAINED"] for r in rows):
+                progress.update(task, completed=first)
+                break
+            if not all(r["STATE"] == "draining" for r in rows):
+                click.echo(f"{target}: the drain was ended by someone else", err=True)
+                return 4
+            if time.monotonic() - start >= timeout:
+                click.echo(f"{target}: {left} calls still open after {timeout:.0f} s", err=True)
+                return 3
+            if not tty:
+                click.echo(f"{target}: {left} calls left", err=True)
+            time.sleep(0.5)
+    click.echo(f"{target}: drained after {time.monotonic() - start:.1f} s")
+    return 0
+
+
+@dispatcher_group.command("undrain")
+@click.argument("target")
+@click.option("--set", "set_id", type=int, help="Only in this set (TARGET a URI or duid).")
+@click.option("-o", "--output", "fmt", type=_FORMATS)
+@_client_options
+def undrain_cmd(target: str, set_id: int | None, fmt: str | None, **opts: Any) -> None:
+    """End the drain of TARGET: it takes new calls again."""
+    rows = _call("dispatcher.undrain", _drain_target(target, set_id), opts)
+    _print_drain(rows, _output_format(fmt))
+
+
+@dispatcher_group.command("drain-status")
+@click.argument("target", required=False)
+@click.option("--set", "set_id", type=int, help="Only in this set (TARGET a URI or duid).")
+@click.option("-o", "--output", "fmt", type=_FORMATS)
+@_client_options
+def drain_status_cmd(target: str | None, set_id: int | None, fmt: str | None, **opts: Any) -> None:
+    """Draining destinations (or TARGET): calls left, since when, drained or not."""
+    params = _drain_target(target, set_id) if target else []
+    rows = _call("dispatcher.drain_status", params, opts)
+    _print_drain(rows, _output_format(fmt))
