@@ -63,28 +63,65 @@ class ListenSpec(_Model):
 
 
 class ProxyConfig(_Model):
+    """``[proxy]``: where sipfleet listens and how it proxies."""
+
     listen: list[ListenSpec] = Field(
         default_factory=lambda: [
             ListenSpec(proto="udp", host="127.0.0.1", port=5060),
             ListenSpec(proto="tcp", host="127.0.0.1", port=5060),
-        ]
+        ],
+        description='listeners: "udp:HOST[:PORT]", "tcp:[::1]:5060", '
+        '"udp:0.0.0.0:5060/203.0.113.7" (after / the name put in Via and Record-Route)',
     )
-    aliases: list[str] = Field(default_factory=list, description="other host[:port] names of this proxy")
-    first_response_timeout: float = Field(2.0, gt=0, le=300)
-    final_response_timeout: float = Field(120.0, gt=0, le=3600)
-    t1: float = Field(0.5, gt=0, le=10)
-    t2: float = Field(4.0, gt=0, le=60)
-    t4: float = Field(5.0, gt=0, le=60)
-    max_forwards: int = Field(70, ge=1, le=255)
-    record_route: bool = True
-    answer_options: bool = True
-    transform_503: bool = True
-    max_message_size: int = Field(65536, ge=1024, le=1 << 20)
-    max_header_count: int = Field(256, ge=16, le=4096)
-    max_line_length: int = Field(8192, ge=256, le=65536)
-    tcp_idle_timeout: float = Field(300.0, gt=0)
-    tcp_max_connections: int = Field(4096, ge=1)
-    shutdown_timeout: float = Field(600.0, ge=0)
+    aliases: list[str] = Field(
+        default_factory=list, description="other host[:port] names of this proxy (Route matching)"
+    )
+    first_response_timeout: float = Field(
+        2.0,
+        gt=0,
+        le=300,
+        description="a back end silent this long (not even 100 Trying) is given up; the "
+        "call fails over (Kamailio fr_timer)",
+    )
+    final_response_timeout: float = Field(
+        120.0,
+        gt=0,
+        le=3600,
+        description="after a provisional reply, how long to wait for the final one before "
+        "CANCEL and failover (RFC 3261 Timer C, Kamailio fr_inv_timer)",
+    )
+    t1: float = Field(0.5, gt=0, le=10, description="RFC 3261 T1: RTT estimate (s)")
+    t2: float = Field(4.0, gt=0, le=60, description="RFC 3261 T2: longest retransmit interval")
+    t4: float = Field(5.0, gt=0, le=60, description="RFC 3261 T4: network lifetime of a message")
+    max_forwards: int = Field(
+        70, ge=1, le=255, description="Max-Forwards added to requests that have none"
+    )
+    record_route: bool = Field(
+        True, description="Record-Route dialog-creating requests, so the dialog stays on us"
+    )
+    answer_options: bool = Field(
+        True, description="answer OPTIONS sent to the proxy itself (carrier keep-alives)"
+    )
+    transform_503: bool = Field(
+        True,
+        description="a 503 from a back end goes up as 500 (RFC 3261 16.7 item 6); our own 503 "
+        "(nothing usable) keeps its Retry-After",
+    )
+    max_message_size: int = Field(
+        65536, ge=1024, le=1 << 20, description="bigger messages: 513 or dropped"
+    )
+    max_header_count: int = Field(256, ge=16, le=4096, description="more header lines: 400")
+    max_line_length: int = Field(8192, ge=256, le=65536, description="longer header lines: 400")
+    tcp_idle_timeout: float = Field(
+        300.0, gt=0, description="close TCP connections silent this long (s)"
+    )
+    tcp_max_connections: int = Field(4096, ge=1, description="refuse TCP connections beyond")
+    shutdown_timeout: float = Field(
+        600.0,
+        ge=0,
+        description="graceful stop (SIGTERM): new calls get 503, wait this long for open "
+        "dialogs to end",
+    )
     dialog_lifetime: float = Field(
         7200.0, gt=0, description="a dialog whose BYE never comes ends after this (s)"
     )
@@ -100,11 +137,14 @@ class ProxyConfig(_Model):
 
 
 class LogConfig(_Model):
-    level: Literal["debug", "info", "warning", "error"] = "info"
-    format: Literal["text", "json"] = "text"
+    """``[log]``: logging to stderr."""
+
+    level: Literal["debug", "info", "warning", "error"] = Field("info", description="threshold")
 
 
 class StoreConfig(_Model):
+    """``[store]``: where destinations (and open dialogs) are kept."""
+
     type: Literal["sqlite", "list"] = Field(
         "sqlite", description="sqlite: Kamailio's dispatcher table in a file; list: a list file"
     )

@@ -90,13 +90,17 @@ class _Section(BaseModel):
 
 
 class HttpConfig(_Section):
+    """``[control.http]``: JSON-RPC 2.0 over HTTP POST, as Kamailio's jsonrpcs + xhttp."""
+
     enabled: bool = True
-    host: str = "127.0.0.1"
-    port: Annotated[int, Field(ge=0, le=65535)] = 9060
-    path: str = "/RPC"
-    token: SecretStr | None = None
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
+    host: str = Field("127.0.0.1", description="bind address; off loopback a token is required")
+    port: Annotated[int, Field(ge=0, le=65535)] = Field(9060, description="0 = any free port")
+    path: str = Field("/RPC", description="POST path (any path starting with it)")
+    token: SecretStr | None = Field(
+        None, description="require 'Authorization: Bearer <token>'"
+    )
+    tls_cert: Path | None = Field(None, description="PEM certificate: serve HTTPS")
+    tls_key: Path | None = Field(None, description="its PEM key")
 
     _empty_none = field_validator("token", "tls_cert", "tls_key", mode="before")(_opt_path)
 
@@ -116,17 +120,21 @@ class HttpConfig(_Section):
 
 
 class FifoConfig(_Section):
+    """``[control.fifo]``: JSON-RPC over a named pipe, as ``kamctl rpc`` speaks it."""
+
     enabled: bool = True
-    path: Path | None = None
-    reply_dir: Path = Path("/tmp/")
+    path: Path | None = Field(None, description="default <run_dir>/sipfleet_rpc.fifo")
+    reply_dir: Path = Field(Path("/tmp/"), description="where clients create reply FIFOs")
 
     _empty_none = field_validator("path", mode="before")(_opt_path)
 
 
 class DgramConfig(_Section):
+    """``[control.dgram]``: JSON-RPC datagrams, as kamcli's socket transport."""
+
     enabled: bool = True
-    path: Path | None = None
-    udp: str | None = None
+    path: Path | None = Field(None, description="default <run_dir>/sipfleet_rpc.sock")
+    udp: str | None = Field(None, description='also on UDP, e.g. "127.0.0.1:9062"')
 
     _empty_none = field_validator("path", "udp", mode="before")(_opt_path)
 
@@ -139,9 +147,11 @@ class DgramConfig(_Section):
 
 
 class BinrpcConfig(_Section):
+    """``[control.binrpc]``: Kamailio's BINRPC, as ``kamcmd -s unix:PATH`` speaks it."""
+
     enabled: bool = True
-    path: Path | None = None
-    tcp: str | None = None
+    path: Path | None = Field(None, description="default <run_dir>/sipfleet_ctl")
+    tcp: str | None = Field(None, description='also on TCP, e.g. "127.0.0.1:2049"')
 
     _empty_none = field_validator("path", "tcp", mode="before")(_opt_path)
 
@@ -154,9 +164,13 @@ class BinrpcConfig(_Section):
 
 
 class SocketConfig(_Section):
-    mode: Annotated[int, Field(ge=0, le=0o777)] = 0o600
-    owner: str | int | None = None
-    group: str | int | None = None
+    """``[control.socket]``: ownership of the unix sockets and the FIFO."""
+
+    mode: Annotated[int, Field(ge=0, le=0o777)] = Field(
+        0o600, description="file mode (decimal here; 384 = 0o600)"
+    )
+    owner: str | int | None = Field(None, description="user name or uid")
+    group: str | int | None = Field(None, description="group name or gid")
 
     _empty_none = field_validator("owner", "group", mode="before")(_opt_path)
 
@@ -170,14 +184,22 @@ class SocketConfig(_Section):
 
 
 class ControlConfig(_Section):
-    run_dir: Path | None = None
-    pretty: bool = True
+    """``[control]``: the RPC transports; all on by default."""
+
+    run_dir: Path | None = Field(
+        None,
+        description="where the sockets go: --run-dir, $SIPFLEET_RUN_DIR, /run/sipfleet if "
+        "writable, $XDG_RUNTIME_DIR/sipfleet, else /tmp/sipfleet-<uid>",
+    )
+    pretty: bool = Field(True, description="tab-indented JSON, as Kamailio")
     max_request_bytes: Annotated[int, Field(ge=1024)] = 1 << 20
     """One request's bound on every transport (1 MiB: a request is a method
     name and a few params; this keeps a stuck or hostile client cheap)."""
     max_connections: Annotated[int, Field(ge=1)] = 64
     """Concurrent BINRPC stream connections (ctl's own bound is 128)."""
-    allow_remote_unauthenticated: bool = False
+    allow_remote_unauthenticated: bool = Field(
+        False, description="let BINRPC/datagram/FIFO listen off loopback (no authentication)"
+    )
     http: HttpConfig = HttpConfig()
     fifo: FifoConfig = FifoConfig()
     dgram: DgramConfig = DgramConfig()
