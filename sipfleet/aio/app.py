@@ -136,6 +136,7 @@ class App:
         self._persist: asyncio.TimerHandle | None = None
         self._dialog_writes: dict[tuple[bytes, bytes], Dialog | None] = {}
         self._dialog_writes_dropped = 0
+        self._dialogs_stored: set[tuple[bytes, bytes]] = set()  # keys written to the disk
         self._flushing = False
 
     # -- lifecycle ---------------------------------------------------------------
@@ -416,6 +417,7 @@ class App:
             dlg.dest = dest
             dlg.load_key = dest.load_key if dest is not None else r.load_key
             table.restore(dlg, now, r.expires - wall)
+            self._dialogs_stored.add((r.call_id, r.from_tag))
         if records:
             log.info("restored %d open dialogs", len(records))
         table.on_confirm = self._dialog_confirmed
@@ -453,8 +455,13 @@ class App:
             self._dialog_writes_dropped += 1
 
     def _dialog_ended(self, dlg: Dialog, reason: str) -> None:
-        if dlg.to_tag is not None:  # confirmed: it was (or is about to be) written
-            self._dialog_writes[(dlg.call_id, dlg.from_tag)] = None
+        key = (dlg.call_id, dlg.from_tag)
+        if key in self._dialogs_stored:
+            self._dialog_writes[key] = None
+        else:
+            # Confirmed and ended between two flushes: it never reaches the
+            # disk at all (most short calls).
+            self._dialog_writes.pop(key, None)
 
     def _flush_dialogs(self) -> None:
         self._persist = self.loop.call_later(_PERSIST_PERIOD, self._flush_dialogs)
@@ -465,6 +472,12 @@ class App:
         writes, self._dialog_writes = self._dialog_writes, {}
         puts = [self._dialog_record(d) for d in writes.values() if d is not None]
         deletes = [k for k, d in writes.items() if d is None]
+        stored = self._dialogs_stored
+        for k, d in writes.items():
+            if d is None:
+                stored.discard(k)
+            else:
+                stored.add(k)
         store = self.dialog_store
         if store is None:
             return
