@@ -18,7 +18,8 @@ import time
 
 from sipfleet.proxy.core import Proxy
 from sipfleet.proxy.net import Listener, Peer
-from sipfleet.proxy.router import RoundRobinRouter
+from sipfleet.dispatch import Dispatcher, DispatcherConfig, parse_list
+from sipfleet.dispatch.routing import DispatchRouter
 from sipfleet.sip.message import parse
 
 UAC = Peer(0, "127.0.0.1", 5080)
@@ -73,9 +74,13 @@ def respond(req: bytes, status: int, reason: str, n: int) -> bytes:
 
 
 def _proxy(sink: Sink) -> Proxy:
-    proxy = Proxy(
-        [Listener(0, "udp", "127.0.0.1", 5060)], sink, RoundRobinRouter(["sip:127.0.0.1:5070"])
+    """The proxy as ``sipfleet run`` builds it: dispatcher, routing policy, dialogs."""
+    dispatcher = Dispatcher(
+        DispatcherConfig(ping_interval=0), parse_list("1 sip:127.0.0.1:5070 0 0 duid=media-1\n")
     )
+    router = DispatchRouter(dispatcher, [], load=None)  # type: ignore[arg-type]
+    proxy = Proxy([Listener(0, "udp", "127.0.0.1", 5060)], sink, router)
+    router.load = proxy.dialogs
     proxy.branches._salt = "bench"  # same branches in the recording and the replay
     return proxy
 
