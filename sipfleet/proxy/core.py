@@ -419,7 +419,7 @@ class Proxy:
                 raise _LocalAnswer(200)
             raise BadMessage("Too Many Hops", status=483)
         first_via = msg.lines[msg.first[b"via"]]
-        if self._prefix_b in first_via or (msg.repeated and msg.names.count(b"via") > 1):
+        if first_via.find(self._prefix_b) >= 0 or (msg.repeated and msg.names.count(b"via") > 1):
             if self.branches.looped(msg, msg.get_lines(b"via")):
                 raise BadMessage("Loop Detected", status=482)
         if b"proxy-require" in msg.first:

@@ -66,14 +66,14 @@ def parse_address(value: bytes, what: str = "address") -> Address:
             raise BadMessage(f"Missing '>' in {what}")
         # RFC 4475 3.1.2.14: LWS just inside <> is tolerated.
         uri = v[lt + 1 : gt].strip()
-        if not uri or b" " in uri or b"\t" in uri:
+        if not uri or uri.find(b" ") >= 0 or uri.find(b"\t") >= 0:
             raise BadMessage(f"Malformed URI in {what}")
         return Address(display, uri, v[gt + 1 :], True)
     # addr-spec: everything up to the first ';' is the URI, the rest header params.
     semi = v.find(b";")
     uri = v if semi < 0 else v[:semi]
     uri = uri.rstrip()
-    if not uri or b" " in uri or b"?" in uri or b"," in uri:
+    if not uri or uri.find(b" ") >= 0 or uri.find(b"?") >= 0 or uri.find(b",") >= 0:
         raise BadMessage(f"Malformed {what}")
     return Address(None, uri, b"" if semi < 0 else v[semi:], False)
 
@@ -107,10 +107,10 @@ def _quoted_end(v: bytes, start: int) -> int:
 
 def split_commas(value: bytes) -> list[bytes]:
     """Split a comma-joined header value, respecting quotes and <...>."""
-    if b"," not in value:
+    if value.find(b",") < 0:
         v = value.strip()
         return [v] if v else []
-    if b'"' not in value and b"<" not in value:
+    if value.find(b'"') < 0 and value.find(b"<") < 0:
         return [p.strip() for p in value.split(b",") if p.strip()]
     out: list[bytes] = []
     depth = 0

@@ -85,7 +85,7 @@ def make_response(
 
 
 def _first_comma(value: bytes) -> int:
-    if b'"' not in value:
+    if value.find(b'"') < 0:
         return value.find(b",")
     quoted = False
     for i, c in enumerate(value):

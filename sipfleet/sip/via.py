@@ -36,6 +36,7 @@ _TRANSPORTS: Final = {
 }
 
 
+_PORTS: dict[bytes, int] = {b"5060": 5060, b"5061": 5061}  # int(bytes) is slow: memo
 _PNAMES: Final = {n.encode(): n for n in ("branch", "rport", "received", "maddr", "ttl")}
 
 
@@ -84,9 +85,9 @@ def parse_via(value: bytes) -> Via:
         sp
         and proto[:8].upper() == b"SIP/2.0/"
         and proto[8:].upper() in _TRANSPORTS
-        and b" " not in rest
-        and b"\t" not in rest
-        and b'"' not in rest
+        and rest.find(b" ") < 0
+        and rest.find(b"\t") < 0
+        and rest.find(b'"') < 0
     ):
         hostport, _, ptext = rest.partition(b";")
         if hostport[:1] == b"[":
@@ -108,7 +109,11 @@ def parse_via(value: bytes) -> Via:
             host = host_b.decode("ascii").lower()
             if host[0] == "[":
                 host = host[1:-1]
-            port = int(port_b) if port_b else None
+            port = _PORTS.get(port_b) if port_b else None
+            if port is None and port_b:
+                port = int(port_b)
+                if len(_PORTS) < 4096:  # the ports a proxy sees are few; bound the memo
+                    _PORTS[port_b] = port
             if port is not None and not 0 < port < 65536:
                 raise BadMessage("Bad port in Via header")
             return Via(value, _TRANSPORTS[proto[8:].upper()], host, port, params)
@@ -146,7 +151,7 @@ def split_first(value: bytes) -> tuple[bytes, bytes | None]:
     comma = value.find(b",")
     if comma < 0:
         return value.strip(), None
-    if b'"' not in value:
+    if value.find(b'"') < 0:
         rest = value[comma + 1 :].strip()
         return value[:comma].strip(), rest or None
     parts = split_commas(value)
