@@ -20,10 +20,10 @@ import time
 from typing import Any
 
 from sipfleet.aio.events import EventBus
-from sipfleet.aio.webhooks import Webhooks
 from sipfleet.aio.resolver import resolve_destination
 from sipfleet.aio.rpc_servers import ControlServers, start_control
 from sipfleet.aio.sip import SipTransports
+from sipfleet.aio.webhooks import Webhooks
 from sipfleet.config import Config, StoreConfig
 from sipfleet.control.core_methods import ServerInfo, register_core_methods
 from sipfleet.control.registry import Registry
