@@ -16,10 +16,10 @@ import gc
 import pstats
 import time
 
-from sipfleet.proxy.core import Proxy
-from sipfleet.proxy.net import Listener, Peer
 from sipfleet.dispatch import Dispatcher, DispatcherConfig, parse_list
 from sipfleet.dispatch.routing import DispatchRouter
+from sipfleet.proxy.core import Proxy
+from sipfleet.proxy.net import Listener, Peer
 from sipfleet.sip.message import parse
 
 UAC = Peer(0, "127.0.0.1", 5080)
