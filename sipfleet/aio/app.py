@@ -173,6 +173,15 @@ class App:
         await self.webhooks.start()
         for lst in self.listeners:
             log.info("listening on %s:%s", lst.proto, lst.advertise)
+        from sipfleet import _accel
+
+        compiled = sum(_accel.status().values())
+        log.info(
+            "core: %s",
+            f"compiled with mypyc ({compiled} modules)" if compiled else "pure Python",
+        )
+        for name in _accel.stale():
+            log.warning("compiled %s is older than its source: run scripts/build_accel.py", name)
         log.info(
             "%d destinations in %d sets from %s store %s",
             sum(1 for _ in self.dispatcher.destinations()),

@@ -103,7 +103,7 @@ class Webhooks:
                                 hook.sent += 1
                                 break
                             reason = f"HTTP {resp.status}"
-                    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+                    except (TimeoutError, aiohttp.ClientError, OSError) as e:
                         reason = str(e) or type(e).__name__
                     if attempt == cfg.retries:
                         hook.failed += 1

@@ -445,23 +445,21 @@ class Proxy:
             # A new request: the dispatcher decides. Pre-loaded Route headers
             # of others are forwarded untouched but not followed: at an edge
             # they are not to be trusted (Kamailio's dispatcher does the same).
-            pass
-        elif next_route is not None:
-            next_hop = _route_uri(next_route)
-        elif popped:
-            next_hop = parse_uri(ruri)
-        elif msg.to_tag is not None:
-            self._reply(ctx, 404, "Not here")
-            return
-        else:
             if msg.method == "OPTIONS" and self.settings.answer_options:
                 uri = parse_uri(ruri)
                 if uri.user is None and self._is_ours(uri):
-                    self._reply(ctx, 200, extra=(_ALLOW,))
+                    self._reply(ctx, 200, extra=(_ALLOW,))  # a keep-alive for us
                     return
             if not self.accepting:
                 self._reply(ctx, 503, "Shutting Down", extra=(b"Retry-After: 30",))
                 return
+        elif next_route is not None:
+            next_hop = _route_uri(next_route)
+        elif popped:
+            next_hop = parse_uri(ruri)
+        else:
+            self._reply(ctx, 404, "Not here")  # in-dialog, yet no Route of ours
+            return
         self._edit_common(ctx, lines)
         ctx.head = head
         ctx.tail = [line for line in lines if line] if b"" in lines else lines

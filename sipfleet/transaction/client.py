@@ -215,7 +215,8 @@ class ClientTransaction:
             self._a.cancel()
             self._a = None
 
-    _a_stop_E = _a_stop_A
+    def _a_stop_E(self, now: float, msg: Message | None = None) -> None:
+        self._a_stop_A(now, msg)
 
     def _a_start_D(self, now: float, msg: Message | None = None) -> None:
         self._stop_timeout()

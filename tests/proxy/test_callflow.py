@@ -170,3 +170,18 @@ def test_call_flows_leave_no_reference_cycles():
         assert gc.collect() == 0
     finally:
         gc.enable()
+
+
+def test_options_to_the_proxy_is_answered_and_stopping_refuses_new_calls():
+    proxy, sink, clock = make()
+    uac = UA("127.0.0.1", 5080)
+    proxy.receive(uac.request("OPTIONS", "sip:127.0.0.1:5060"), UAC, clock.now)
+    (ok,) = sink.take_to("127.0.0.1", 5080)
+    assert ok.status == 200 and ok.has(b"allow")
+    assert sink.sent == []  # nothing went to a back end
+    proxy.accepting = False  # graceful stop
+    proxy.receive(uac.invite("sip:s@127.0.0.1"), UAC, clock.now)
+    up = sink.take_to("127.0.0.1", 5080)
+    assert [m.status for m in up] == [100, 503]
+    assert up[1].get(b"retry-after") == b"30"
+    assert sink.sent == []

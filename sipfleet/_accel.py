@@ -1,0 +1,59 @@
+"""Which modules mypyc compiles (scripts/build_accel.py), and whether they are.
+
+These are the modules every SIP message passes through. They stay plain
+Python; compiled, Python imports the extension next to each .py instead.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+__all__ = ["MODULES", "stale", "status"]
+
+MODULES: tuple[str, ...] = (
+    "sipfleet.sip.errors",
+    "sipfleet.sip.uri",
+    "sipfleet.sip.address",
+    "sipfleet.sip.via",
+    "sipfleet.sip.message",
+    "sipfleet.sip.build",
+    "sipfleet.transaction.timers",
+    "sipfleet.transaction.server",
+    "sipfleet.transaction.client",
+    "sipfleet.proxy.net",
+    "sipfleet.proxy.router",
+    "sipfleet.proxy.branch",
+    "sipfleet.proxy.dialogs",
+    "sipfleet.proxy.core",
+    "sipfleet.dispatch.flags",
+    "sipfleet.dispatch.hashing",
+    "sipfleet.dispatch.state",
+    "sipfleet.dispatch.health",
+    "sipfleet.dispatch.runtime",
+    "sipfleet.dispatch.select",
+)
+
+
+def status() -> dict[str, bool]:
+    """Module -> compiled (an extension module was imported)."""
+    out = {}
+    for name in MODULES:
+        mod = sys.modules.get(name) or importlib.import_module(name)
+        path = getattr(mod, "__file__", "") or ""
+        out[name] = not path.endswith(".py")
+    return out
+
+
+def stale() -> list[str]:
+    """Compiled modules whose source changed since they were built."""
+    out = []
+    for name, compiled in status().items():
+        if not compiled:
+            continue
+        ext = sys.modules[name].__file__ or ""
+        src = ext[: ext.index(".", ext.rindex("/"))] + ".py"
+        if os.path.exists(src) and os.path.getmtime(src) > os.path.getmtime(ext):
+            out.append(name)
+    return out
