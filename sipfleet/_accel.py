@@ -33,6 +33,13 @@ MODULES: tuple[str, ...] = (
     "sipfleet.dispatch.health",
     "sipfleet.dispatch.runtime",
     "sipfleet.dispatch.select",
+    "sipfleet.dispatch.errors",
+    "sipfleet.dispatch.attrs",
+    "sipfleet.dispatch.destination",
+    "sipfleet.dispatch.avl",
+    "sipfleet.dispatch.snapshot",
+    "sipfleet.dispatch.listing",
+    "sipfleet.dispatch.dispatcher",
 )
 
 
