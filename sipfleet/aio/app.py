@@ -53,7 +53,8 @@ log = logging.getLogger("sipfleet")
 # wait for the hourly full pass, which logs it: the core makes none.
 _GC_PERIOD = 1.0
 _GC_FULL_PERIOD = 3600.0
-_PERSIST_PERIOD = 0.2  # dialogs reach the disk at most this late
+_PERSIST_PERIOD = 0.2  # new dialogs reach the disk at most this late
+_DELETE_DELAY = 0.01  # ... and ended ones this late (a crash must not resurrect them)
 _MAX_PENDING_WRITES = 200_000  # bounds memory if the disk stalls
 _TICK_MAX = 0.05  # timers fire at most this late; every SIP timer is >= 0.5 s
 
@@ -138,6 +139,7 @@ class App:
         self._dialog_writes_dropped = 0
         self._dialogs_stored: set[tuple[bytes, bytes]] = set()  # keys written to the disk
         self._flushing = False
+        self._delete_soon: asyncio.TimerHandle | None = None
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
@@ -248,7 +250,7 @@ class App:
         self._stopped.set()
 
     async def close(self) -> None:
-        for handle in (self._tick, self._probe, self._gc_handle, self._persist):
+        for handle in (self._tick, self._probe, self._gc_handle, self._persist, self._delete_soon):
             if handle is not None:
                 handle.cancel()
         if self.dialog_store is not None:
@@ -467,6 +469,10 @@ class App:
         key = (dlg.call_id, dlg.from_tag)
         if key in self._dialogs_stored:
             self._dialog_writes[key] = None
+            # A row left behind by a crash comes back as a phantom call: its
+            # deletion goes out within _DELETE_DELAY, not the next batch.
+            if self._delete_soon is None:
+                self._delete_soon = self.loop.call_later(_DELETE_DELAY, self._flush_deletes)
         else:
             # Confirmed and ended between two flushes: it never reaches the
             # disk at all (most short calls).
@@ -475,6 +481,14 @@ class App:
     def _flush_dialogs(self) -> None:
         self._persist = self.loop.call_later(_PERSIST_PERIOD, self._flush_dialogs)
         if self._dialog_writes and not self._flushing:
+            self.loop.create_task(self._write_dialogs())
+
+    def _flush_deletes(self) -> None:
+        self._delete_soon = None
+        if self._flushing:  # retry once the write in progress is done
+            self._delete_soon = self.loop.call_later(_DELETE_DELAY, self._flush_deletes)
+            return
+        if self._dialog_writes:
             self.loop.create_task(self._write_dialogs())
 
     async def _write_dialogs(self) -> None:

@@ -563,12 +563,10 @@ class Proxy:
         self.stats.fwd_requests += 1
         if invite and ctx.initial:
             self.dialogs.on_branch(ctx, target, now)
-        # A first-response timer only where failing over is possible; an
-        # in-dialog request has one next hop and lives by Timers B/F.
-        if ctx.decision is not None and len(ctx.decision.targets) > 0 and ctx.decision.failover_codes:
-            br.timer = self.timers.add(
-                now, self.settings.first_response_timeout, self._on_fr_timer, br
-            )
+        # Kamailio's fr_timer: a next hop silent this long (not even 100
+        # Trying) is given up; a new request fails over, an in-dialog one gets
+        # its 408 now rather than after Timer B/F (32 s).
+        br.timer = self.timers.add(now, self.settings.first_response_timeout, self._cb_fr, br)
         txn.start(now)
         return True
 
@@ -676,12 +674,12 @@ class Proxy:
             br.timer = None
         if txn.invite and br.provisional:
             self._send_cancel(br, now)
-        elif txn.invite:
+            return
+        if txn.invite:
             br.wants_cancel = True  # 9.1: CANCEL only after a provisional
-            if txn._a is not None:
-                txn._a.cancel()
-        else:
-            txn.cancel_timers()
+        # Timer B/F still runs: it ends the transaction, which absorbs any
+        # late answer meanwhile.
+        txn.stop_retransmitting()
 
     def _branch_done(self, ctx: Context, status: int, now: float) -> None:
         if ctx.answered:
@@ -1102,8 +1100,7 @@ def _origin_timeout(now: float, txn: ClientTransaction) -> None:
     origin = txn.context
     if isinstance(origin, _Origin):
         origin.timer = None
-        if txn._a is not None:
-            txn._a.cancel()  # stop retransmitting; Timer F still cleans up
+        txn.stop_retransmitting()  # Timer F still cleans up
         origin.finish(None, None, now)
 
 

@@ -163,6 +163,12 @@ class ClientTransaction:
     def transport_error(self, now: float) -> None:
         self._fire("transport", now)
 
+    def stop_retransmitting(self) -> None:
+        """The TU gave up on this branch: no more copies (Timer B/F still ends it)."""
+        if self._a is not None:
+            self._a.cancel()
+            self._a = None
+
     def cancel_timers(self) -> None:
         """Stop retransmitting and stop the B/F clock (the TU gave up on this branch)."""
         if self._a is not None:

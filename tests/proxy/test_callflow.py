@@ -185,3 +185,20 @@ def test_options_to_the_proxy_is_answered_and_stopping_refuses_new_calls():
     assert [m.status for m in up] == [100, 503]
     assert up[1].get(b"retry-after") == b"30"
     assert sink.sent == []
+
+
+def test_in_dialog_request_to_a_silent_hop_gets_408_after_first_response_timeout():
+    proxy, sink, clock = make(first_response_timeout=1.0)
+    uac = UA("127.0.0.1", 5080)
+    bye = uac.request("BYE", "sip:127.0.0.1:5070", call_id="dead", to_tag="t", cseq=2,
+                      routes=["<sip:127.0.0.1:5060;lr>"], branch="z9hG4bK-dead")
+    proxy.receive(bye, UAC, clock.now)
+    assert [m.method for m in sink.take_to("127.0.0.1", 5070)] == ["BYE"]
+    proxy.handle_timer(clock.advance(0.6))  # Timer E retransmits once
+    assert [m.method for m in sink.take_to("127.0.0.1", 5070)] == ["BYE"]
+    proxy.handle_timer(clock.advance(0.5))
+    assert [m.status for m in sink.take_to("127.0.0.1", 5080)] == [408]
+    for _ in range(10):
+        proxy.handle_timer(clock.advance(10))
+    assert sink.take_to("127.0.0.1", 5070) == []  # no more retransmissions
+    assert not proxy.server_txns and not proxy.client_txns
