@@ -40,6 +40,7 @@ MODULES: tuple[str, ...] = (
     "sipfleet.dispatch.snapshot",
     "sipfleet.dispatch.listing",
     "sipfleet.dispatch.dispatcher",
+    "sipfleet.dispatch.policy",
 )
 
 

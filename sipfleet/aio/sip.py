@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import ipaddress
 import logging
 import socket
 from collections.abc import Callable
@@ -31,22 +32,24 @@ _MAX_PENDING_BYTES = 1 << 20  # per connection still connecting; beyond it we fa
 
 
 class _Udp(asyncio.DatagramProtocol):
-    __slots__ = ("index", "owner", "transport")
+    __slots__ = ("index", "owner", "receive", "time", "transport")
 
     def __init__(self, owner: SipTransports, index: int) -> None:
         self.owner = owner
         self.index = index
         self.transport: asyncio.DatagramTransport | None = None
+        # Bound once: this runs for every datagram.
+        self.receive = owner.proxy.receive
+        self.time = owner.time
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        owner = self.owner
         try:
-            owner.proxy.receive(data, _new(Peer, (self.index, addr[0], addr[1])), owner.time())
+            self.receive(data, _new(Peer, (self.index, addr[0], addr[1])), self.time())
         except Exception:  # our bug: log it loudly, keep serving everyone else
-            owner.proxy.stats.internal_errors += 1
+            self.owner.proxy.stats.internal_errors += 1
             log.exception("internal error handling a datagram from %s:%s", addr[0], addr[1])
 
     def error_received(self, exc: Exception) -> None:
@@ -143,6 +146,10 @@ class SipTransports:
         self.max_connections = max_connections
         self.proxy: Proxy = None  # type: ignore[assignment]  # set by attach()
         self.udp: dict[int, asyncio.DatagramTransport] = {}
+        self._sendto: dict[int, Callable[[bytes, tuple[str, int]], None]] = {}
+        self._ips: set[str] = set()  # hosts known to be IP literals
+        self._names: dict[str, str] = {}  # host name -> IP, for _DNS_TTL
+        self._resolving: dict[str, list[tuple[Peer, bytes]]] = {}
         self.servers: list[asyncio.Server] = []
         self.conns: dict[tuple[int, str, int], _Tcp] = {}
         self._sweeper: asyncio.TimerHandle | None = None
@@ -167,6 +174,7 @@ class SipTransports:
                     functools.partial(_Udp, self, lst.index), sock=sock
                 )
                 self.udp[lst.index] = transport
+                self._sendto[lst.index] = transport.sendto
             else:
                 server = await loop.create_server(
                     functools.partial(_Tcp, self, lst.index, None),
@@ -181,12 +189,24 @@ class SipTransports:
 
     # -- the sink ------------------------------------------------------------
     def send(self, peer: Peer, data: bytes) -> None:
-        udp = self.udp.get(peer.listener)
-        if udp is not None:
+        sendto = self._sendto.get(peer[0])
+        if sendto is not None:
+            host = peer[1]
+            if host not in self._ips:
+                ip = self._names.get(host)
+                if ip is None:
+                    if not _is_ip(host):
+                        self._resolve_then_send(peer, data)
+                        return
+                    if len(self._ips) > 65536:  # bounded: peers come and go
+                        self._ips.clear()
+                    self._ips.add(host)
+                else:
+                    host = ip
             try:
-                udp.sendto(data, (peer.host, peer.port))
+                sendto(data, (host, peer[2]))
             except (OSError, ValueError) as e:
-                log.debug("udp send to %s:%d failed: %s", peer.host, peer.port, e)
+                log.debug("udp send to %s:%d failed: %s", host, peer[2], e)
             return
         conn = self.conns.get(peer)
         if conn is None:
@@ -194,6 +214,42 @@ class SipTransports:
             if conn is None:
                 return
         conn.send(data)
+
+    def _resolve_then_send(self, peer: Peer, data: bytes) -> None:
+        """A next hop named by DNS (a Contact or Route with a host name): look it
+        up off the loop's hot path, then send; unresolvable = transport failure."""
+        host = peer.host
+        waiting = self._resolving.get(host)
+        if waiting is not None:
+            if len(waiting) < 64:  # bounded while the lookup is out
+                waiting.append((peer, data))
+            return
+        self._resolving[host] = [(peer, data)]
+        loop = asyncio.get_running_loop()
+
+        async def lookup() -> None:
+            ip: str | None = None
+            try:
+                infos = await loop.getaddrinfo(host, None, type=socket.SOCK_DGRAM)
+                family = socket.AF_INET6 if self.listeners[peer.listener].family == 6 else socket.AF_INET
+                ip = next((str(i[4][0]) for i in infos if i[0] == family), None)
+            except OSError as e:
+                log.info("cannot resolve %s: %s", host, e)
+            queued = self._resolving.pop(host, [])
+            if ip is None:
+                for p, _ in queued:
+                    self.fail_peer(p)
+                return
+            if len(self._names) > 4096:  # bounded: names come from peers' headers
+                self._names.clear()
+            self._names[host] = ip
+            loop.call_later(_DNS_TTL, self._names.pop, host, None)
+            for p, d in queued:
+                self.send(p, d)
+
+        task = loop.create_task(lookup())
+        _tasks.add(task)
+        task.add_done_callback(_tasks.discard)
 
     def _connect(self, peer: Peer) -> _Tcp | None:
         if len(self.conns) >= self.max_connections:
@@ -255,3 +311,12 @@ class SipTransports:
 
 
 _tasks: set[asyncio.Task[None]] = set()
+_DNS_TTL = 60.0
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
