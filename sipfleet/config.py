@@ -149,6 +149,10 @@ class StoreConfig(_Model):
         "sqlite", description="sqlite: Kamailio's dispatcher table in a file; list: a list file"
     )
     path: str = Field("sipfleet.db", description="the database or list file (relative: to cwd)")
+    persist_dialogs: bool = Field(
+        True,
+        description="keep open dialogs in the store so a restart keeps call-load and dlg.list",
+    )
     seed_examples: bool = Field(
         True,
         description="a new, empty SQLite store gets the two example destinations "

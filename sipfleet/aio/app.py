@@ -54,6 +54,7 @@ log = logging.getLogger("sipfleet")
 _GC_PERIOD = 1.0
 _GC_FULL_PERIOD = 3600.0
 _PERSIST_PERIOD = 0.2  # new dialogs reach the disk at most this late
+_CHECKPOINT_PERIOD = 5.0  # the log is written back this often, off the loop
 _DELETE_DELAY = 0.01  # ... and ended ones this late (a crash must not resurrect them)
 _MAX_PENDING_WRITES = 200_000  # bounds memory if the disk stalls
 _TICK_MAX = 0.05  # timers fire at most this late; every SIP timer is >= 0.5 s
@@ -138,7 +139,8 @@ class App:
         self._dialog_writes: dict[tuple[bytes, bytes], Dialog | None] = {}
         self._dialog_writes_dropped = 0
         self._dialogs_stored: set[tuple[bytes, bytes]] = set()  # keys written to the disk
-        self._flushing = False
+        self._checkpointing = False
+        self._checkpoint: asyncio.TimerHandle | None = None
         self._delete_soon: asyncio.TimerHandle | None = None
 
     # -- lifecycle ---------------------------------------------------------------
@@ -250,15 +252,16 @@ class App:
         self._stopped.set()
 
     async def close(self) -> None:
-        for handle in (self._tick, self._probe, self._gc_handle, self._persist, self._delete_soon):
+        handles = (self._tick, self._probe, self._gc_handle, self._persist, self._delete_soon)
+        for handle in (*handles, self._checkpoint):
             if handle is not None:
                 handle.cancel()
         if self.dialog_store is not None:
-            while self._flushing:
+            self._write_dialogs()
+            while self._checkpointing:
                 await asyncio.sleep(0.01)
-            if self._dialog_writes:
-                await self._write_dialogs()
-            await asyncio.to_thread(self.dialog_store.close)
+            await asyncio.to_thread(self.dialog_store.checkpoint)
+            self.dialog_store.close()
         gc.enable()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             self.loop.remove_signal_handler(sig)
@@ -409,6 +412,8 @@ class App:
     # -- dialogs that survive a restart -----------------------------------------------
     async def _open_dialog_store(self) -> None:
         cfg = self.cfg.store
+        if not cfg.persist_dialogs:
+            return
         path = cfg.path if cfg.type == "sqlite" else cfg.path + ".dialogs.db"
         self.dialog_store = await asyncio.to_thread(DialogStore, path)
         records = await asyncio.to_thread(self.dialog_store.load, time.time())
@@ -434,6 +439,7 @@ class App:
         table.on_confirm = self._dialog_confirmed
         table.on_end = self._dialog_ended
         self._persist = self.loop.call_later(_PERSIST_PERIOD, self._flush_dialogs)
+        self._checkpoint = self.loop.call_later(_CHECKPOINT_PERIOD, self._checkpoint_dialogs)
 
     def _dialog_record(self, dlg: Dialog) -> DialogRecord:
         wall = time.time() - (self.loop.time() - dlg.start)
@@ -480,18 +486,17 @@ class App:
 
     def _flush_dialogs(self) -> None:
         self._persist = self.loop.call_later(_PERSIST_PERIOD, self._flush_dialogs)
-        if self._dialog_writes and not self._flushing:
-            self.loop.create_task(self._write_dialogs())
+        self._write_dialogs()
 
     def _flush_deletes(self) -> None:
         self._delete_soon = None
-        if self._flushing:  # retry once the write in progress is done
-            self._delete_soon = self.loop.call_later(_DELETE_DELAY, self._flush_deletes)
-            return
-        if self._dialog_writes:
-            self.loop.create_task(self._write_dialogs())
+        self._write_dialogs()
 
-    async def _write_dialogs(self) -> None:
+    def _write_dialogs(self) -> None:
+        """One transaction on the loop itself (see sipfleet.store.dialogs)."""
+        store = self.dialog_store
+        if store is None or not self._dialog_writes:
+            return
         writes, self._dialog_writes = self._dialog_writes, {}
         puts = [self._dialog_record(d) for d in writes.values() if d is not None]
         deletes = [k for k, d in writes.items() if d is None]
@@ -501,16 +506,27 @@ class App:
                 stored.discard(k)
             else:
                 stored.add(k)
-        store = self.dialog_store
-        if store is None:
-            return
-        self._flushing = True
         try:
-            await asyncio.to_thread(store.apply, puts, deletes)
+            store.apply(puts, deletes)
         except Exception as e:
             log.error("cannot persist dialogs: %s", e)
-        finally:
-            self._flushing = False
+
+    def _checkpoint_dialogs(self) -> None:
+        self._checkpoint = self.loop.call_later(_CHECKPOINT_PERIOD, self._checkpoint_dialogs)
+        store = self.dialog_store
+        if store is None or self._checkpointing:
+            return
+
+        async def go() -> None:
+            self._checkpointing = True
+            try:
+                await asyncio.to_thread(store.checkpoint)
+            except Exception as e:
+                log.error("dialog store: %s", e)
+            finally:
+                self._checkpointing = False
+
+        self.loop.create_task(go())
 
     # -- drain ------------------------------------------------------------------
     async def drain(self, set_id: int | None, address: str, by: str) -> list[dict[str, Any]]:
