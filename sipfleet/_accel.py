@@ -41,6 +41,7 @@ MODULES: tuple[str, ...] = (
     "sipfleet.dispatch.listing",
     "sipfleet.dispatch.dispatcher",
     "sipfleet.dispatch.policy",
+    "sipfleet.aio.udp",
 )
 
 

@@ -166,7 +166,7 @@ class App:
                 st = self.dispatcher.state(d)
                 st.admin_since, st.admin_by = detail[1], detail[2]
         self.router = DispatchRouter(self.dispatcher, cfg.route, load=_NoLoad(), on_events=self._on_dst_events)
-        self.proxy = Proxy(self.listeners, self.transports, self.router, build_settings(cfg))
+        self.proxy = Proxy(self.listeners, self.transports.sink, self.router, build_settings(cfg))
         self.router.load = self.proxy.dialogs
         self.proxy.dialogs.on_idle = self._on_dest_idle
         await self._open_dialog_store()

@@ -16,8 +16,9 @@ import ipaddress
 import logging
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import cast
 
+from sipfleet.aio.udp import FastSink, UdpEndpoint
 from sipfleet.proxy.core import Proxy
 from sipfleet.proxy.net import Listener, Peer
 from sipfleet.sip.errors import BadMessage
@@ -29,31 +30,6 @@ log = logging.getLogger("sipfleet.net")
 
 _new = tuple.__new__  # builds a Peer without the namedtuple's Python-level __new__
 _MAX_PENDING_BYTES = 1 << 20  # per connection still connecting; beyond it we fail the peer
-
-
-class _Udp(asyncio.DatagramProtocol):
-    __slots__ = ("index", "owner", "receive", "time", "transport")
-
-    def __init__(self, owner: SipTransports, index: int) -> None:
-        self.owner = owner
-        self.index = index
-        self.transport: asyncio.DatagramTransport | None = None
-        # Bound once: this runs for every datagram.
-        self.receive = owner.proxy.receive
-        self.time = owner.time
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
-
-    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        try:
-            self.receive(data, _new(Peer, (self.index, addr[0], addr[1])), self.time())
-        except Exception:  # our bug: log it loudly, keep serving everyone else
-            self.owner.proxy.stats.internal_errors += 1
-            log.exception("internal error handling a datagram from %s:%s", addr[0], addr[1])
-
-    def error_received(self, exc: Exception) -> None:
-        log.debug("udp error on listener %d: %s", self.index, exc)
 
 
 class _Tcp(asyncio.Protocol):
@@ -147,7 +123,10 @@ class SipTransports:
         self.proxy: Proxy = None  # type: ignore[assignment]  # set by attach()
         self.udp: dict[int, asyncio.DatagramTransport] = {}
         self._sendto: dict[int, Callable[[bytes, tuple[str, int]], None]] = {}
-        self._ips: set[str] = set()  # hosts known to be IP literals
+        # The core writes through the compiled fast sink; what it cannot
+        # send itself (TCP, names to resolve) comes back to send() here.
+        self.sink = FastSink(self.send)
+        self._ips = self.sink.ips  # hosts known to be IP literals, shared
         self._names: dict[str, str] = {}  # host name -> IP, for _DNS_TTL
         self._resolving: dict[str, list[tuple[Peer, bytes]]] = {}
         self.servers: list[asyncio.Server] = []
@@ -170,11 +149,14 @@ class SipTransports:
                     except OSError:
                         pass
                 sock.bind((lst.host, lst.port))
-                transport, _ = await loop.create_datagram_endpoint(
-                    functools.partial(_Udp, self, lst.index), sock=sock
+                # A compiled class with DatagramProtocol's methods (duck-typed).
+                endpoint = cast(
+                    "Callable[[], asyncio.DatagramProtocol]",
+                    functools.partial(UdpEndpoint, self.proxy, lst.index, self.time),
                 )
+                transport, _ = await loop.create_datagram_endpoint(endpoint, sock=sock)
                 self.udp[lst.index] = transport
-                self._sendto[lst.index] = transport.sendto
+                self._sendto[lst.index] = self.sink.sendto[lst.index] = transport.sendto
             else:
                 server = await loop.create_server(
                     functools.partial(_Tcp, self, lst.index, None),
