@@ -37,6 +37,7 @@ MODULES: tuple[str, ...] = (
     "sipfleet.dispatch.attrs",
     "sipfleet.dispatch.destination",
     "sipfleet.dispatch.avl",
+    "sipfleet.dispatch.listfile",
     "sipfleet.dispatch.snapshot",
     "sipfleet.dispatch.listing",
     "sipfleet.dispatch.dispatcher",
