@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from typing import Any
 
 from sipfleet.aio.events import EventBus
@@ -103,8 +104,9 @@ def open_store(cfg: StoreConfig) -> DestinationStore:
 class App:
     """One sipfleet process: call ``serve()``."""
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, reload_config: Callable[[], Config] | None = None) -> None:
         self.cfg = cfg
+        self._load_config = reload_config
         self.loop = asyncio.get_running_loop()
         self.started_wall = time.time()
         self.events = EventBus()
@@ -399,12 +401,35 @@ class App:
 
     def _on_sighup(self) -> None:
         async def go() -> None:
+            self.reconfigure()
             try:
                 await self.reload(by="SIGHUP")
             except Exception as e:
                 log.error("SIGHUP reload: %s", e)
 
         self.loop.create_task(go())
+
+    def reconfigure(self) -> None:
+        """Reread the config file and apply what can change while running:
+        [[route]], [dispatcher] and [log]. The rest needs a restart (logged)."""
+        if self._load_config is None:
+            return
+        try:
+            new = self._load_config()
+        except Exception as e:  # ConfigError: say what is wrong, keep running
+            log.error("SIGHUP: config not reloaded: %s", e)
+            return
+        old = self.cfg
+        self.dispatcher.reconfigure(new.dispatcher)
+        self.router.set_routes(new.route)
+        logging.getLogger().setLevel(new.log.level.upper())
+        for section in ("proxy", "store", "control", "webhook"):
+            if getattr(old, section) != getattr(new, section):
+                log.warning("SIGHUP: [%s] changed: takes effect at the next restart", section)
+        self.cfg = new.model_copy(
+            update={s: getattr(old, s) for s in ("proxy", "store", "control", "webhook")}
+        )
+        log.info("SIGHUP: configuration reloaded ([[route]], [dispatcher], [log])")
 
     def status(self) -> dict[str, Any]:
         return {"dialogs": len(self.proxy.dialogs), "accepting": self.proxy.accepting}
@@ -622,9 +647,11 @@ class _NoLoad:
         return 0
 
 
-def run(cfg: Config) -> None:
+def run(cfg: Config, reload_config: Callable[[], Config] | None = None) -> None:
+    """Serve until stopped; ``reload_config`` rereads the config on SIGHUP."""
+
     async def main() -> None:
-        app = App(cfg)
+        app = App(cfg, reload_config)
         await app.serve()
 
     try:

@@ -36,6 +36,7 @@ from sipfleet.control.jsonrpc import (
     JsonRpcReply,
     JsonStreamReader,
 )
+from sipfleet.control.methods import RPC_CALLER
 
 __all__ = ["CtlServer", "start_ctl_tcp", "start_ctl_unix"]
 
@@ -103,6 +104,7 @@ class _Service:
                 writer.write(encode_fault(400, f"bad request: {CORRUPTED}", framer.last_cookie))
                 await writer.drain()
                 return
+            RPC_CALLER.set(f"binrpc {self.label}")  # this connection's task: events say who
             for packet in packets:
                 outcome = self.binrpc.handle(packet)
                 reply = await outcome if inspect.isawaitable(outcome) else outcome

@@ -16,6 +16,7 @@ from typing import Any, cast
 
 from sipfleet.aio.rpc_unix import OwnedPath, Perms, bind_unix
 from sipfleet.control.jsonrpc import JsonRpcHandler
+from sipfleet.control.methods import RPC_CALLER
 from sipfleet.control.registry import RpcFault
 
 __all__ = ["DgramServer", "start_dgram_udp", "start_dgram_unix"]
@@ -53,6 +54,7 @@ class _Protocol(asyncio.DatagramProtocol):
         task.add_done_callback(self.tasks.discard)
 
     async def _serve(self, data: bytes, addr: Any) -> None:
+        RPC_CALLER.set(f"dgram {self.label}")
         try:
             outcome = self.handler.handle(data)
             reply = await outcome if inspect.isawaitable(outcome) else outcome

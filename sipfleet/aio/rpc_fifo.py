@@ -29,6 +29,7 @@ from sipfleet.control.jsonrpc import (
     JsonRpcReply,
     JsonStreamReader,
 )
+from sipfleet.control.methods import RPC_CALLER
 
 __all__ = ["FifoServer"]
 
@@ -100,6 +101,7 @@ class FifoServer:
         self._pause()
 
     async def _serve(self) -> None:
+        RPC_CALLER.set("fifo")
         while True:
             doc = await self._queue.get()
             if self._queue.qsize() < _QUEUE:

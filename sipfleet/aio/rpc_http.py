@@ -18,6 +18,7 @@ from aiohttp import web
 from sipfleet.control.config import HttpConfig
 from sipfleet.control.core_methods import package_version
 from sipfleet.control.jsonrpc import JsonRpcHandler, JsonRpcReply
+from sipfleet.control.methods import RPC_CALLER
 
 __all__ = ["HttpServer", "make_http_app", "start_http"]
 
@@ -52,6 +53,7 @@ def make_http_app(
             headers["Allow"] = "POST"
             return web.Response(status=405, text="POST a JSON-RPC request\n", headers=headers)
         body = await request.read()
+        RPC_CALLER.set(f"http {request.remote}")  # this request's task: events say who
         outcome = handler.handle(body)
         reply = await outcome if inspect.isawaitable(outcome) else outcome
         assert isinstance(reply, JsonRpcReply)  # HTTP is never the FIFO case

@@ -90,7 +90,7 @@ def run_cmd(
     from sipfleet.store.base import StoreError
 
     try:
-        run(cfg)
+        run(cfg, lambda: load_config(config_path, overrides))
     except (StoreError, ListFileError, DispatcherError) as e:
         click.echo(f"sipfleet: cannot start: {e}", err=True)
         sys.exit(2)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from sipfleet.control.methods import RPC_CALLER
 from sipfleet.control.registry import Param, Registry, RpcFault
 
 __all__ = ["DrainControl", "register_drain_methods"]
@@ -49,14 +50,14 @@ def _target(a: object, b: object) -> tuple[int | None, str]:
 def register_drain_methods(registry: Registry, app: DrainControl) -> None:
     async def drain(a: object, b: object = None) -> list[dict[str, Any]]:
         set_id, address = _target(a, b)
-        out = await app.drain(set_id, address, "rpc")
+        out = await app.drain(set_id, address, RPC_CALLER.get())
         if not out:
             raise NOT_FOUND
         return out
 
     async def undrain(a: object, b: object = None) -> list[dict[str, Any]]:
         set_id, address = _target(a, b)
-        out = await app.undrain(set_id, address, "rpc")
+        out = await app.undrain(set_id, address, RPC_CALLER.get())
         if not out:
             raise NOT_FOUND
         return out

@@ -123,15 +123,9 @@ class Dispatcher:
         rng: random.Random | None = None,
         admin_states: Mapping[StateKey, AdminState] | None = None,
     ) -> None:
-        self.config = config
         self._rng = rng if rng is not None else random.Random()
         self._resolver = resolver
-        self._reply_codes = config.reply_codes()
-        self._alpha = config.latency_estimator_alpha / 1000.0
-        self._failover_codes = frozenset(config.failover_codes)
-        self._mark_state = (
-            parse_mark_state(config.mark_on_failure) if config.mark_on_failure else None
-        )
+        self.reconfigure(config)
         self._ping_active = 1
         self._reload_time: float | None = None
         self._next_round = now
@@ -144,6 +138,16 @@ class Dispatcher:
                     if admin is not None:
                         st.set_admin(admin)
                         run.rw_dirty = True
+
+    def reconfigure(self, config: DispatcherConfig) -> None:
+        """Take new ``[dispatcher]`` settings (a SIGHUP); sets and state stay."""
+        self.config = config
+        self._reply_codes = config.reply_codes()
+        self._alpha = config.latency_estimator_alpha / 1000.0
+        self._failover_codes = frozenset(config.failover_codes)
+        self._mark_state = (
+            parse_mark_state(config.mark_on_failure) if config.mark_on_failure else None
+        )
 
     @classmethod
     def from_store(

@@ -169,15 +169,7 @@ class DispatchRouter:
         resolve: Callable[[Destination], Target | None] | None = None,
     ) -> None:
         self.dispatcher = dispatcher
-        cfg = dispatcher.config
-        default_codes = frozenset(cfg.failover_codes)
-        default_limit = cfg.max_failover_attempts + 1
-        if not routes:
-            first = min((d.set_id for d in dispatcher.destinations()), default=1)
-            from sipfleet.dispatch.routing import RouteConfig
-
-            routes = [RouteConfig(name="default", sets=[first])]
-        self.policy = RoutingPolicy(routes, default_codes, default_limit)
+        self.set_routes(routes)
         self.load = load
         self.on_events = on_events
         self._resolve = resolve
@@ -185,6 +177,19 @@ class DispatchRouter:
         self.no_route = (404, "No Route", ())
         self.selections = 0
         self.rejections = 0
+
+    def set_routes(self, routes: Sequence[RouteConfig]) -> None:
+        """A new ``[[route]]`` list (SIGHUP); none configured = the default route."""
+        d = self.dispatcher
+        cfg = d.config
+        if not routes:
+            from sipfleet.dispatch.routing import RouteConfig
+
+            first = min((x.set_id for x in d.destinations()), default=1)
+            routes = [RouteConfig(name="default", sets=[first])]
+        self.policy = RoutingPolicy(
+            routes, frozenset(cfg.failover_codes), cfg.max_failover_attempts + 1
+        )
 
     def invalidate(self) -> None:
         """Forget cached targets (after a reload)."""

@@ -101,6 +101,7 @@ class Stats:
         "fwd_replies",
         "fwd_requests",
         "internal_errors",
+        "keepalives",
         "local_replies",
         "rcv_replies",
         "rcv_requests",
@@ -120,6 +121,7 @@ class Stats:
         self.fwd_replies = 0
         self.fwd_requests = 0
         self.internal_errors = 0
+        self.keepalives = 0
         self.local_replies = 0
         self.rcv_replies = 0
         self.rcv_requests = 0
@@ -281,6 +283,9 @@ class Proxy:
     def receive(self, data: bytes, peer: Peer, now: float) -> None:
         """One UDP datagram or one framed stream message from ``peer``."""
         self._now = now
+        if len(data) <= 4 and not data.strip():
+            self.stats.keepalives += 1  # a CRLF keep-alive over UDP: nothing to answer
+            return
         try:
             msg = parse(data, self.settings.limits, not self.listeners[peer.listener].reliable)
         except BadMessage as e:

@@ -202,3 +202,11 @@ def test_in_dialog_request_to_a_silent_hop_gets_408_after_first_response_timeout
         proxy.handle_timer(clock.advance(10))
     assert sink.take_to("127.0.0.1", 5070) == []  # no more retransmissions
     assert not proxy.server_txns and not proxy.client_txns
+
+
+def test_crlf_keepalive_datagrams_are_ignored():
+    proxy, sink, clock = make()
+    for ka in (b"\r\n\r\n", b"\r\n", b" "):
+        proxy.receive(ka, UAC, clock.now)
+    assert sink.sent == []
+    assert proxy.stats.keepalives == 3 and proxy.stats.bad_msg_hdr == 0
