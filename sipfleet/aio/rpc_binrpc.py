@@ -104,7 +104,7 @@ class _Service:
                 writer.write(encode_fault(400, f"bad request: {CORRUPTED}", framer.last_cookie))
                 await writer.drain()
                 return
-            RPC_CALLER.set(f"binrpc {self.label}")  # this connection's task: events say who
+            RPC_CALLER.set("binrpc")  # this connection's task: events say who
             for packet in packets:
                 outcome = self.binrpc.handle(packet)
                 reply = await outcome if inspect.isawaitable(outcome) else outcome

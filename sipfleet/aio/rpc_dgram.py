@@ -54,7 +54,7 @@ class _Protocol(asyncio.DatagramProtocol):
         task.add_done_callback(self.tasks.discard)
 
     async def _serve(self, data: bytes, addr: Any) -> None:
-        RPC_CALLER.set(f"dgram {self.label}")
+        RPC_CALLER.set("dgram")
         try:
             outcome = self.handler.handle(data)
             reply = await outcome if inspect.isawaitable(outcome) else outcome

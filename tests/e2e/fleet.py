@@ -4,9 +4,9 @@ attrs), probing, routes and webhooks, that can be killed and restarted on the sa
 store; SIPp UAS that answer OPTIONS (``-aa``) and log their calls; and small helpers
 to read the fleet's state over JSON-RPC and to poll for a condition with a deadline.
 
-Load it by path, as the test modules load sipp.py::
+Import it by name (pyproject puts tests/e2e on the path), as sipp.py::
 
-    fleet = _load("sipfleet_e2e_fleet", "fleet.py")
+    import fleet
     def test_x(sipp_env):
         a = fleet.uas(sipp_env, probe=True)
         proxy = fleet.proxy(sipp_env, [fleet.Dest(a, attrs="duid=a")], dispatcher={...})
@@ -15,20 +15,19 @@ Load it by path, as the test modules load sipp.py::
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any, TypeVar
+
+import sipp as harness
 
 __all__ = [
     "Dest",
@@ -47,18 +46,6 @@ __all__ = [
 T = TypeVar("T")
 
 
-def _load_harness() -> ModuleType:
-    name = "sipfleet_e2e_sipp"  # the name every test module loads sipp.py under
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("sipp.py"))
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-harness = _load_harness()
 HOST = harness.HOST
 #: The log file name a logging SIPp writes in its work directory (-trace_logs).
 SIPP_LOG = "calls.log"
@@ -259,6 +246,11 @@ class Fleet(harness.Proxy):  # type: ignore[misc,name-defined]
         self.sections["control"] = {"run_dir": str(self.run_dir)}
         self.sections["control.http"] = {"enabled": True, "port": self.http_port}
         self.starts = 0
+
+    def new_ports(self) -> None:
+        super().new_ports()
+        self.http_port = harness.free_port()
+        self.sections["control.http"]["port"] = self.http_port
 
     @property
     def url(self) -> str:

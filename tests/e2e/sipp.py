@@ -299,17 +299,29 @@ class Proxy(_Proc):
         return "".join(f"1 {uri} 0 0\n" for uri in self.destinations)
 
     def start(self, timeout: float = 10.0) -> None:
-        self.config_path.write_text(self.config_text())
-        self.list_path.write_text(self.list_text())
-        self._spawn([*sipfleet_command(), "run", "-c", str(self.config_path)])
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.alive():
-                raise RuntimeError(f"sipfleet exited at start:\n{_tail(self.stderr_path)}")
-            if listening(self.port, "udp") and listening(self.port, "tcp"):
-                return
-            time.sleep(0.05)
-        raise RuntimeError(f"sipfleet did not bind {self.address} within {timeout} s")
+        for attempt in range(3):
+            self.config_path.write_text(self.config_text())
+            self.list_path.write_text(self.list_text())
+            self._spawn([*sipfleet_command(), "run", "-c", str(self.config_path)])
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if not self.alive():
+                    err = _tail(self.stderr_path)
+                    # A free port can be taken between picking and binding it
+                    # (by another process's ephemeral port): pick again.
+                    if "address already in use" in err and attempt < 2:
+                        self.new_ports()
+                        break
+                    raise RuntimeError(f"sipfleet exited at start:\n{err}")
+                if listening(self.port, "udp") and listening(self.port, "tcp"):
+                    return
+                time.sleep(0.05)
+            else:
+                raise RuntimeError(f"sipfleet did not bind {self.address} within {timeout} s")
+
+    def new_ports(self) -> None:
+        self.port = free_port()
+        self.sections["proxy"]["listen"] = [f"udp:{HOST}:{self.port}", f"tcp:{HOST}:{self.port}"]
 
     def stop(self) -> None:
         self.terminate(signal.SIGTERM, grace=3.0)

@@ -3,26 +3,10 @@ the SIP adapter resolves next hops taken from headers (off the loop)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from typing import Any
-
+import fleet
 import pytest
+import sipp as harness
 
-
-def _load(name: str, filename: str) -> Any:
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(filename))
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-harness = _load("sipfleet_e2e_sipp", "sipp.py")
-fleet = _load("sipfleet_e2e_fleet", "fleet.py")
 sipp_env = harness.sipp_env
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 

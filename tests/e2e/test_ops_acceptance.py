@@ -11,34 +11,20 @@ opt-in (SIPFLEET_E2E_LOAD=1); the default runs are shorter, at lower rates.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import re
 import signal
-import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
+import fleet
 import pytest
+import sipp as harness
 from aiohttp import web
 
-
-def _load(name: str, filename: str) -> Any:
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(filename))
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-harness = _load("sipfleet_e2e_sipp", "sipp.py")
-fleet = _load("sipfleet_e2e_fleet", "fleet.py")
 sipp_env = harness.sipp_env
 Dest = fleet.Dest
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
@@ -322,12 +308,15 @@ def test_drain_survives_reload_and_restart(sipp_env):
     a, b, c = (fleet.uas(sipp_env) for _ in range(3))
     proxy = fleet.proxy(sipp_env, _dests([a, b, c]), dispatcher={"algorithm": 4, "reload_delta": 0})
     [row] = proxy.rpc("dispatcher.drain", "b")
-    assert (row["STATE"], row["BY"], row["DRAINED"]) == ("draining", "rpc", True)
+    assert (row["STATE"], row["BY"], row["DRAINED"]) == ("draining", "http 127.0.0.1", True)
     since = row["SINCE"]
 
     def still_draining(when: str) -> None:
         [row] = proxy.rpc("dispatcher.drain_status", "b")
-        assert (row["STATE"], row["SINCE"], row["BY"]) == ("draining", since, "rpc"), (when, row)
+        assert (row["STATE"], row["SINCE"], row["BY"]) == ("draining", since, "http 127.0.0.1"), (
+            when,
+            row,
+        )
         assert proxy.flags()[b.uri].startswith("D"), (when, proxy.flags())
         seen = len(b.invites())
         r = fleet.uac(sipp_env, "uac_logged.xml", proxy, calls=20, rate=100).wait()

@@ -9,29 +9,15 @@ modules for dlg.* and the transaction statistics. Probing is off on both.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
+import kamailio_ref as ref
 import pytest
+import test_rpc_dispatcher_kamtools as tools
 
-
-def _load(name: str, filename: str) -> Any:
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(filename))
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-ref = _load("kamailio_ref", "kamailio_ref.py")
-tools = _load("sipfleet_e2e_rpc_dispatcher_kamtools", "test_rpc_dispatcher_kamtools.py")
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
 MODPARAMS = [

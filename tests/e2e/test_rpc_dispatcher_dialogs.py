@@ -3,27 +3,14 @@ call between SIPp peers: kamcmd ends the call, both SIPp sides get their BYE and
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import kamailio_ref as ref
 import pytest
+import sipp as harness
 
-
-def _load(name: str, filename: str) -> Any:
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(filename))
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-ref = _load("kamailio_ref", "kamailio_ref.py")
-harness = _load("sipfleet_e2e_sipp", "sipp.py")
 sipp_env = harness.sipp_env
 pytestmark = [
     pytest.mark.e2e,

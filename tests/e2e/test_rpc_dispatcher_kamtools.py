@@ -8,7 +8,6 @@ serving a Kamailio list file or a SQLite store, probing off.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import signal
@@ -20,23 +19,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import kamailio_ref as ref
 import pytest
 from click.testing import CliRunner
 
 from sipfleet.cli.main import cli
 
-
-def _load(name: str, filename: str) -> Any:
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(filename))
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-ref = _load("kamailio_ref", "kamailio_ref.py")
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 
 needs_kamcmd = pytest.mark.skipif(not Path(ref.KAMCMD).exists(), reason="kamcmd is not installed")
@@ -240,7 +228,7 @@ def test_a_disabled_destination_stays_disabled_across_restarts(tmp_path: Path, s
         assert out.stdout == "Ok. Dispatcher state updated.\n"
         events = sf.result("sipfleet.events")
         assert [e["event"] for e in events[-2:]] == ["state-changed"] * 2
-        assert events[-2]["by"] == "rpc" and events[-2]["stored"] is True
+        assert events[-2]["by"] == "binrpc" and events[-2]["stored"] is True  # kamcmd
     again = SipfleetRun(tmp_path, store=store).start()
     try:
         assert _flags(again.kamcmd("dispatcher.list").stdout) == {

@@ -9,15 +9,14 @@ registered (see kamailio_ref.py).
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import re
 import socket
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import kamailio_ref as ref
 import pytest
 
 from sipfleet.aio.rpc_client import call_dgram
@@ -25,20 +24,6 @@ from sipfleet.control.binrpc import PacketReader, PacketType, encode_packet, enc
 from sipfleet.control.core_methods import ServerInfo, register_core_methods
 from sipfleet.control.registry import Registry
 
-
-def _load_harness() -> Any:
-    if "kamailio_ref" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "kamailio_ref", Path(__file__).with_name("kamailio_ref.py")
-        )
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["kamailio_ref"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["kamailio_ref"]
-
-
-ref = _load_harness()
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 
 

@@ -5,7 +5,6 @@ datagram client, HTTP, and the sipfleet CLI."""
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import os
 import shutil
@@ -17,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import kamailio_ref as ref
 import pytest
 from click.testing import CliRunner
 
@@ -32,20 +32,6 @@ from sipfleet.control.binrpc import PacketReader, PacketType, decode_fault, enco
 from sipfleet.control.core_methods import ServerInfo, register_core_methods
 from sipfleet.control.registry import Param, Registry, RpcFault
 
-
-def _load_harness() -> Any:
-    if "kamailio_ref" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "kamailio_ref", Path(__file__).with_name("kamailio_ref.py")
-        )
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["kamailio_ref"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["kamailio_ref"]
-
-
-ref = _load_harness()
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 
 needs_kamcmd = pytest.mark.skipif(not Path(ref.KAMCMD).exists(), reason="kamcmd is not installed")

@@ -3,28 +3,14 @@ once) and the destinations are reloaded, without dropping anything."""
 
 from __future__ import annotations
 
-import importlib.util
 import signal
-import sys
 import time
 from pathlib import Path
-from typing import Any
 
+import fleet
 import pytest
+import sipp as harness
 
-
-def _load(name: str, filename: str) -> Any:
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(filename))
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-harness = _load("sipfleet_e2e_sipp", "sipp.py")
-fleet = _load("sipfleet_e2e_fleet", "fleet.py")
 sipp_env = harness.sipp_env
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 
@@ -57,7 +43,10 @@ def test_sighup_applies_new_routes_and_destinations(sipp_env):
     proxy.config_path.write_text(proxy.config_text() + "\n[dispatcher]\nalgorithm = 99\n")
     proxy.popen.send_signal(signal.SIGHUP)
     fleet.wait_for(
-        "the refusal", lambda: b"config not reloaded" in Path(proxy.stderr_path).read_bytes(), 5.0, 0.05
+        "the refusal",
+        lambda: b"config not reloaded" in Path(proxy.stderr_path).read_bytes(),
+        5.0,
+        0.05,
     )
     r = fleet.uac(sipp_env, "uac_logged.xml", proxy, calls=5, rate=50).wait()
     assert (r.successful, r.failed) == (5, 0), r.summary()

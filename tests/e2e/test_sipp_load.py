@@ -10,27 +10,11 @@ collection over every live transaction, shows up here first).
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
-from pathlib import Path
-from types import ModuleType
 
 import pytest
+import sipp as harness
 
-
-def _load_harness() -> ModuleType:
-    name = "sipfleet_e2e_sipp"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("sipp.py"))
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-harness = _load_harness()
 sipp_env = harness.sipp_env
 pytestmark = [
     pytest.mark.e2e,
