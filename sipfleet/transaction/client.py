@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
-from sipfleet.transaction.server import ServerState, TimerConfig
+from sipfleet.transaction.server import ServerState, TimerConfig, compile_table
 
 if TYPE_CHECKING:
     from sipfleet.proxy.net import Peer, Sink
@@ -268,15 +268,5 @@ class ClientTransaction:
 Action = Callable[[ClientTransaction, float, "Message | None"], None]
 
 
-def _compile(
-    table: dict[tuple[ServerState, str], tuple[ServerState, tuple[str, ...]]],
-) -> dict[tuple[ServerState, str], tuple[ServerState, tuple[Action, ...]]]:
-    """The tables with action names resolved to methods once, not per event."""
-    return {
-        key: (nxt, tuple(getattr(ClientTransaction, "_a_" + a) for a in actions))
-        for key, (nxt, actions) in table.items()
-    }
-
-
-_INVITE: Final = _compile(INVITE_TABLE)
-_NON_INVITE: Final = _compile(NON_INVITE_TABLE)
+_INVITE: Final = compile_table(ClientTransaction, INVITE_TABLE)
+_NON_INVITE: Final = compile_table(ClientTransaction, NON_INVITE_TABLE)

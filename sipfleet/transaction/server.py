@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from enum import IntEnum
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from sipfleet.proxy.net import Peer, Sink
@@ -225,15 +225,15 @@ class ServerTransaction:
 Action = Callable[[ServerTransaction, float], None]
 
 
-def _compile(
-    table: dict[tuple[ServerState, str], tuple[ServerState, tuple[str, ...]]],
-) -> dict[tuple[ServerState, str], tuple[ServerState, tuple[Action, ...]]]:
-    """The tables with action names resolved to methods once, not per event."""
+def compile_table(
+    cls: type, table: dict[tuple[ServerState, str], tuple[ServerState, tuple[str, ...]]]
+) -> dict[tuple[ServerState, str], tuple[ServerState, tuple[Any, ...]]]:
+    """A table with its action names resolved to ``cls``'s methods once, not per event."""
     return {
-        key: (nxt, tuple(getattr(ServerTransaction, "_a_" + a) for a in actions))
+        key: (nxt, tuple(getattr(cls, "_a_" + a) for a in actions))
         for key, (nxt, actions) in table.items()
     }
 
 
-_INVITE: Final = _compile(INVITE_TABLE)
-_NON_INVITE: Final = _compile(NON_INVITE_TABLE)
+_INVITE: Final = compile_table(ServerTransaction, INVITE_TABLE)
+_NON_INVITE: Final = compile_table(ServerTransaction, NON_INVITE_TABLE)
