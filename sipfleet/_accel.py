@@ -7,8 +7,9 @@ Python; compiled, Python imports the extension next to each .py instead.
 from __future__ import annotations
 
 import importlib
-import os
 import sys
+import sysconfig
+from pathlib import Path
 
 __all__ = ["MODULES", "stale", "status"]
 
@@ -57,13 +58,17 @@ def status() -> dict[str, bool]:
 
 
 def stale() -> list[str]:
-    """Compiled modules whose source changed since they were built."""
+    """Compiled modules whose source changed since they were built.
+
+    Paths come from the package directory, not the modules' ``__file__``:
+    mypyc sets that from where its shared runtime lives.
+    """
+    root = Path(__file__).resolve().parent.parent
+    suffix = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
     out = []
-    for name, compiled in status().items():
-        if not compiled:
-            continue
-        ext = sys.modules[name].__file__ or ""
-        src = ext[: ext.index(".", ext.rindex("/"))] + ".py"
-        if os.path.exists(src) and os.path.getmtime(src) > os.path.getmtime(ext):
+    for name in MODULES:
+        src = root.joinpath(*name.split(".")).with_suffix(".py")
+        ext = src.with_name(src.stem + suffix)
+        if ext.exists() and src.exists() and src.stat().st_mtime > ext.stat().st_mtime:
             out.append(name)
     return out

@@ -356,16 +356,7 @@ class App:
 
     def _on_dst_events(self, events: list[DstEvent]) -> None:
         for ev in events:
-            self.events.emit(
-                ev.kind,
-                {
-                    "set": ev.set_id,
-                    "uri": ev.uri,
-                    "duid": ev.duid,
-                    "reason": ev.reason,
-                    "code": ev.code,
-                },
-            )
+            self.events.emit(ev.kind, ev.data())
 
     # -- reload -----------------------------------------------------------------
     async def reload(self, by: str = "rpc") -> ReloadResult:

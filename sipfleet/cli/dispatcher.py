@@ -12,7 +12,6 @@ piped; ``-o`` chooses: table, json, or yaml (needs PyYAML).
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -20,8 +19,7 @@ from typing import Any, TypeVar
 import click
 import orjson
 
-from sipfleet.aio.rpc_client import RpcUnreachable, call_ctl_json, call_http
-from sipfleet.control.paths import BINRPC_SOCKET, find_run_dir
+from sipfleet.cli.client import call_or_exit
 
 __all__ = ["dispatcher_group", "flatten_list"]
 
@@ -71,39 +69,16 @@ def _add_client_options(fn: _F, timeout_flag: str) -> _F:
 
 def _call(method: str, params: Sequence[object], opts: dict[str, Any]) -> Any:
     """Call ``method``; return its result, or exit 1 (fault) / 2 (unreachable)."""
-    url, token, timeout = opts.get("url"), opts.get("token"), float(opts.get("timeout") or 10.0)
-    tried: list[str] = []
-    if url:
-        call = call_http(url, method, params, token=token, timeout=timeout)
-    else:
-        socket_path = opts.get("socket_path")
-        if socket_path:
-            path = str(socket_path)
-            tried = [path]
-        else:
-            rd, paths = find_run_dir(BINRPC_SOCKET, opts.get("run_dir"))
-            path = str(rd.path / BINRPC_SOCKET)
-            tried = [str(p) for p in paths]
-        call = call_ctl_json(path, method, params, timeout=timeout)
-    try:
-        doc = asyncio.run(call)
-    except RpcUnreachable as e:
-        click.echo(
-            f"sipfleet dispatcher: cannot reach sipfleet at {e.address}: {e.reason}", err=True
-        )
-        if len(tried) > 1:
-            click.echo(f"  looked for its socket at: {', '.join(tried)}", err=True)
-        click.echo(
-            "  is sipfleet running? start it with `sipfleet run`, or point at it with "
-            "--run-dir DIR, --socket PATH or --url http://HOST:PORT/RPC",
-            err=True,
-        )
-        sys.exit(2)
-    error = doc.get("error")
-    if isinstance(error, dict):
-        click.echo(f"error: {error.get('code')} - {error.get('message')}", err=True)
-        sys.exit(1)
-    return doc.get("result")
+    return call_or_exit(
+        "sipfleet dispatcher",
+        method,
+        params,
+        url=opts.get("url"),
+        token=opts.get("token"),
+        timeout=float(opts.get("timeout") or 10.0),
+        socket_path=opts.get("socket_path"),
+        run_dir=opts.get("run_dir"),
+    )
 
 
 def _output_format(fmt: str | None) -> str:

@@ -24,15 +24,13 @@ Exit codes: 0 result, 1 fault (``error: CODE - MESSAGE`` on stderr),
 
 from __future__ import annotations
 
-import asyncio
 import re
 import sys
 
 import click
 import orjson
 
-from sipfleet.aio.rpc_client import RpcUnreachable, call_ctl_json, call_http
-from sipfleet.control.paths import BINRPC_SOCKET, find_run_dir
+from sipfleet.cli.client import call_or_exit
 
 __all__ = ["parse_param", "rpc_cmd"]
 
@@ -92,35 +90,17 @@ def rpc_cmd(
 ) -> None:
     """Call METHOD with PARAMS on the running sipfleet and print the JSON result."""
     values = [parse_param(p) for p in params]
-    tried: list[str] = []
-    if url:
-        call = call_http(url, method, values, token=token, timeout=timeout)
-    else:
-        if socket_path:
-            path = socket_path
-            tried = [socket_path]
-        else:
-            rd, paths = find_run_dir(BINRPC_SOCKET, run_dir)
-            path = str(rd.path / BINRPC_SOCKET)
-            tried = [str(p) for p in paths]
-        call = call_ctl_json(path, method, values, timeout=timeout)
-    try:
-        doc = asyncio.run(call)
-    except RpcUnreachable as e:
-        click.echo(f"sipfleet rpc: cannot reach sipfleet at {e.address}: {e.reason}", err=True)
-        if len(tried) > 1:
-            click.echo(f"  looked for its socket at: {', '.join(tried)}", err=True)
-        click.echo(
-            "  is sipfleet running? start it with `sipfleet run`, or point at it with "
-            "--run-dir DIR, --socket PATH or --url http://HOST:PORT/RPC",
-            err=True,
-        )
-        sys.exit(2)
-    error = doc.get("error")
-    if isinstance(error, dict):
-        click.echo(f"error: {error.get('code')} - {error.get('message')}", err=True)
-        sys.exit(1)
-    _print_result(doc.get("result"), sys.stdout.isatty() if pretty is None else pretty)
+    result = call_or_exit(
+        "sipfleet rpc",
+        method,
+        values,
+        url=url,
+        token=token,
+        timeout=timeout,
+        socket_path=socket_path,
+        run_dir=run_dir,
+    )
+    _print_result(result, sys.stdout.isatty() if pretty is None else pretty)
 
 
 if __name__ == "__main__":

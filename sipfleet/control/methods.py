@@ -453,16 +453,7 @@ class _Methods:
 
     def _emit_dst_events(self, events: Iterable[DstEvent]) -> None:
         for ev in events:
-            self.app.events.emit(
-                ev.kind,
-                {
-                    "set": ev.set_id,
-                    "uri": ev.uri,
-                    "duid": ev.duid,
-                    "reason": ev.reason,
-                    "code": ev.code,
-                },
-            )
+            self.app.events.emit(ev.kind, ev.data())
 
     async def reload(self) -> str:
         try:

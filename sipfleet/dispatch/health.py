@@ -66,6 +66,16 @@ class DstEvent(NamedTuple):
         """Kamailio's event route name, e.g. ``dispatcher:dst-down``."""
         return "dispatcher:" + self.kind
 
+    def data(self) -> dict[str, object]:
+        """The event's fields as logged, counted and sent to webhooks."""
+        return {
+            "set": self.set_id,
+            "uri": self.uri,
+            "duid": self.duid,
+            "reason": self.reason,
+            "code": self.code,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class ProbeRequest:
