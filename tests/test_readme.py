@@ -12,7 +12,9 @@ ROOT = Path(__file__).parent.parent
 
 def test_config_reference_is_current() -> None:
     readme = (ROOT / "README.md").read_text()
-    m = re.search(r"<!-- config-reference:start -->\n(.*)\n<!-- config-reference:end -->", readme, re.S)
+    m = re.search(
+        r"<!-- config-reference:start -->\n(.*)\n<!-- config-reference:end -->", readme, re.S
+    )
     assert m, "README lost its config-reference markers"
     out = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "config_reference.py")],

@@ -61,9 +61,8 @@ def test_round_robin_over_three_uas_alternates_exactly(sipp_env):
     assert set(proxy.loads().values()) == {0}
 
 
-def test_weight_80_20_within_3_percent(sipp_env):
-    """Algorithm 9 over weight=80 and weight=20. 2,000 calls, not the issue's 10,000 (the
-    pure-core test in tests/dispatch makes those 10,000 picks): the suite's time budget.
+def test_weight_80_20_within_2_percent_over_10000_calls(sipp_env):
+    """Algorithm 9 over weight=80 and weight=20, the issue's 10,000 calls at 1,000/s.
     Kamailio's weight algorithm cycles a 100-slot table, so the split is all but exact."""
     heavy, light = fleet.uas(sipp_env), fleet.uas(sipp_env)
     proxy = fleet.proxy(
@@ -72,13 +71,13 @@ def test_weight_80_20_within_3_percent(sipp_env):
         dispatcher={"algorithm": 9},
     )
 
-    r = fleet.uac(sipp_env, "uac_logged.xml", proxy, calls=2000, rate=400).wait()
+    r = fleet.uac(sipp_env, "uac_logged.xml", proxy, calls=10000, rate=1000).wait()
 
-    assert (r.successful, r.failed) == (2000, 0), r.summary()
+    assert (r.successful, r.failed) == (10000, 0), r.summary()
     got = len(heavy.invites()), len(light.invites())
-    print(f"weight 80/20 over 2000 calls: {got[0]}/{got[1]}")
-    assert sum(got) == 2000
-    assert abs(got[0] / 2000 - 0.80) <= 0.03, got
+    print(f"weight 80/20 over 10000 calls: {got[0]}/{got[1]}")
+    assert sum(got) == 10000
+    assert abs(got[0] / 10000 - 0.80) <= 0.02, got
 
 
 def test_hash_on_call_id_keeps_reinvites_on_the_same_uas(sipp_env):

@@ -43,13 +43,24 @@ def test_basic_call_record_routed():
     assert len(ok.values(b"via")) == 1
     assert ok.get(b"record-route") == b"<sip:127.0.0.1:5060;lr>"
     # ACK and BYE along the route set.
-    ack = uac.request("ACK", "sip:127.0.0.1:5070;transport=UDP", call_id="c1", to_tag="uas-tag",
-                      routes=["<sip:127.0.0.1:5060;lr>"])
+    ack = uac.request(
+        "ACK",
+        "sip:127.0.0.1:5070;transport=UDP",
+        call_id="c1",
+        to_tag="uas-tag",
+        routes=["<sip:127.0.0.1:5060;lr>"],
+    )
     proxy.receive(ack, UAC, clock.advance(0.01))
     (fwd_ack,) = sink.take_to("127.0.0.1", 5070)
     assert fwd_ack.method == "ACK" and not fwd_ack.has(b"route")
-    bye = uac.request("BYE", "sip:127.0.0.1:5070;transport=UDP", call_id="c1", to_tag="uas-tag",
-                      routes=["<sip:127.0.0.1:5060;lr>"], cseq=2)
+    bye = uac.request(
+        "BYE",
+        "sip:127.0.0.1:5070;transport=UDP",
+        call_id="c1",
+        to_tag="uas-tag",
+        routes=["<sip:127.0.0.1:5060;lr>"],
+        cseq=2,
+    )
     proxy.receive(bye, UAC, clock.advance(1))
     (fwd_bye,) = sink.take_to("127.0.0.1", 5070)
     proxy.receive(uas.respond(fwd_bye, 200), Peer(0, "127.0.0.1", 5070), clock.now)
@@ -63,7 +74,9 @@ def test_basic_call_record_routed():
 
 
 def test_failover_on_503_and_timeout():
-    proxy, sink, clock = make(dests=("sip:127.0.0.1:5070", "sip:127.0.0.1:5071", "sip:127.0.0.1:5072"))
+    proxy, sink, clock = make(
+        dests=("sip:127.0.0.1:5070", "sip:127.0.0.1:5071", "sip:127.0.0.1:5072")
+    )
     uac, uas = UA("127.0.0.1", 5080), UA("127.0.0.1", 5070)
     proxy.receive(uac.invite("sip:s@127.0.0.1", call_id="c2"), UAC, clock.now)
     sink.take_to("127.0.0.1", 5080)
@@ -101,7 +114,9 @@ def test_cancel_while_ringing():
     (c,) = sink.take_to("127.0.0.1", 5070)
     assert c.method == "CANCEL" and c.via.branch == inv.via.branch
     proxy.receive(uas.respond(c, 200), Peer(0, "127.0.0.1", 5070), clock.now)
-    proxy.receive(uas.respond(inv, 487, "Request Terminated"), Peer(0, "127.0.0.1", 5070), clock.now)
+    proxy.receive(
+        uas.respond(inv, 487, "Request Terminated"), Peer(0, "127.0.0.1", 5070), clock.now
+    )
     (ack,) = sink.take_to("127.0.0.1", 5070)
     assert ack.method == "ACK"
     (t,) = sink.take_to("127.0.0.1", 5080)
@@ -117,7 +132,9 @@ def test_no_answer_gives_408_retransmitted_until_ack():
         proxy.handle_timer(clock.advance(0.5))
     up = sink.take_to("127.0.0.1", 5080)
     assert [m.status for m in up] == [100, 408, 408]  # Timer G retransmits the final
-    ack = uac.request("ACK", "sip:s@127.0.0.1", call_id="c4", branch="z9hG4bK-c4", to_tag=up[1].to_tag.decode())
+    ack = uac.request(
+        "ACK", "sip:s@127.0.0.1", call_id="c4", branch="z9hG4bK-c4", to_tag=up[1].to_tag.decode()
+    )
     proxy.receive(ack, UAC, clock.now)
     for _ in range(10):
         proxy.handle_timer(clock.advance(1))
@@ -143,7 +160,9 @@ def test_call_flows_leave_no_reference_cycles():
     try:
         for n in range(20):
             cid = f"gc{n}"
-            proxy.receive(uac.invite("sip:s@127.0.0.1", call_id=cid, branch=f"z9hG4bK-{cid}"), UAC, clock.now)
+            proxy.receive(
+                uac.invite("sip:s@127.0.0.1", call_id=cid, branch=f"z9hG4bK-{cid}"), UAC, clock.now
+            )
             for port in (5070, 5071):
                 for inv in sink.take_to("127.0.0.1", port):
                     ua, peer = UA("127.0.0.1", port), Peer(0, "127.0.0.1", port)
@@ -151,13 +170,26 @@ def test_call_flows_leave_no_reference_cycles():
                         proxy.receive(ua.respond(inv, 486, "Busy"), peer, clock.now)
                     elif n % 4 == 1:  # cancelled while ringing
                         proxy.receive(ua.respond(inv, 180, "Ringing"), peer, clock.now)
-                        proxy.receive(uac.request("CANCEL", "sip:s@127.0.0.1", call_id=cid, branch=f"z9hG4bK-{cid}"), UAC, clock.now)
+                        proxy.receive(
+                            uac.request(
+                                "CANCEL", "sip:s@127.0.0.1", call_id=cid, branch=f"z9hG4bK-{cid}"
+                            ),
+                            UAC,
+                            clock.now,
+                        )
                         proxy.receive(ua.respond(inv, 487, "Terminated"), peer, clock.now)
                     elif n % 4 == 2:  # 503: fails over to the other, which answers
                         proxy.receive(ua.respond(inv, 503, "Unavailable"), peer, clock.now)
                     else:  # answered, then BYE
                         proxy.receive(ua.respond(inv, 200), peer, clock.now)
-                        bye = uac.request("BYE", f"sip:127.0.0.1:{port}", call_id=cid, to_tag="uas-tag", routes=["<sip:127.0.0.1:5060;lr>"], cseq=2)
+                        bye = uac.request(
+                            "BYE",
+                            f"sip:127.0.0.1:{port}",
+                            call_id=cid,
+                            to_tag="uas-tag",
+                            routes=["<sip:127.0.0.1:5060;lr>"],
+                            cseq=2,
+                        )
                         proxy.receive(bye, UAC, clock.now)
             for port in (5070, 5071):  # answer what failed over or was forwarded
                 for m in sink.take_to("127.0.0.1", port):
@@ -190,8 +222,15 @@ def test_options_to_the_proxy_is_answered_and_stopping_refuses_new_calls():
 def test_in_dialog_request_to_a_silent_hop_gets_408_after_first_response_timeout():
     proxy, sink, clock = make(first_response_timeout=1.0)
     uac = UA("127.0.0.1", 5080)
-    bye = uac.request("BYE", "sip:127.0.0.1:5070", call_id="dead", to_tag="t", cseq=2,
-                      routes=["<sip:127.0.0.1:5060;lr>"], branch="z9hG4bK-dead")
+    bye = uac.request(
+        "BYE",
+        "sip:127.0.0.1:5070",
+        call_id="dead",
+        to_tag="t",
+        cseq=2,
+        routes=["<sip:127.0.0.1:5060;lr>"],
+        branch="z9hG4bK-dead",
+    )
     proxy.receive(bye, UAC, clock.now)
     assert [m.method for m in sink.take_to("127.0.0.1", 5070)] == ["BYE"]
     proxy.handle_timer(clock.advance(0.6))  # Timer E retransmits once

@@ -16,7 +16,9 @@ from sipfleet.sip.message import parse
 from sipfleet.testing import UA, FakeClock, RecordingSink
 
 VECTORS = Path(__file__).parent.parent / "vectors" / "rfc4475"
-_spec = importlib.util.spec_from_file_location("rfc4475_cases", Path(__file__).parent / "rfc4475_cases.py")
+_spec = importlib.util.spec_from_file_location(
+    "rfc4475_cases", Path(__file__).parent / "rfc4475_cases.py"
+)
 assert _spec and _spec.loader
 cases_mod = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(cases_mod)
@@ -32,7 +34,9 @@ def test_every_vector_has_a_case():
 
 def _proxy():
     sink = RecordingSink()
-    proxy = Proxy([Listener(0, "udp", "127.0.0.1", 5060)], sink, RoundRobinRouter(["sip:127.0.0.1:5070"]))
+    proxy = Proxy(
+        [Listener(0, "udp", "127.0.0.1", 5060)], sink, RoundRobinRouter(["sip:127.0.0.1:5070"])
+    )
     return proxy, sink
 
 
@@ -72,5 +76,7 @@ def test_torture(case):
         assert sent == []
     # The proxy still serves a normal call afterwards.
     sink.sent.clear()
-    proxy.receive(UA("127.0.0.1", 5080).invite("sip:x@127.0.0.1"), Peer(0, "127.0.0.1", 5080), clock.now)
+    proxy.receive(
+        UA("127.0.0.1", 5080).invite("sip:x@127.0.0.1"), Peer(0, "127.0.0.1", 5080), clock.now
+    )
     assert sink.take_to(*BACKEND)
