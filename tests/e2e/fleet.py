@@ -174,11 +174,15 @@ def uac(
     """Start (not wait for) a SIPp UAC in ``env`` that logs into its ``calls.log``;
     ``duration_ms`` is -d (the bare pause), ``service`` the R-URI user (-s)."""
     args = ["-trace_logs", "-log_file", SIPP_LOG, *extra]
+    hold_s = 0.0
     if duration_ms is not None:
         args += ["-d", str(duration_ms)]
+        hold_s = duration_ms / 1000
     if service is not None:
         args += ["-s", service]
-    return env.start_uac(scenario, target, calls=calls, rate=rate, limit=limit, extra=args)
+    return env.start_uac(
+        scenario, target, calls=calls, rate=rate, limit=limit, extra=args, hold_s=hold_s
+    )
 
 
 def uac_log(u: Any, kind: str | None = None) -> list[LogLine]:

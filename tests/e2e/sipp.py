@@ -429,6 +429,7 @@ class Uac(_Proc):
         transport: Transport,
         limit: int | None = None,
         extra: Sequence[str] = (),
+        hold_s: float = 0.0,
     ) -> None:
         super().__init__("uac", workdir)
         self.scenario = scenario
@@ -439,7 +440,8 @@ class Uac(_Proc):
         self.limit = limit
         self.extra = list(extra)
         self.port = free_port()
-        self.budget = calls / rate + RUN_SLACK_S
+        # The last call starts at calls/rate and lasts hold_s (-d) more.
+        self.budget = calls / rate + hold_s + RUN_SLACK_S
         self.started = 0.0
         self.result: UacResult | None = None
 
@@ -558,12 +560,15 @@ class SippEnv:
         transport: Transport = "udp",
         limit: int | None = None,
         extra: Sequence[str] = (),
+        hold_s: float = 0.0,
     ) -> Uac:
-        """Start a SIPp UAC against ``proxy``; ``wait()`` on it for the result."""
+        """Start a SIPp UAC against ``proxy``; ``wait()`` on it for the result.
+        ``hold_s`` is how long each call lasts (SIPp's -d), for the run's time budget."""
         target = proxy.address if isinstance(proxy, Proxy) else proxy
         uac = Uac(
             self._dir(f"uac-{Path(scenario).stem}"), scenario, target,
             calls=calls, rate=rate, transport=transport, limit=limit, extra=extra,
+            hold_s=hold_s,
         )  # fmt: skip
         self.procs.append(uac)
         uac.start()

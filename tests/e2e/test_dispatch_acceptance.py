@@ -2,14 +2,15 @@
 observed from both sides (which UAS logged which INVITE, when: scenarios/uas_logged.xml)
 and through its own JSON-RPC (dispatcher.list FLAGS and DLGLOAD, dlg.list, statistics).
 
-The 10,000-call and 50,000-call versions of the weight and call-load criteria run on the
-pure core (tests/dispatch, tests/proxy/test_dialogs.py) in milliseconds; here fewer real
-calls (2,000 and about 3,000) keep the suite within its time budget while still going
-through real sockets, timers and SIPp.
+The weight split runs here over the issue's 10,000 calls. The call-load criterion's
+50,000 calls run on the pure core (tests/proxy/test_dialogs.py) in milliseconds; with
+SIPp the default run has about 2,400 mixed calls (the suite's time budget), and the
+issue's 50,000 is opt-in: SIPFLEET_E2E_LOAD=1.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections import Counter
@@ -22,6 +23,7 @@ import sipp as harness
 sipp_env = harness.sipp_env
 Dest = fleet.Dest
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
+LOAD = os.environ.get("SIPFLEET_E2E_LOAD") == "1"
 
 
 def _who_got(uas_list: list[Any]) -> list[tuple[float, int, str]]:
@@ -247,11 +249,28 @@ LONG_CALLS = 30
 
 
 def test_call_load_is_the_open_dialog_count_after_mixed_traffic(sipp_env):
+    _mixed_traffic_run(sipp_env, calls_x=1, rate_x=1)
+
+
+@pytest.mark.skipif(not LOAD, reason="load test: set SIPFLEET_E2E_LOAD=1")
+@pytest.mark.timeout(240)
+def test_call_load_after_50000_mixed_calls(sipp_env):
+    """The issue's size: the mix 21 times over (50,400 calls) at 5 times the rate."""
+    _mixed_traffic_run(sipp_env, calls_x=21, rate_x=5)
+
+
+def _mixed_traffic_run(sipp_env: Any, *, calls_x: int, rate_x: int) -> None:
     """Six SIPp UAC at once, each routed by its R-URI user to its own set (hang-ups either
     way, busy, CANCEL, failover after 503, no answer), plus 30 long calls. When the mix
     is over, each destination's DLGLOAD is exactly the long calls open on it (counted by
-    dlg.list and by the UAS's own log); when those end, every load is 0."""
-    patient = ["-recv_timeout", "20000"]  # a long call's BYE comes after the usual 8 s
+    dlg.list and by the UAS's own log); when those end, every load is 0. ``calls_x`` and
+    ``rate_x`` scale the mix's calls and rates."""
+    mix = {u: (s, sc, n * calls_x, r * rate_x) for u, (s, sc, n, r) in MIX.items()}
+    mix_seconds = max(n / r for _, _, n, r in mix.values())
+    # SIPp falls a little behind its rate when scaled up (35 s for the 33.6 s planned).
+    long_ms = int(1000 * mix_seconds * (1 if rate_x == 1 else 1.3)) + 3000
+    # A long call's BYE comes after the mix is over.
+    patient = ["-recv_timeout", str(long_ms + 9000)]
     sets: dict[int, list[Any]] = {
         1: [fleet.uas(sipp_env, extra=patient), fleet.uas(sipp_env, extra=patient)],
         2: [fleet.uas(sipp_env, "uas_callee_bye.xml")],
@@ -262,7 +281,7 @@ def test_call_load_is_the_open_dialog_count_after_mixed_traffic(sipp_env):
     }
     routes = [
         {"name": user, "match": {"ruri_user": user}, "sets": [set_id]}
-        for user, (set_id, *_) in MIX.items()
+        for user, (set_id, *_) in mix.items()
     ]
     routes.insert(0, {"name": "long", "match": {"ruri_user": "long"}, "sets": [1]})
     proxy = fleet.proxy(
@@ -274,16 +293,17 @@ def test_call_load_is_the_open_dialog_count_after_mixed_traffic(sipp_env):
     )
 
     long_uac = fleet.uac(
-        sipp_env, "uac_logged.xml", proxy, calls=LONG_CALLS, rate=30, duration_ms=11000,
+        sipp_env, "uac_logged.xml", proxy, calls=LONG_CALLS, rate=30, duration_ms=long_ms,
         service="long",
     )  # fmt: skip
-    mix = {
+    uacs = {
         user: fleet.uac(sipp_env, scenario, proxy, calls=n, rate=rate, service=user)
-        for user, (_, scenario, n, rate) in MIX.items()
+        for user, (_, scenario, n, rate) in mix.items()
     }
-    results = {user: u.wait() for user, u in mix.items()}
+    results = {user: u.wait() for user, u in uacs.items()}
+    print({user: r.summary() for user, r in results.items()})
     for user, r in results.items():
-        assert (r.successful, r.failed) == (MIX[user][2], 0), (user, r.summary())
+        assert (r.successful, r.failed) == (mix[user][2], 0), (user, r.summary())
     assert long_uac.alive(), "the long calls ended before the mix: make them longer"
 
     # Only the long calls are left, all on set 1.
