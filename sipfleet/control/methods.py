@@ -753,7 +753,7 @@ class _Methods:
             "dispatcher.ping_active",
             self.ping_active,
             doc="Manage setting on/off the pinging (keepalive) of destinations",
-            params=[Param("state", i, optional=True)],
+            params=[Param("state", i, optional=True, lenient=True)],
         )
         r.add(
             "dispatcher.add",

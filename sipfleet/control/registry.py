@@ -91,12 +91,19 @@ ParamKind = Literal["int", "str", "float", "any"]
 
 @dataclass(frozen=True, slots=True)
 class Param:
-    """One positional parameter. ``autoconvert`` is Kamailio's '.' scan modifier."""
+    """One positional parameter. ``autoconvert`` is Kamailio's '.' scan modifier.
+
+    ``lenient`` (optional parameters only): a value that cannot be read counts
+    as not given, for methods whose Kamailio handler ignores a failed
+    ``rpc->scan`` of its optional part (ctl only prepares that fault, and the
+    handler's own reply wins: ``kamcmd dispatcher.ping_active x`` reads the state).
+    """
 
     name: str
     kind: ParamKind = "str"
     optional: bool = False
     autoconvert: bool = False
+    lenient: bool = False
 
 
 Handler = Callable[..., object]
@@ -128,6 +135,8 @@ class Method:
             try:
                 values.append(_scan_one(raw[i], spec, dialect))
             except _Missing:
+                if spec.optional and spec.lenient:
+                    break
                 raise self.bad_params from None
         return values
 

@@ -407,6 +407,10 @@ def test_ping_active(env: Env) -> None:
     assert env.result("dispatcher.ping_active", 1) == {"NewPingState": 1, "OldPingState": 0}
     # jsonrpcs reads a non-number as 0 (measured): it pauses probing.
     assert env.result("dispatcher.ping_active", "x") == {"NewPingState": 0, "OldPingState": 1}
+    # kamcmd sends "x" as a string record: ctl fails the scan, the handler reads the state.
+    assert env.kamcmd("dispatcher.ping_active", "x") == [{"OldPingState": 0}]
+    assert env.app.dispatcher.probing_active is False
+    assert env.kamcmd("dispatcher.ping_active", 1) == [{"NewPingState": 1, "OldPingState": 0}]
 
 
 @pytest.mark.parametrize(
