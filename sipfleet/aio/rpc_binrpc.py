@@ -1,4 +1,5 @@
-"""The ctl stream socket (unix, optionally TCP): BINRPC for kamcmd.
+"""The ctl sockets: BINRPC for kamcmd on a unix stream socket, optionally TCP
+and UDP (``kamcmd -s udp:HOST:PORT``).
 
 Each connection may carry several requests, answered in order; partial
 reads are framed by ``PacketReader``. A corrupt packet is answered 400 and
@@ -10,6 +11,10 @@ first byte is '{' (never BINRPC's 0xA1) carries JSON documents framed like
 the FIFO, each answered by one JSON document and a newline. That gives the
 CLI exact JSON results (BINRPC cannot carry null or arrays in structs)
 behind the socket's file permissions, with no size limit.
+
+Over UDP each datagram is one request and its reply goes back to the sender,
+as ctl's datagram listener does; a reply that cannot fit in one datagram is
+answered with a fault that says so.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import inspect
 import logging
 import socket
 from pathlib import Path
+from typing import Any, cast
 
 from sipfleet.aio.rpc_unix import OwnedPath, Perms, bind_unix
 from sipfleet.control.binrpc import (
@@ -38,13 +44,15 @@ from sipfleet.control.jsonrpc import (
 )
 from sipfleet.control.methods import RPC_CALLER
 
-__all__ = ["CtlServer", "start_ctl_tcp", "start_ctl_unix"]
+__all__ = ["CtlDgramServer", "CtlServer", "start_ctl_tcp", "start_ctl_udp", "start_ctl_unix"]
 
 log = logging.getLogger(__name__)
 
 IDLE_TIMEOUT = 120.0  # ctl's IO_STREAM_CONN_TIMEOUT
 _READ = 65536
 _JSON_START = frozenset(b"{ \t\r\n")
+_UDP_MAX = 65507  # the largest IPv4 UDP payload
+_MAX_INFLIGHT = 64  # datagram requests served at once; more are dropped and logged
 
 
 class _Service:
@@ -200,3 +208,99 @@ async def start_ctl_tcp(
     bound = server.sockets[0].getsockname()
     shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
     return CtlServer(server, service, None, f"tcp:{shown}:{bound[1]}")
+
+
+class _DgramProtocol(asyncio.DatagramProtocol):
+    """One BINRPC request per datagram, the reply sent back to its sender."""
+
+    def __init__(self, binrpc: BinRpcHandler, max_request_bytes: int, label: str) -> None:
+        self.binrpc = binrpc
+        self.max_request_bytes = max_request_bytes
+        self.label = label
+        self.transport: asyncio.DatagramTransport | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.dropped = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if len(self.tasks) >= _MAX_INFLIGHT:
+            self.dropped += 1
+            log.warning(
+                "rpc ctl %s: %d requests in flight, dropping one", self.label, len(self.tasks)
+            )
+            return
+        framer = PacketReader(self.max_request_bytes)
+        try:
+            packets = framer.feed(data)
+        except BinRpcError as e:
+            log.warning("rpc ctl %s: %s from %s", self.label, e, addr)
+            self._send(encode_fault(400, f"bad request: {CORRUPTED}", framer.last_cookie), addr)
+            return
+        if len(packets) != 1 or framer.buffered:
+            self.dropped += 1
+            log.warning(
+                "rpc ctl %s: a datagram from %s is not one whole BINRPC packet: dropped",
+                self.label,
+                addr,
+            )
+            return
+        task = asyncio.create_task(self._serve(packets[0], addr))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _serve(self, packet: Any, addr: Any) -> None:
+        RPC_CALLER.set("binrpc")
+        try:
+            outcome = self.binrpc.handle(packet)
+            reply = await outcome if inspect.isawaitable(outcome) else outcome
+        except Exception:
+            log.exception("rpc ctl %s: request failed", self.label)
+            return
+        assert isinstance(reply, BinRpcReply)
+        data = reply.data
+        if len(data) > _UDP_MAX:
+            log.warning(
+                "rpc ctl %s: %d byte reply too big for a datagram, sending a fault",
+                self.label,
+                len(data),
+            )
+            data = encode_fault(500, "Reply Too Big For A Datagram", packet.cookie)
+        self._send(data, addr)
+
+    def _send(self, data: bytes, addr: Any) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.sendto(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        log.warning("rpc ctl %s: %s", self.label, exc)
+
+
+class CtlDgramServer:
+    def __init__(
+        self, transport: asyncio.DatagramTransport, protocol: _DgramProtocol, address: str
+    ) -> None:
+        self.transport = transport
+        self.protocol = protocol
+        self.address = address
+
+    async def close(self) -> None:
+        self.transport.close()
+        for task in list(self.protocol.tasks):
+            task.cancel()
+        if self.protocol.tasks:
+            await asyncio.gather(*self.protocol.tasks, return_exceptions=True)
+
+
+async def start_ctl_udp(
+    binrpc: BinRpcHandler, host: str, port: int, *, max_request_bytes: int
+) -> CtlDgramServer:
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.create_datagram_endpoint(
+        lambda: _DgramProtocol(binrpc, max_request_bytes, f"udp:{host}:{port}"),
+        local_addr=(host, port),
+    )
+    bound = transport.get_extra_info("sockname")
+    shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+    return CtlDgramServer(transport, protocol, f"udp:{shown}:{bound[1]}")

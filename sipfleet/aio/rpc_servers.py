@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from sipfleet.aio.rpc_binrpc import start_ctl_tcp, start_ctl_unix
+from sipfleet.aio.rpc_binrpc import start_ctl_tcp, start_ctl_udp, start_ctl_unix
 from sipfleet.aio.rpc_dgram import start_dgram_udp, start_dgram_unix
 from sipfleet.aio.rpc_fifo import FifoServer
 from sipfleet.aio.rpc_http import start_http
@@ -86,6 +86,11 @@ async def start_control(registry: Registry, config: ControlConfig | None = None)
                 )
                 servers._parts.append(tcp)
                 servers.endpoints["binrpc_tcp"] = tcp.address
+            if config.binrpc.udp:
+                host, port = parse_hostport(config.binrpc.udp)
+                udp_ctl = await start_ctl_udp(binrpc, host, port, max_request_bytes=limit)
+                servers._parts.append(udp_ctl)
+                servers.endpoints["binrpc_udp"] = udp_ctl.address
         if config.fifo.enabled:
             path = config.fifo.path or run_dir.path / FIFO_NAME
             fifo = FifoServer(jsonrpc, path, config.fifo.reply_dir, perms, max_request_bytes=limit)

@@ -28,6 +28,7 @@ Defaults (every transport on)::
     enabled = true
     path = ""                    # <run_dir>/sipfleet_ctl
     tcp = ""                     # e.g. "127.0.0.1:2049"
+    udp = ""                     # e.g. "127.0.0.1:2046" (kamcmd -s udp:...)
 
     [control.socket]             # unix sockets and the FIFO
     mode = 0o600
@@ -152,10 +153,13 @@ class BinrpcConfig(_Section):
     enabled: bool = True
     path: Path | None = Field(None, description="default <run_dir>/sipfleet_ctl")
     tcp: str | None = Field(None, description='also on TCP, e.g. "127.0.0.1:2049"')
+    udp: str | None = Field(
+        None, description='also on UDP (kamcmd -s udp:HOST:PORT), e.g. "127.0.0.1:2046"'
+    )
 
-    _empty_none = field_validator("path", "tcp", mode="before")(_opt_path)
+    _empty_none = field_validator("path", "tcp", "udp", mode="before")(_opt_path)
 
-    @field_validator("tcp")
+    @field_validator("tcp", "udp")
     @classmethod
     def _hostport(cls, v: str | None) -> str | None:
         if v is not None:
@@ -212,7 +216,11 @@ class ControlConfig(_Section):
     def _check_remote(self) -> ControlConfig:
         if self.allow_remote_unauthenticated:
             return self
-        for name, addr in (("dgram.udp", self.dgram.udp), ("binrpc.tcp", self.binrpc.tcp)):
+        for name, addr in (
+            ("dgram.udp", self.dgram.udp),
+            ("binrpc.tcp", self.binrpc.tcp),
+            ("binrpc.udp", self.binrpc.udp),
+        ):
             if addr is not None and not is_loopback(parse_hostport(addr)[0]):
                 raise ValueError(
                     f"control.{name}: {addr!r} is not a loopback address and this transport "

@@ -34,7 +34,7 @@ def test_defaults_turn_every_transport_on_locally():
         "/RPC",
     )
     assert c.fifo.enabled and c.dgram.enabled and c.binrpc.enabled
-    assert (c.dgram.udp, c.binrpc.tcp) == (None, None)
+    assert (c.dgram.udp, c.binrpc.tcp, c.binrpc.udp) == (None, None, None)
     assert c.fifo.reply_dir == Path("/tmp")
     assert c.socket.mode == 0o600
     assert c.max_request_bytes == 1 << 20
@@ -51,6 +51,7 @@ def test_defaults_turn_every_transport_on_locally():
         ({"http": {"tls_cert": "/x.pem"}}, "set both tls_cert and tls_key"),
         ({"http": {"path": "RPC"}}, "must start with '/'"),
         ({"binrpc": {"tcp": "0.0.0.0:2049"}}, "not a loopback address"),
+        ({"binrpc": {"udp": "192.0.2.1:2046"}}, "control.binrpc.udp"),
         ({"dgram": {"udp": "192.0.2.1:9062"}}, "not a loopback address"),
         ({"dgram": {"udp": "9062"}}, "expected HOST:PORT"),
         ({"http": {"port": 70000}}, "less than or equal to 65535"),

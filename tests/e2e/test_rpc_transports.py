@@ -68,7 +68,11 @@ def build(registry: Registry) -> None:
 
 
 sipfleet = ref.sipfleet_fixture(
-    build, config={"dgram": {"udp": "127.0.0.1:0"}, "binrpc": {"tcp": "127.0.0.1:0"}}
+    build,
+    config={
+        "dgram": {"udp": "127.0.0.1:0"},
+        "binrpc": {"tcp": "127.0.0.1:0", "udp": "127.0.0.1:0"},
+    },
 )
 
 
@@ -126,6 +130,37 @@ def test_kamcmd_reads_replies_up_to_its_own_buffer(sipfleet):
     assert "ERROR: reply too big" in out.stderr
     big = sipfleet.call_soon(call_binrpc(f"unix:{sipfleet.ctl_path}", "test.big", [25_000]))
     assert len(big.values[0]["ITEMS"]) == 25_000  # ~2.7 MB
+
+
+@needs_kamcmd
+def test_kamcmd_over_udp(sipfleet):
+    """``kamcmd -s udp:HOST:PORT``, as with ctl's ``udp:`` listener: one request per
+    datagram; a reply over one datagram's size is a fault, and the server goes on."""
+    udp = sipfleet.servers.endpoints["binrpc_udp"]
+
+    def kamcmd(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [ref.KAMCMD, "-s", udp, *args], capture_output=True, text=True, timeout=10
+        )
+
+    assert kamcmd("test.echo", "5", "abc").stdout == "5\nabc\n"
+    assert kamcmd("system.listMethods").stdout.splitlines() == sipfleet.registry.names()
+    assert kamcmd("test.fault").stdout == "error: 404 - Destination Group Not Found\n"
+    assert kamcmd("test.slow", "20").stdout == "slept 20 ms\n"
+    assert kamcmd("test.big", "100").stdout.count("ITEM: ") == 100  # ~11 KB
+    assert kamcmd("test.big", "1000").stdout == "error: 500 - Reply Too Big For A Datagram\n"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        host, port = udp.removeprefix("udp:").rsplit(":", 1)
+        s.settimeout(0.3)
+        s.sendto(b"\xa1\x00garbage", (host, int(port)))  # a torn packet: dropped
+        with pytest.raises(TimeoutError):
+            s.recv(65536)
+        s.settimeout(2)
+        s.sendto(b"\x00" * 8, (host, int(port)))  # not BINRPC: a 400 fault back
+        reply = PacketReader().feed(s.recv(65536))[0]
+        assert reply.type == PacketType.FAULT
+        assert decode_fault(reply.body).code == 400
+    assert kamcmd("core.version").stdout.startswith("sipfleet")
 
 
 def test_binrpc_over_tcp_and_several_requests_on_one_connection(sipfleet):
