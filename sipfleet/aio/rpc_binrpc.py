@@ -25,14 +25,16 @@ import inspect
 import logging
 import socket
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
+from sipfleet.aio.rpc_dgram import UDP_MAX, DatagramService, DgramServer, bind_udp
 from sipfleet.aio.rpc_unix import OwnedPath, Perms, bind_unix
 from sipfleet.control.binrpc import (
     CORRUPTED,
     BinRpcError,
     BinRpcHandler,
     BinRpcReply,
+    Packet,
     PacketReader,
     encode_fault,
 )
@@ -44,15 +46,13 @@ from sipfleet.control.jsonrpc import (
 )
 from sipfleet.control.methods import RPC_CALLER
 
-__all__ = ["CtlDgramServer", "CtlServer", "start_ctl_tcp", "start_ctl_udp", "start_ctl_unix"]
+__all__ = ["CtlServer", "start_ctl_tcp", "start_ctl_udp", "start_ctl_unix"]
 
 log = logging.getLogger(__name__)
 
 IDLE_TIMEOUT = 120.0  # ctl's IO_STREAM_CONN_TIMEOUT
 _READ = 65536
 _JSON_START = frozenset(b"{ \t\r\n")
-_UDP_MAX = 65507  # the largest IPv4 UDP payload
-_MAX_INFLIGHT = 64  # datagram requests served at once; more are dropped and logged
 
 
 class _Service:
@@ -210,47 +210,34 @@ async def start_ctl_tcp(
     return CtlServer(server, service, None, f"tcp:{shown}:{bound[1]}")
 
 
-class _DgramProtocol(asyncio.DatagramProtocol):
+class _DgramProtocol(DatagramService):
     """One BINRPC request per datagram, the reply sent back to its sender."""
 
+    kind = "ctl"
+
     def __init__(self, binrpc: BinRpcHandler, max_request_bytes: int, label: str) -> None:
+        super().__init__(label)
         self.binrpc = binrpc
         self.max_request_bytes = max_request_bytes
-        self.label = label
-        self.transport: asyncio.DatagramTransport | None = None
-        self.tasks: set[asyncio.Task[None]] = set()
-        self.dropped = 0
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        if len(self.tasks) >= _MAX_INFLIGHT:
-            self.dropped += 1
-            log.warning(
-                "rpc ctl %s: %d requests in flight, dropping one", self.label, len(self.tasks)
-            )
-            return
         framer = PacketReader(self.max_request_bytes)
         try:
             packets = framer.feed(data)
         except BinRpcError as e:
             log.warning("rpc ctl %s: %s from %s", self.label, e, addr)
-            self._send(encode_fault(400, f"bad request: {CORRUPTED}", framer.last_cookie), addr)
+            self.send(encode_fault(400, f"bad request: {CORRUPTED}", framer.last_cookie), addr)
             return
         if len(packets) != 1 or framer.buffered:
-            self.dropped += 1
             log.warning(
                 "rpc ctl %s: a datagram from %s is not one whole BINRPC packet: dropped",
                 self.label,
                 addr,
             )
             return
-        task = asyncio.create_task(self._serve(packets[0], addr))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        self.spawn(self._serve(packets[0], addr))
 
-    async def _serve(self, packet: Any, addr: Any) -> None:
+    async def _serve(self, packet: Packet, addr: Any) -> None:
         RPC_CALLER.set("binrpc")
         try:
             outcome = self.binrpc.handle(packet)
@@ -260,47 +247,18 @@ class _DgramProtocol(asyncio.DatagramProtocol):
             return
         assert isinstance(reply, BinRpcReply)
         data = reply.data
-        if len(data) > _UDP_MAX:
+        if len(data) > UDP_MAX:
             log.warning(
                 "rpc ctl %s: %d byte reply too big for a datagram, sending a fault",
                 self.label,
                 len(data),
             )
             data = encode_fault(500, "Reply Too Big For A Datagram", packet.cookie)
-        self._send(data, addr)
-
-    def _send(self, data: bytes, addr: Any) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.sendto(data, addr)
-
-    def error_received(self, exc: Exception) -> None:
-        log.warning("rpc ctl %s: %s", self.label, exc)
-
-
-class CtlDgramServer:
-    def __init__(
-        self, transport: asyncio.DatagramTransport, protocol: _DgramProtocol, address: str
-    ) -> None:
-        self.transport = transport
-        self.protocol = protocol
-        self.address = address
-
-    async def close(self) -> None:
-        self.transport.close()
-        for task in list(self.protocol.tasks):
-            task.cancel()
-        if self.protocol.tasks:
-            await asyncio.gather(*self.protocol.tasks, return_exceptions=True)
+        self.send(data, addr)
 
 
 async def start_ctl_udp(
     binrpc: BinRpcHandler, host: str, port: int, *, max_request_bytes: int
-) -> CtlDgramServer:
-    loop = asyncio.get_running_loop()
-    transport, protocol = await loop.create_datagram_endpoint(
-        lambda: _DgramProtocol(binrpc, max_request_bytes, f"udp:{host}:{port}"),
-        local_addr=(host, port),
-    )
-    bound = transport.get_extra_info("sockname")
-    shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
-    return CtlDgramServer(transport, protocol, f"udp:{shown}:{bound[1]}")
+) -> DgramServer:
+    label = f"udp:{host}:{port}"
+    return await bind_udp(lambda: _DgramProtocol(binrpc, max_request_bytes, label), host, port)

@@ -11,6 +11,7 @@ import asyncio
 import inspect
 import logging
 import socket
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, cast
 
@@ -19,19 +20,30 @@ from sipfleet.control.jsonrpc import JsonRpcHandler
 from sipfleet.control.methods import RPC_CALLER
 from sipfleet.control.registry import RpcFault
 
-__all__ = ["DgramServer", "start_dgram_udp", "start_dgram_unix"]
+__all__ = [
+    "UDP_MAX",
+    "DatagramService",
+    "DgramServer",
+    "bind_udp",
+    "start_dgram_udp",
+    "start_dgram_unix",
+]
 
 log = logging.getLogger(__name__)
 
 _MAX_INFLIGHT = 64  # requests being served at once; more are dropped, as a full UDP queue would
-_UDP_MAX = 65507  # the largest IPv4 UDP payload
+UDP_MAX = 65507  # the largest IPv4 UDP payload
 REPLY_TOO_BIG = RpcFault(500, "Reply Too Big For A Datagram")
 
 
-class _Protocol(asyncio.DatagramProtocol):
-    def __init__(self, handler: JsonRpcHandler, max_reply: int, label: str) -> None:
-        self.handler = handler
-        self.max_reply = max_reply
+class DatagramService(asyncio.DatagramProtocol):
+    """What every datagram RPC listener shares: one request per datagram, served
+    in its own task, at most ``_MAX_INFLIGHT`` at once (more are dropped and
+    logged, as a full socket queue would), replies sent back to the sender."""
+
+    kind = "dgram"  # for log lines
+
+    def __init__(self, label: str) -> None:
         self.label = label
         self.transport: asyncio.DatagramTransport | None = None
         self.tasks: set[asyncio.Task[None]] = set()
@@ -40,18 +52,40 @@ class _Protocol(asyncio.DatagramProtocol):
         # The selector loop's datagram transport does not subclass DatagramTransport.
         self.transport = cast(asyncio.DatagramTransport, transport)
 
+    def spawn(self, request: Coroutine[Any, Any, None]) -> None:
+        """Serve ``request`` in a task, or drop it when too many are in flight."""
+        if len(self.tasks) >= _MAX_INFLIGHT:
+            request.close()
+            log.warning(
+                "rpc %s %s: %d requests in flight, dropping one",
+                self.kind,
+                self.label,
+                len(self.tasks),
+            )
+            return
+        task = asyncio.create_task(request)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def send(self, data: bytes, addr: Any) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.sendto(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        log.warning("rpc %s %s: %s", self.kind, self.label, exc)
+
+
+class _Protocol(DatagramService):
+    def __init__(self, handler: JsonRpcHandler, max_reply: int, label: str) -> None:
+        super().__init__(label)
+        self.handler = handler
+        self.max_reply = max_reply
+
     def datagram_received(self, data: bytes, addr: Any) -> None:
         if not addr:
             log.warning("rpc dgram %s: request from an unbound socket: no way to reply", self.label)
             return
-        if len(self.tasks) >= _MAX_INFLIGHT:
-            log.warning(
-                "rpc dgram %s: %d requests in flight, dropping one", self.label, len(self.tasks)
-            )
-            return
-        task = asyncio.create_task(self._serve(data, addr))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        self.spawn(self._serve(data, addr))
 
     async def _serve(self, data: bytes, addr: Any) -> None:
         RPC_CALLER.set("dgram")
@@ -69,18 +103,14 @@ class _Protocol(asyncio.DatagramProtocol):
                 "rpc dgram %s: %d byte reply too big, sending a fault", self.label, len(body)
             )
             body = self.handler.fault_reply(data, REPLY_TOO_BIG).body
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.sendto(body, addr)
-
-    def error_received(self, exc: Exception) -> None:
-        log.warning("rpc dgram %s: %s", self.label, exc)
+        self.send(body, addr)
 
 
 class DgramServer:
     def __init__(
         self,
         transport: asyncio.DatagramTransport,
-        protocol: _Protocol,
+        protocol: DatagramService,
         owned: OwnedPath | None,
         address: str,
     ) -> None:
@@ -97,6 +127,15 @@ class DgramServer:
             await asyncio.gather(*self.protocol.tasks, return_exceptions=True)
         if self.owned is not None:
             self.owned.remove()
+
+
+async def bind_udp(factory: Callable[[], DatagramService], host: str, port: int) -> DgramServer:
+    """Serve ``factory()``'s protocol on UDP HOST:PORT (port 0: any free one)."""
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.create_datagram_endpoint(factory, local_addr=(host, port))
+    bound = transport.get_extra_info("sockname")
+    shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+    return DgramServer(transport, protocol, None, f"udp:{shown}:{bound[1]}")
 
 
 async def start_dgram_unix(handler: JsonRpcHandler, path: Path, perms: Perms) -> DgramServer:
@@ -116,10 +155,4 @@ async def start_dgram_unix(handler: JsonRpcHandler, path: Path, perms: Perms) ->
 
 
 async def start_dgram_udp(handler: JsonRpcHandler, host: str, port: int) -> DgramServer:
-    loop = asyncio.get_running_loop()
-    transport, protocol = await loop.create_datagram_endpoint(
-        lambda: _Protocol(handler, _UDP_MAX, f"udp:{host}:{port}"), local_addr=(host, port)
-    )
-    bound = transport.get_extra_info("sockname")
-    shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
-    return DgramServer(transport, protocol, None, f"udp:{shown}:{bound[1]}")
+    return await bind_udp(lambda: _Protocol(handler, UDP_MAX, f"udp:{host}:{port}"), host, port)
