@@ -27,6 +27,7 @@ from sipfleet.aio.sip import SipTransports
 from sipfleet.aio.webhooks import Webhooks
 from sipfleet.config import Config, StoreConfig
 from sipfleet.control.core_methods import ServerInfo, register_core_methods
+from sipfleet.control.paths import prepare_run_dir
 from sipfleet.control.registry import Registry
 from sipfleet.dispatch.destination import Destination, DestinationSpec
 from sipfleet.dispatch.dispatcher import Dispatcher, ReloadResult
@@ -67,7 +68,7 @@ EXAMPLE_DESTINATIONS = (
 )
 
 
-def build_settings(cfg: Config) -> ProxySettings:
+def build_settings(cfg: Config, route_key: bytes | None = None) -> ProxySettings:
     p = cfg.proxy
     aliases = []
     for a in p.aliases:
@@ -84,7 +85,29 @@ def build_settings(cfg: Config) -> ProxySettings:
         answer_options=p.answer_options,
         transform_503=p.transform_503,
         dialog_lifetime=p.dialog_lifetime,
+        route_key=route_key,
+        preloaded_route=p.preloaded_route,
     )
+
+
+def route_key(cfg: Config) -> bytes:
+    """The key of our Record-Route signatures: configured, else one kept in
+    the run directory, so that a restart still recognises its dialogs."""
+    secret = cfg.proxy.route_secret
+    if secret is not None:
+        return secret.get_secret_value().encode()
+    path = prepare_run_dir(cfg.control.run_dir).path / "route.key"
+    try:
+        key = path.read_bytes()
+        if len(key) >= 16:
+            return key
+    except OSError:
+        pass
+    key = os.urandom(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key)
+    return key
 
 
 def open_store(cfg: StoreConfig) -> DestinationStore:
@@ -168,9 +191,13 @@ class App:
                 st = self.dispatcher.state(d)
                 st.admin_since, st.admin_by = detail[1], detail[2]
         self.router = DispatchRouter(self.dispatcher, cfg.route, load=_NoLoad(), on_events=self._on_dst_events)
-        self.proxy = Proxy(self.listeners, self.transports.sink, self.router, build_settings(cfg))
+        key = await asyncio.to_thread(route_key, cfg)
+        self.proxy = Proxy(
+            self.listeners, self.transports.sink, self.router, build_settings(cfg, key)
+        )
         self.router.load = self.proxy.dialogs
         self.proxy.dialogs.on_idle = self._on_dest_idle
+        self.proxy.dialogs.on_end = self._dialog_ended
         await self._open_dialog_store()
         self.transports.attach(self.proxy)
         await self.transports.start()
@@ -453,7 +480,6 @@ class App:
         if records:
             log.info("restored %d open dialogs", len(records))
         table.on_confirm = self._dialog_confirmed
-        table.on_end = self._dialog_ended
         self._persist = self.loop.call_later(_PERSIST_PERIOD, self._flush_dialogs)
         self._checkpoint = self.loop.call_later(_CHECKPOINT_PERIOD, self._checkpoint_dialogs)
 
@@ -488,6 +514,16 @@ class App:
             self._dialog_writes_dropped += 1
 
     def _dialog_ended(self, dlg: Dialog, reason: str) -> None:
+        if reason == "no-ack":
+            self.events.emit(
+                "dialog-no-ack",
+                {
+                    "call_id": dlg.call_id.decode("utf-8", "replace"),
+                    "uri": dlg.dest.uri if isinstance(dlg.dest, Destination) else None,
+                },
+            )
+        if self.dialog_store is None:
+            return
         key = (dlg.call_id, dlg.from_tag)
         if key in self._dialogs_stored:
             self._dialog_writes[key] = None
