@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from sipfleet.control.registry import Param, Registry, RpcFault
 from sipfleet.proxy.router import Target
-from sipfleet.sip.address import parse_address
+from sipfleet.sip.address import Address, parse_address
 from sipfleet.sip.errors import BadMessage
 from sipfleet.sip.message import Message
 from sipfleet.sip.uri import URI, parse_uri
@@ -95,6 +95,18 @@ def _value(line: bytes) -> bytes:
     return line.partition(b":")[2].strip()
 
 
+def _address(value: bytes) -> Address | None:
+    """A From/To value as Kamailio's parse_to accepts it: an address, then only ;params."""
+    try:
+        addr = parse_address(value, "address")
+    except BadMessage:
+        return None
+    rest = addr.params.strip()
+    if rest and not rest.startswith(b";"):
+        return None
+    return addr
+
+
 def _uri(text: str, what: str) -> URI:
     try:
         return parse_uri(text)
@@ -115,7 +127,8 @@ def build_uac_request(
             break
         got += 1
     if got < 5:
-        raise RpcFault(400, f"too few parameters ({got}/5)")
+        # tm prints rpc->scan's count, which jsonrpcs makes negative when short.
+        raise RpcFault(400, f"too few parameters ({-got}/5)")
     method, ruri, nexthop, socket, headers = (str(p) for p in params[:5])
     body_param = params[5] if len(params) > 5 else ""
     body = body_param if isinstance(body_param, str) else ""
@@ -137,24 +150,28 @@ def build_uac_request(
     if lines is None:
         raise RpcFault(400, "Invalid headers")
     names = [_name(x) for x in lines]
-    if body and not any(n in (b"content-type", b"c") for n in names):
-        raise RpcFault(400, "Content-Type missing")
-    if body and any(n in (b"content-length", b"l") for n in names):
-        raise RpcFault(400, "Content-Length disallowed")
 
     def first(*keys: bytes) -> bytes | None:
         return next((_value(x) for x, n in zip(lines, names, strict=True) if n in keys), None)
 
     to = first(b"to", b"t")
+    # Kamailio's header parser reads To at once (a bad one fails the whole
+    # block) and From only when asked: kamcli 3.0's ping folds its Contact
+    # line into To and gets 400 "Invalid headers" from Kamailio 5.6.3 too.
+    if to is not None and _address(to) is None:
+        raise RpcFault(400, "Invalid headers")
+    if body and not any(n in (b"content-type", b"c") for n in names):
+        raise RpcFault(400, "Content-Type missing")
+    if body and any(n in (b"content-length", b"l") for n in names):
+        raise RpcFault(400, "Content-Length disallowed")
     if to is None:
         raise RpcFault(400, "To missing")
     frm = first(b"from", b"f")
     if frm is None:
         raise RpcFault(400, "From missing")
-    try:
-        from_addr = parse_address(frm, "From")
-    except BadMessage:
-        raise RpcFault(400, "Error in From") from None
+    from_addr = _address(frm)
+    if from_addr is None:
+        raise RpcFault(400, "Error in From")
     cseq_num = DEFAULT_CSEQ
     cseq = first(b"cseq")
     if cseq is not None:
