@@ -28,8 +28,9 @@ Where sipfleet differs from Kamailio, on purpose:
 
 sipfleet's extras have names of their own: ``sipfleet.status`` and
 ``sipfleet.events``. ``dispatcher.oclist`` is Kamailio 6.0's (5.6 has none,
-so its help text is sipfleet's). Not served: ``stats.clear_statistics``,
-whose JSON-RPC answer in Kamailio is only its last line.
+so its help text is sipfleet's). ``stats.fetch``, ``stats.fetchn`` and
+``stats.clear_statistics`` are in ``sipfleet.control.statistics``, over
+this module's ``StatsBook``.
 """
 
 from __future__ import annotations
