@@ -239,15 +239,30 @@ class App:
         self._gc_handle = self.loop.call_later(_GC_PERIOD, self._collect)
 
     def _register_methods(self) -> None:
-        register_core_methods(
-            self.registry,
-            ServerInfo(started_at=self.started_wall, flags=("USE_TCP", "USE_UDP", "USE_IPV6")),
-        )
+        info = ServerInfo(started_at=self.started_wall, flags=("USE_TCP", "USE_UDP", "USE_IPV6"))
+        register_core_methods(self.registry, info)
+        from sipfleet.aio.node import NodeInfo
+        from sipfleet.control.dlg_methods import register_dlg_methods
         from sipfleet.control.drain import register_drain_methods
         from sipfleet.control.methods import register_methods
+        from sipfleet.control.node_methods import register_node_methods, register_tls_methods
+        from sipfleet.control.statistics import node_stats, register_stats_methods
+        from sipfleet.control.uac import register_uac_methods
 
-        register_methods(self.registry, self)
+        node = NodeInfo(self)
+        book = register_methods(self.registry, self, extra_stats=lambda: node_stats(node))
+        register_stats_methods(self.registry, book)
         register_drain_methods(self.registry, self)
+        register_dlg_methods(self.registry, self)
+        register_node_methods(self.registry, node, info)
+        register_tls_methods(self.registry, None)  # until sipfleet has TLS
+        register_uac_methods(
+            self.registry,
+            lambda: self.proxy,
+            self.loop.time,
+            lambda: self.cfg.proxy.final_response_timeout,
+            self.loop.create_future,
+        )
 
     async def serve(self) -> None:
         await self.start()

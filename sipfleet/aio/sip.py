@@ -19,17 +19,43 @@ from collections.abc import Callable
 from typing import cast
 
 from sipfleet.aio.udp import FastSink, UdpEndpoint
+from sipfleet.control.node_methods import TcpConnInfo
 from sipfleet.proxy.core import Proxy
 from sipfleet.proxy.net import Listener, Peer
 from sipfleet.sip.errors import BadMessage
 from sipfleet.sip.framing import PONG, StreamFramer
 
-__all__ = ["SipTransports"]
+__all__ = ["SipTransports", "TcpCounters"]
 
 log = logging.getLogger("sipfleet.net")
 
 _new = tuple.__new__  # builds a Peer without the namedtuple's Python-level __new__
 _MAX_PENDING_BYTES = 1 << 20  # per connection still connecting; beyond it we fail the peer
+
+
+class TcpCounters:
+    """Kamailio's ``tcp:`` statistics, counted by the adapter that sees them."""
+
+    __slots__ = (
+        "con_reset",
+        "con_timeout",
+        "connect_failed",
+        "connect_success",
+        "established",
+        "local_reject",
+        "passive_open",
+        "sendq_full",
+    )
+
+    def __init__(self) -> None:
+        self.con_reset = 0  # closed by the peer with an error (reset)
+        self.con_timeout = 0  # closed by us after tcp_idle_timeout without traffic
+        self.connect_failed = 0  # outbound connects that failed
+        self.connect_success = 0  # outbound connects that succeeded
+        self.established = 0  # connections that reached the connected state, both ways
+        self.local_reject = 0  # inbound connections refused at tcp_max_connections
+        self.passive_open = 0  # inbound connections accepted
+        self.sendq_full = 0  # writes dropped: the queue of a connecting socket was full
 
 
 class _Tcp(asyncio.Protocol):
@@ -39,6 +65,10 @@ class _Tcp(asyncio.Protocol):
         self.owner = owner
         self.index = index
         self.key = key
+        owner._conn_seq += 1
+        self.id = owner._conn_seq
+        self.outbound = key is not None
+        self.local: tuple[str, int] | None = None
         self.transport: asyncio.Transport | None = None
         self.framer = StreamFramer(owner.max_message_size)
         self.pending: list[bytes] = []
@@ -51,10 +81,18 @@ class _Tcp(asyncio.Protocol):
             addr = transport.get_extra_info("peername")
             self.key = (self.index, addr[0], addr[1])
             if len(self.owner.conns) >= self.owner.max_connections:
+                self.owner.tcp_counters.local_reject += 1
                 log.warning("tcp connection limit reached, refusing %s:%s", addr[0], addr[1])
                 transport.abort()
                 return
             self.owner.conns[self.key] = self
+            self.owner.tcp_counters.passive_open += 1
+        else:
+            self.owner.tcp_counters.connect_success += 1
+        self.owner.tcp_counters.established += 1
+        local = transport.get_extra_info("sockname")
+        if local:
+            self.local = (str(local[0]), int(local[1]))
         sock = transport.get_extra_info("socket")
         if sock is not None:
             try:
@@ -91,6 +129,7 @@ class _Tcp(asyncio.Protocol):
         self.last = self.owner.time()
         if self.transport is None:
             if sum(map(len, self.pending)) > _MAX_PENDING_BYTES:
+                self.owner.tcp_counters.sendq_full += 1
                 return
             self.pending.append(data)
         elif not self.transport.is_closing():
@@ -98,6 +137,8 @@ class _Tcp(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         owner = self.owner
+        if exc is not None:
+            owner.tcp_counters.con_reset += 1
         if self.key is not None and owner.conns.get(self.key) is self:
             del owner.conns[self.key]
             if self.pending:
@@ -131,10 +172,40 @@ class SipTransports:
         self._resolving: dict[str, list[tuple[Peer, bytes]]] = {}
         self.servers: list[asyncio.Server] = []
         self.conns: dict[tuple[int, str, int], _Tcp] = {}
+        self.tcp_counters = TcpCounters()
+        self._conn_seq = 0
         self._sweeper: asyncio.TimerHandle | None = None
 
     def attach(self, proxy: Proxy) -> None:
         self.proxy = proxy
+
+    def tcp_connections(self) -> list[TcpConnInfo]:
+        """A read-only copy of the TCP connection table (for core.tcp_list)."""
+        now = self.time()
+        out: list[TcpConnInfo] = []
+        for conn in list(self.conns.values()):
+            if conn.key is None:
+                continue
+            lst = self.listeners[conn.index]
+            local = conn.local or (lst.host, lst.port)
+            transport = conn.transport
+            queued = sum(map(len, conn.pending))
+            if transport is not None:
+                queued += transport.get_write_buffer_size()
+            out.append(
+                TcpConnInfo(
+                    conn.id,
+                    conn.outbound,
+                    transport is not None and not transport.is_closing(),
+                    conn.key[1],
+                    conn.key[2],
+                    local[0],
+                    local[1],
+                    max(now - conn.last, 0.0),
+                    queued,
+                )
+            )
+        return out
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -248,6 +319,7 @@ class SipTransports:
             try:
                 await loop.create_connection(lambda: conn, peer.host, peer.port, family=family)
             except OSError as e:
+                self.tcp_counters.connect_failed += 1
                 log.info("tcp connect to %s:%d failed: %s", peer.host, peer.port, e)
                 if self.conns.get(key) is conn:
                     del self.conns[key]
@@ -273,6 +345,8 @@ class SipTransports:
         now = self.time()
         for conn in list(self.conns.values()):
             if now - conn.last > self.idle_timeout and conn.transport is not None:
+                if not conn.transport.is_closing():
+                    self.tcp_counters.con_timeout += 1
                 conn.transport.close()
         self._sweeper = asyncio.get_running_loop().call_later(
             min(self.idle_timeout, 5.0), self._sweep

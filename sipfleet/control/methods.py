@@ -28,8 +28,9 @@ Where sipfleet differs from Kamailio, on purpose:
 
 sipfleet's extras have names of their own: ``sipfleet.status`` and
 ``sipfleet.events``. ``dispatcher.oclist`` is Kamailio 6.0's (5.6 has none,
-so its help text is sipfleet's). Not served: ``stats.clear_statistics``,
-whose JSON-RPC answer in Kamailio is only its last line.
+so its help text is sipfleet's). ``stats.fetch``, ``stats.fetchn`` and
+``stats.clear_statistics`` are in ``sipfleet.control.statistics``, over
+this module's ``StatsBook``.
 """
 
 from __future__ import annotations
@@ -67,8 +68,10 @@ if TYPE_CHECKING:
 __all__ = [
     "RPC_CALLER",
     "AppLike",
+    "Stat",
     "StatsBook",
     "dialog_record",
+    "end_dialog",
     "register_methods",
 ]
 
@@ -127,6 +130,9 @@ class _Stat:
     resettable: bool = True  # False: a gauge, Kamailio's STAT_NO_RESET
 
 
+Stat = _Stat  # the public name, for modules adding statistics
+
+
 class StatsBook:
     """Kamailio's statistics over sipfleet's counters: ``group:name = value``.
 
@@ -175,8 +181,42 @@ class StatsBook:
                 if s.resettable:
                     self._baseline[(s.group, s.name)] = s.read()
 
+    def value(self, s: _Stat) -> int:
+        """The value as read now, after any reset."""
+        return self._value(s)
 
-def _app_stats(app: AppLike) -> list[_Stat]:
+    def fetch(self, what: str) -> list[_Stat]:
+        """What ``stats.fetch`` names: ``all``, ``group:``, a bare name, or
+        ``group.name`` / ``group:name`` (kex ``stats_fetch_all``)."""
+        found = self.select(what)
+        if found or what == "all" or what.endswith(":"):
+            return found
+        for sep in (".", ":"):
+            group, dot, name = what.partition(sep)
+            if dot:
+                return [s for s in self._sorted() if s.group == group and s.name == name][:1]
+        return []
+
+    def clear(self, names: Sequence[object]) -> list[str]:
+        """``stats.clear_statistics``: reset, and say ``g:n = new (old)`` per
+        statistic (``g:n = v`` when it did not change; gauges do not)."""
+        out: list[str] = []
+        for what in names:
+            if not isinstance(what, str):
+                break
+            for s in self.select(what):
+                old = self._value(s)
+                if s.resettable:
+                    self._baseline[(s.group, s.name)] = s.read()
+                new = self._value(s)
+                if new == old:
+                    out.append(f"{s.group}:{s.name} = {new}")
+                else:
+                    out.append(f"{s.group}:{s.name} = {new} ({old})")
+        return out
+
+
+def _app_stats(app: AppLike, extra: Callable[[], Iterable[_Stat]] | None = None) -> list[_Stat]:
     proxy = app.proxy
     st = proxy.stats
     dialogs = proxy.dialogs
@@ -204,12 +244,13 @@ def _app_stats(app: AppLike) -> list[_Stat]:
         counter("tmx", "rpl_received", "rcv_replies"),
         counter("tmx", "rpl_relayed", "fwd_replies"),
         _Stat("tmx", "rpl_sent", lambda: st.fwd_replies + st.local_replies),
+        # Replies sipfleet makes itself (Kamailio's sl and tm local replies alike).
+        counter("sl", "sent_replies", "local_replies"),
         _Stat("dialog", "active_dialogs", lambda: dialogs.count - dialogs.early, False),
         _Stat("dialog", "early_dialogs", lambda: dialogs.early, False),
         _Stat("dialog", "expired_dialogs", lambda: dialogs.expired),
         _Stat("dialog", "failed_dialogs", lambda: dialogs.failed),
         _Stat("dialog", "processed_dialogs", lambda: dialogs.processed),
-        counter("sipfleet", "failovers", "failovers"),
         counter("sipfleet", "relay_denied", "relay_denied"),
         _Stat("sipfleet", "no_ack_dialogs", lambda: dialogs.no_ack),
         counter("sipfleet", "internal_errors", "internal_errors"),
@@ -218,13 +259,23 @@ def _app_stats(app: AppLike) -> list[_Stat]:
         counter("sipfleet", "transport_errors", "transport_errors"),
         _Stat("sipfleet", "client_transactions", lambda: len(proxy.client_txns), False),
         _Stat("sipfleet", "accepting", lambda: int(proxy.accepting), False),
+        # Kamailio 5.6's dispatcher keeps no statistics; sipfleet's are where
+        # an operator of the dispatcher looks for them (kamcli stats dispatcher).
         _Stat(
-            "sipfleet", "destinations", lambda: sum(1 for _ in app.dispatcher.destinations()), False
+            "dispatcher",
+            "destinations",
+            lambda: sum(1 for _ in app.dispatcher.destinations()),
+            False,
         ),
-        _Stat("sipfleet", "destinations_usable", usable, False),
-        _Stat("sipfleet", "sets", lambda: len(app.dispatcher.snapshot.sets), False),
-        _Stat("sipfleet", "ping_active", lambda: int(app.dispatcher.probing_active), False),
+        _Stat("dispatcher", "destinations_usable", usable, False),
+        _Stat("dispatcher", "sets", lambda: len(app.dispatcher.snapshot.sets), False),
+        _Stat("dispatcher", "ping_active", lambda: int(app.dispatcher.probing_active), False),
+        counter("dispatcher", "failovers", "failovers"),
+        _Stat("dispatcher", "dst_down", _count_of(app.events.counts, "dst-down")),
+        _Stat("dispatcher", "dst_up", _count_of(app.events.counts, "dst-up")),
     ]
+    if extra is not None:
+        stats.extend(extra())
     counts = app.events.counts
     for kind in list(counts):
         name = "events_" + "".join(c if c.isalnum() else "_" for c in kind)
@@ -300,6 +351,19 @@ def dialog_record(app: AppLike, dlg: Dialog, now_wall: float, now: float) -> dic
     }
 
 
+def end_dialog(
+    app: AppLike, dlg: Dialog, extra: Sequence[bytes] = (), what: str = "dlg.end_dlg"
+) -> int:
+    """Send a BYE to each side of an answered dialog and end it; returns the BYEs sent."""
+    by = RPC_CALLER.get()
+    call_id = dlg.call_id.decode("utf-8", "replace")
+    sent = app.proxy.end_dialog(
+        dlg, "rpc", app.loop.time(), extra, functools.partial(_bye_done, what, call_id)
+    )
+    app.events.emit("dlg-ended", {"call_id": call_id, "byes": sent, "by": by})
+    return sent
+
+
 def _extra_headers(text: str) -> list[bytes]:
     """dlg.end_dlg's optional extra headers: CRLF-separated lines, blanks dropped."""
     lines = text.replace("\r\n", "\n").split("\n")
@@ -309,17 +373,29 @@ def _extra_headers(text: str) -> list[bytes]:
 # -- registration ----------------------------------------------------------------
 
 
-def register_methods(registry: Registry, app: AppLike) -> None:
-    """Register every dispatcher.*, dlg.*, stats.* and sipfleet.* method on ``app``."""
-    _Methods(registry, app)
+def register_methods(
+    registry: Registry, app: AppLike, extra_stats: Callable[[], Iterable[_Stat]] | None = None
+) -> StatsBook:
+    """Register every dispatcher.*, dlg.*, stats.* and sipfleet.* method on ``app``.
+
+    ``extra_stats`` adds statistics the process adapter reads (memory, TCP);
+    the returned book serves stats.fetch and friends
+    (``sipfleet.control.statistics``).
+    """
+    return _Methods(registry, app, extra_stats).stats
 
 
 class _Methods:
     """The handlers, closing over one app; one instance per process."""
 
-    def __init__(self, registry: Registry, app: AppLike) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        app: AppLike,
+        extra_stats: Callable[[], Iterable[_Stat]] | None = None,
+    ) -> None:
         self.app = app
-        self.stats = StatsBook(lambda: _app_stats(app))
+        self.stats = StatsBook(lambda: _app_stats(app, extra_stats))
         # Persisting serialises here, so the last write is always the newest state.
         self._persist_lock = asyncio.Lock()
         self._change_lock = asyncio.Lock()  # add/remove: memory and store change together
@@ -342,9 +418,9 @@ class _Methods:
         smode = mode.lower() if isinstance(mode, str) else ""
         full, short = smode == "full", smode == "short"
         try:
-            records = self.app.dispatcher.list_records(
-                full, short=short, load=self.app.proxy.dialogs
-            )
+            d = self.app.dispatcher
+            load = self.app.proxy.dialogs if d.config.list_runtime else None
+            records = d.list_records(full, short=short, load=load)
         except DispatcherError as e:
             raise _fault(e) from None
         if full:
@@ -540,13 +616,7 @@ class _Methods:
         if dlg.state not in (CONFIRMED, ANSWERED):
             log.info("dlg.end_dlg %d:%d: not answered yet, left to its INVITE", h_entry, h_id)
             return
-        by = RPC_CALLER.get()
-        call_id = dlg.call_id.decode("utf-8", "replace")
-        headers = _extra_headers(extra) if isinstance(extra, str) else []
-        sent = app.proxy.end_dialog(
-            dlg, "rpc", app.loop.time(), headers, functools.partial(_bye_done, call_id)
-        )
-        app.events.emit("dlg-ended", {"call_id": call_id, "byes": sent, "by": by})
+        end_dialog(app, dlg, _extra_headers(extra) if isinstance(extra, str) else ())
 
     # -- stats -----------------------------------------------------------------
 
@@ -734,8 +804,8 @@ def _kamailio_full(records: dict[str, Any]) -> None:
             item["DEST"] = rebuilt
 
 
-def _bye_done(call_id: str, side: str, code: int | None) -> None:
+def _bye_done(what: str, call_id: str, side: str, code: int | None) -> None:
     if code is None:
-        log.warning("dlg.end_dlg %s: no answer to the BYE to the %s", call_id, side)
+        log.warning("%s %s: no answer to the BYE to the %s", what, call_id, side)
     else:
-        log.info("dlg.end_dlg %s: the %s answered the BYE with %d", call_id, side, code)
+        log.info("%s %s: the %s answered the BYE with %d", what, call_id, side, code)

@@ -368,11 +368,14 @@ class Proxy:
         on_done: Callable[[int | None, Message | None, float], None],
         now: float,
         timeout: float | None = None,
+        body: bytes = b"",
     ) -> bool:
-        """Send a request of our own (an OPTIONS probe, a BYE of dlg.end_dlg).
+        """Send a request of our own (an OPTIONS probe, a BYE of dlg.end_dlg,
+        a request of tm.t_uac_*).
 
-        ``headers`` carries From, To, Call-ID, CSeq and any Route; Via,
-        Max-Forwards and Content-Length are added. ``on_done(code, response,
+        ``headers`` carries From, To, Call-ID, CSeq and any Route (and the
+        Content-Type of a ``body``); Via, Max-Forwards and Content-Length are
+        added. ``on_done(code, response,
         now)`` is called once: with the final response, or with None when
         none came within ``timeout`` (or Timer F) or the transport failed.
         """
@@ -389,9 +392,9 @@ class Proxy:
                 via_line,
                 b"Max-Forwards: %d" % self.settings.max_forwards,
                 *headers,
-                b"Content-Length: 0",
+                b"Content-Length: %d" % len(body),
                 b"",
-                b"",
+                body,
             )
         )
         origin = _Origin(on_done)
