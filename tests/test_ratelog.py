@@ -28,7 +28,9 @@ def sink() -> tuple[logging.Logger, _Lines]:
     return logger, handler
 
 
-def test_flood_of_20000_lines_is_bounded_and_summarised(sink: tuple[logging.Logger, _Lines]) -> None:
+def test_flood_of_20000_lines_is_bounded_and_summarised(
+    sink: tuple[logging.Logger, _Lines],
+) -> None:
     logger, out = sink
     rl = RateLimitedLog(logger, per_second=10, burst=10)
     # 20,000 lines over 10 s of fake time: 10 at once, then 10 a second.
