@@ -72,7 +72,19 @@ class RateLimitedLog:
     def error(self, now: float, fmt: str, *args: object, key: str | None = None) -> bool:
         return self.log(logging.ERROR, now, fmt, *args, key=key)
 
-    def log(self, level: int, now: float, fmt: str, *args: object, key: str | None = None) -> bool:
+    def exception(self, now: float, fmt: str, *args: object, key: str | None = None) -> bool:
+        """``error`` with the traceback being handled (our bug a peer can repeat)."""
+        return self.log(logging.ERROR, now, fmt, *args, key=key, exc_info=True)
+
+    def log(
+        self,
+        level: int,
+        now: float,
+        fmt: str,
+        *args: object,
+        key: str | None = None,
+        exc_info: bool = False,
+    ) -> bool:
         """Write the line unless its key is over its rate; True when written."""
         if not self.logger.isEnabledFor(level):
             return False  # a filtered level costs no tokens
@@ -96,7 +108,7 @@ class RateLimitedLog:
         bucket.tokens -= 1.0
         if bucket.suppressed:
             self._summary(name, bucket, now)
-        self.logger.log(level, fmt, *args)
+        self.logger.log(level, fmt, *args, exc_info=exc_info)
         return True
 
     def flush(self, now: float) -> int:
