@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import socket
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -132,6 +134,26 @@ def test_raw_control_characters_over_http(sipfleet):
     assert answer.status == 200
     assert answer.json == {"jsonrpc": "2.0", "result": ["a\r\nb", "c\td\x01"], "id": 7}
     assert sipfleet.post(BRIEF_EXAMPLE).json["result"].startswith("sipfleet")
+
+
+@pytest.mark.skipif(shutil.which("kamcli") is None, reason="kamcli is not installed")
+def test_kamcli_sends_raw_crlf_and_gets_an_answer(sipfleet, tmp_path):
+    """kamcli (Debian's 2.0) pastes its params between quotes unescaped."""
+    ini = tmp_path / "kamcli.ini"
+    ini.write_text(
+        "[main]\ndomain=test.com\n[ctl]\ntype=jsonrpc\n[jsonrpc]\ntransport=socket\n"
+        f"srvaddr={sipfleet.dgram_path}\nrcvaddr={tmp_path / 'reply.sock'}\noutformat=json\n"
+    )
+    out = subprocess.run(
+        ["kamcli", "-c", str(ini), "--no-default-configs", "rpc", "test.echo", "a\r\nb", "i:5"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "Timeout" not in out.stderr
+    assert json.loads(out.stdout)["result"] == ["a\r\nb", 5]
 
 
 def test_deep_json_on_the_fifo_gets_nothing_and_the_fifo_serves_on(sipfleet, caplog):
