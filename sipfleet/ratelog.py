@@ -88,7 +88,15 @@ class RateLimitedLog:
         """Write the line unless its key is over its rate; True when written."""
         if not self.logger.isEnabledFor(level):
             return False  # a filtered level costs no tokens
-        name = fmt if key is None else key
+        if not self.allow(level, now, fmt if key is None else key):
+            return False
+        self.logger.log(level, fmt, *args, exc_info=exc_info)
+        return True
+
+    def allow(self, level: int, now: float, name: str) -> bool:
+        """Take a token for a line of key ``name`` (writing the summary of the
+        lines it suppressed first); False when it is to be suppressed. For
+        lines written elsewhere, e.g. by a ``logging.Filter``."""
         bucket = self._buckets.get(name)
         if bucket is None:
             if len(self._buckets) >= self.max_keys:
@@ -108,7 +116,6 @@ class RateLimitedLog:
         bucket.tokens -= 1.0
         if bucket.suppressed:
             self._summary(name, bucket, now)
-        self.logger.log(level, fmt, *args, exc_info=exc_info)
         return True
 
     def flush(self, now: float) -> int:

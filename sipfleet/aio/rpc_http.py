@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from sipfleet.control.config import HttpConfig
 from sipfleet.control.core_methods import package_version
@@ -43,6 +44,27 @@ __all__ = ["JSON_TYPES", "HttpGuard", "HttpServer", "make_http_app", "start_http
 
 log = logging.getLogger(__name__)
 _peer_log = RateLimitedLog(log)
+
+
+class _PeerFaults(logging.Filter):
+    """aiohttp's own server log: a malformed HTTP request is the peer's fault,
+    so one line without a traceback; every line rate-limited."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = str(record.msg)
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg, record.args = "%s: %s", (record.getMessage(), " ".join(str(exc).split()))
+            record.exc_info = record.exc_text = None
+            if record.levelno > logging.WARNING:
+                record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return _peer_log.allow(record.levelno, time.monotonic(), key)
+
+
+#: Given to aiohttp as its server logger (a child of ours, so levels and
+#: handlers are sipfleet's).
+_server_log = logging.getLogger(f"{__name__}.server")
+_server_log.addFilter(_PeerFaults())
 
 #: Content types a JSON-RPC POST may carry; none is a CORS "simple" type.
 JSON_TYPES = frozenset({"application/json", "application/json-rpc", "application/jsonrequest"})
@@ -268,7 +290,9 @@ async def start_http(
     guard = HttpGuard(names, token, scheme)
     app = make_http_app(handler, path=cfg.path, max_request_bytes=max_request_bytes, guard=guard)
     # Stop waits this long for in-flight calls (a drain that waits) before cutting them.
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=5.0, logger=_server_log
+    )
     await runner.setup()
     try:
         site = web.TCPSite(runner, cfg.host, cfg.port, ssl_context=ssl_ctx)

@@ -262,3 +262,19 @@ def test_configured_names_and_token_with_the_guard(tmp_path):
         origin = {"Origin": "http://lb1.example.net", "Host": "lb1.example.net"}
         assert _post(control, {**auth, **origin}).status == 200
         assert control.servers.http.guard.refused == 6
+
+
+def test_malformed_http_is_one_line_without_traceback_and_rate_limited(sipfleet, caplog):
+    garbage = [
+        b"POST /RPC HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
+        b"GET /" + b"a" * 10_000 + b" HTTP/1.1\r\n\r\n",
+    ]
+    with caplog.at_level(logging.INFO):
+        for i in range(400):
+            with socket.create_connection(("127.0.0.1", sipfleet.http_port), timeout=5) as s:
+                s.sendall(garbage[i % 2])
+                assert s.recv(12) == b"HTTP/1.0 400"
+    lines = [r for r in caplog.records if r.name.startswith("sipfleet.aio.rpc_http")]
+    assert 1 <= len(lines) <= 60, len(lines)
+    assert all(r.exc_info is None and r.levelno <= logging.WARNING for r in lines)
+    assert "Duplicate Content-Length" in lines[0].getMessage()
