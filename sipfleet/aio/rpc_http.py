@@ -54,7 +54,10 @@ class _PeerFaults(logging.Filter):
         key = str(record.msg)
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, HttpProcessingError):
-            record.msg, record.args = "%s: %s", (record.getMessage(), " ".join(str(exc).split()))
+            record.msg, record.args = (
+                "%s: %s",
+                (record.getMessage(), " ".join(str(exc).split())[:300]),
+            )
             record.exc_info = record.exc_text = None
             if record.levelno > logging.WARNING:
                 record.levelno, record.levelname = logging.WARNING, "WARNING"
