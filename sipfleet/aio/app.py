@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from sipfleet import ratelog
 from sipfleet.aio.events import EventBus
 from sipfleet.aio.resolver import resolve_destination
 from sipfleet.aio.rpc_servers import ControlServers, start_control
@@ -348,6 +349,7 @@ class App:
             if found:
                 log.debug("collector found %d unreachable objects", found)
         gc.freeze()
+        ratelog.flush_all(now)  # summaries of floods that have stopped
         self._gc_handle = self.loop.call_later(_GC_PERIOD, self._collect)
 
     def _schedule_probe(self, delay: float) -> None:

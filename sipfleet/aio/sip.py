@@ -22,12 +22,16 @@ from sipfleet.aio.udp import FastSink, UdpEndpoint
 from sipfleet.control.node_methods import TcpConnInfo
 from sipfleet.proxy.core import Proxy
 from sipfleet.proxy.net import Listener, Peer
+from sipfleet.ratelog import RateLimitedLog
 from sipfleet.sip.errors import BadMessage
 from sipfleet.sip.framing import PONG, StreamFramer
 
 __all__ = ["SipTransports", "TcpCounters"]
 
 log = logging.getLogger("sipfleet.net")
+#: Lines a peer can trigger (refused and broken connections, names from its
+#: headers), at most ~10 a second each with a suppressed-count summary.
+peer_log = RateLimitedLog(log)
 
 _new = tuple.__new__  # builds a Peer without the namedtuple's Python-level __new__
 _MAX_PENDING_BYTES = 1 << 20  # per connection still connecting; beyond it we fail the peer
@@ -82,7 +86,12 @@ class _Tcp(asyncio.Protocol):
             self.key = (self.index, addr[0], addr[1])
             if len(self.owner.conns) >= self.owner.max_connections:
                 self.owner.tcp_counters.local_reject += 1
-                log.warning("tcp connection limit reached, refusing %s:%s", addr[0], addr[1])
+                peer_log.warning(
+                    self.owner.time(),
+                    "tcp connection limit reached, refusing %s:%s",
+                    addr[0],
+                    addr[1],
+                )
                 transport.abort()
                 return
             self.owner.conns[self.key] = self
@@ -110,7 +119,7 @@ class _Tcp(asyncio.Protocol):
             messages, pings = self.framer.feed(data)
         except BadMessage as e:
             owner.proxy.stats.bad_msg_hdr += 1
-            log.info("closing tcp %s: %s", self.key, e.reason)
+            peer_log.info(now, "closing tcp %s: %s", self.key, e.reason)
             assert self.transport is not None
             self.transport.close()
             return
@@ -123,7 +132,7 @@ class _Tcp(asyncio.Protocol):
                 owner.proxy.receive(msg, peer, now)
             except Exception:
                 owner.proxy.stats.internal_errors += 1
-                log.exception("internal error handling a message from %s", self.key)
+                peer_log.exception(now, "internal error handling a message from %s", self.key)
 
     def send(self, data: bytes) -> None:
         self.last = self.owner.time()
@@ -287,7 +296,7 @@ class SipTransports:
                 family = socket.AF_INET6 if self.listeners[peer.listener].family == 6 else socket.AF_INET
                 ip = next((str(i[4][0]) for i in infos if i[0] == family), None)
             except OSError as e:
-                log.info("cannot resolve %s: %s", host, e)
+                peer_log.info(self.time(), "cannot resolve %s: %s", host, e)
             queued = self._resolving.pop(host, [])
             if ip is None:
                 for p, _ in queued:
@@ -320,7 +329,9 @@ class SipTransports:
                 await loop.create_connection(lambda: conn, peer.host, peer.port, family=family)
             except OSError as e:
                 self.tcp_counters.connect_failed += 1
-                log.info("tcp connect to %s:%d failed: %s", peer.host, peer.port, e)
+                peer_log.info(
+                    self.time(), "tcp connect to %s:%d failed: %s", peer.host, peer.port, e
+                )
                 if self.conns.get(key) is conn:
                     del self.conns[key]
                 conn.pending.clear()
@@ -335,7 +346,7 @@ class SipTransports:
         try:
             self.proxy.transport_failed(peer, self.time())
         except Exception:
-            log.exception("internal error reporting a transport failure")
+            peer_log.exception(self.time(), "internal error reporting a transport failure")
 
     def fail_peer_soon(self, peer: Peer) -> None:
         # The core's Sink contract: send() never calls back into the core.
