@@ -435,7 +435,10 @@ def _extra_headers(text: str) -> list[bytes]:
 
 def register_methods(registry: Registry, app: AppLike) -> None:
     """Register every dispatcher.*, dlg.*, stats.* and sipfleet.* method on ``app``."""
+    from sipfleet.control.explain import register_explain_methods
+
     _Methods(registry, app)
+    register_explain_methods(registry, app)
 
 
 class _Methods:
