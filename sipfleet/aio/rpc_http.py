@@ -11,6 +11,7 @@ import hmac
 import inspect
 import logging
 import ssl
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -20,7 +21,11 @@ from sipfleet.control.core_methods import package_version
 from sipfleet.control.jsonrpc import JsonRpcHandler, JsonRpcReply
 from sipfleet.control.methods import RPC_CALLER
 
-__all__ = ["HttpServer", "make_http_app", "start_http"]
+__all__ = ["HttpRoute", "HttpServer", "make_http_app", "start_http"]
+
+#: A route a front end adds to the control HTTP server (e.g. /mcp):
+#: (method or "*", path, handler). The bearer token rule applies to it too.
+HttpRoute = tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +40,7 @@ def make_http_app(
     path: str = "/RPC",
     token: str | None = None,
     max_request_bytes: int = 1 << 20,
+    extra: Sequence[HttpRoute] = (),
 ) -> web.Application:
     server_header = f"sipfleet ({package_version()})"
     expected = f"Bearer {token}".encode() if token else None
@@ -65,7 +71,22 @@ def make_http_app(
             headers=headers,
         )
 
+    def guarded(
+        route: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def check(request: web.Request) -> web.StreamResponse:
+            if expected is not None:
+                given = request.headers.get("Authorization", "").encode("utf-8", "replace")
+                if not hmac.compare_digest(given, expected):
+                    headers = {"Server": server_header, "WWW-Authenticate": 'Bearer realm="sipfleet"'}
+                    return web.Response(status=401, text="Unauthorized\n", headers=headers)
+            return await route(request)
+
+        return check
+
     app = web.Application(client_max_size=max_request_bytes)
+    for method, route_path, route in extra:
+        app.router.add_route(method, route_path, guarded(route))
     app.router.add_route("*", "/{tail:.*}", dispatch)
     return app
 
@@ -80,10 +101,16 @@ class HttpServer:
 
 
 async def start_http(
-    handler: JsonRpcHandler, cfg: HttpConfig, *, max_request_bytes: int
+    handler: JsonRpcHandler,
+    cfg: HttpConfig,
+    *,
+    max_request_bytes: int,
+    extra: Sequence[HttpRoute] = (),
 ) -> HttpServer:
     token = cfg.token.get_secret_value() if cfg.token else None
-    app = make_http_app(handler, path=cfg.path, token=token, max_request_bytes=max_request_bytes)
+    app = make_http_app(
+        handler, path=cfg.path, token=token, max_request_bytes=max_request_bytes, extra=extra
+    )
     ssl_ctx: ssl.SSLContext | None = None
     if cfg.tls_cert and cfg.tls_key:
         ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

@@ -1,0 +1,6 @@
+import click
+
+
+@click.command("top")
+def top_cmd() -> None:
+    """(work in progress)"""
