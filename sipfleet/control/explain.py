@@ -141,7 +141,7 @@ def _request(ruri: str, method: str, headers: list[tuple[str, str]], source: Pee
     data = f"{method} {ruri} SIP/2.0\r\n" + "\r\n".join(lines) + "\r\n\r\n"
     try:
         msg = parse(data.encode("utf-8", "surrogateescape"))
-        if msg.method is None or msg.ruri is None:
+        if not msg.is_request:
             raise BadMessage("not a request")
     except BadMessage as e:
         raise RpcFault(400, f"Bad request: {e}") from None

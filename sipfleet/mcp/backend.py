@@ -105,6 +105,6 @@ class ClientBackend:
         except RpcUnreachable as e:
             raise BackendError(
                 f"cannot reach sipfleet at {e.address}: {e.reason} (is it running? "
-                "point `sipfleet mcp` at it with --run-dir, --socket or --url)"
+                "point at it with --run-dir, --socket or --url)"
             ) from None
         return _result(doc)
