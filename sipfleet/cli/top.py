@@ -120,14 +120,14 @@ def render(
     header = Text()
     header.append("sipfleet ", style="bold")
     header.append(f"{st.get('version', '?')}  up {_uptime(st.get('uptime'))}  ")
+    accepting = bool(st.get("accepting"))
     header.append(
-        "accepting" if st.get("accepting") else "STOPPING",
-        style="green" if st.get("accepting") else "bold red",
+        "accepting" if accepting else "STOPPING", style="green" if accepting else "bold red"
     )
+    header.append(f"  usable {st.get('usable', 0)}/{st.get('destinations', 0)}\n")
     header.append(
-        f"  dialogs {st.get('dialogs', 0)} ({st.get('early_dialogs', 0)} early)"
+        f"dialogs {st.get('dialogs', 0)} ({st.get('early_dialogs', 0)} early)"
         f"  calls/s {_fmt_rate(calls)}  requests/s {_fmt_rate(requests)}"
-        f"  usable {st.get('usable', 0)}/{st.get('destinations', 0)}"
     )
     header.append(f"\n{source}", style="dim")
     total_load = sum(int(r["load"] or 0) for r in now.rows) or 1

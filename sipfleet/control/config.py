@@ -189,8 +189,11 @@ class SocketConfig(_Section):
 
 
 class McpConfig(_Section):
-    """``[control.mcp]``: the MCP server for AI agents (streamable HTTP at /mcp on
-    the control HTTP server, same token rule; ``sipfleet mcp`` on stdio reads it too)."""
+    """``[control.mcp]``: the MCP server for AI agents (/mcp over HTTP; ``sipfleet mcp``).
+
+    Streamable HTTP at /mcp on the control HTTP server (same token rule);
+    ``sipfleet mcp -c FILE`` on stdio reads the guard rails from here too.
+    """
 
     enabled: bool = Field(True, description="serve MCP at <control.http>/mcp")
     max_out_share: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
