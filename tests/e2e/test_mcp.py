@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import fleet
 import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
-from sipp import sipfleet_command, sipp_env  # noqa: F401  (fixture)
+from sipp import SippEnv, sipfleet_command
 
 pytestmark = pytest.mark.e2e
 
@@ -38,6 +39,17 @@ TOOLS = {
     "statistics",
     "explain_route",
 }
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[SippEnv]:
+    """sipfleet processes of one test (no SIPp needed here)."""
+    e = SippEnv(tmp_path)
+    try:
+        yield e
+    finally:
+        e.close()
+        print(e.report())
 
 
 @asynccontextmanager
@@ -68,8 +80,8 @@ def _text(result: Any) -> str:
 
 
 @pytest.mark.parametrize("transport", ["stdio", "http"])
-def test_mcp_session(sipp_env: Any, transport: str) -> None:  # noqa: F811
-    proxy = fleet.proxy(sipp_env, DESTS)
+def test_mcp_session(env: SippEnv, transport: str) -> None:
+    proxy = fleet.proxy(env, DESTS)
     before = proxy.flags()
     assert set(before.values()) == {"AX"}
 
