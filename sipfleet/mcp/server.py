@@ -155,11 +155,17 @@ class _Fleet:
         taking: list[dict[str, Any]],
         force: bool,
         details: dict[str, Any],
+        dry_run: bool,
     ) -> list[str]:
-        """The guard rails: raise a refusal (audited), or return the overridden ones."""
+        """The guard rails: raise a refusal (audited), or return the overridden ones.
+
+        A dry run is refused the same way (``would be refused``): it answers
+        what the real call would do.
+        """
         refusals = [r.reason for r in check_take_out(rows, taking, self.cfg.max_out_share)]
         if refusals and not force:
-            text = "refused: " + "; ".join(refusals) + " (pass force=true to do it anyway)"
+            text = "; ".join(refusals) + " (pass force=true to do it anyway)"
+            text = ("dry run: would be refused: " if dry_run else "refused: ") + text
             await self.audit(who, action, text, details)
             raise ToolError(text)
         return refusals
@@ -265,7 +271,7 @@ def build_server(backend: Backend, cfg: McpConfig | None = None) -> MCPServer:
         rows = await fleet.rows(who)
         found = fleet.targets(rows, target, set)
         action = f"drain {target}"
-        overridden = await fleet.refuse_or_go(who, action, rows, found, force, details)
+        overridden = await fleet.refuse_or_go(who, action, rows, found, force, details, dry_run)
         changes = [_change(r, "draining") for r in found if r["state"] != "draining"]
         if dry_run:
             await fleet.audit(who, action, f"dry run: {len(changes)} would change", details)
@@ -342,7 +348,7 @@ def build_server(backend: Backend, cfg: McpConfig | None = None) -> MCPServer:
         word = {"a": "active", "i": "inactive", "d": "disabled", "t": "trying"}[letters[0]]
         overridden: list[str] = []
         if letters[0] in ("i", "d"):
-            overridden = await fleet.refuse_or_go(who, action, rows, found, force, details)
+            overridden = await fleet.refuse_or_go(who, action, rows, found, force, details, dry_run)
         changes = [_change(r, word) for r in found if r["state"] != word]
         if dry_run:
             await fleet.audit(who, action, f"dry run: {len(changes)} would change", details)
@@ -408,7 +414,7 @@ def build_server(backend: Backend, cfg: McpConfig | None = None) -> MCPServer:
         action = f"remove_destination {set} {uri}"
         rows = await fleet.rows(who)
         found = fleet.targets(rows, uri, set)
-        overridden = await fleet.refuse_or_go(who, action, rows, found, force, details)
+        overridden = await fleet.refuse_or_go(who, action, rows, found, force, details, dry_run)
         changes = [_change(r, "removed") for r in found]
         if dry_run:
             await fleet.audit(who, action, "dry run: would remove", details)

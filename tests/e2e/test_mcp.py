@@ -130,6 +130,10 @@ def test_mcp_session(env: SippEnv, transport: str) -> None:
         assert refused.is_error
         assert "last usable" in _text(refused) and "force" in _text(refused)
         assert proxy.flags()["sip:127.0.0.1:19"] == "AX"
+        dry_refused = await c.call_tool(
+            "set_state", {"state": "disabled", "target": "solo", "dry_run": True}
+        )
+        assert dry_refused.is_error and "would be refused" in _text(dry_refused)
         # More than max_out_share (0.5) of set 1: refused too.
         share = await c.call_tool("drain", {"target": "media-3"})
         assert share.is_error and "max_out_share" in _text(share)
@@ -168,6 +172,7 @@ def test_mcp_session(env: SippEnv, transport: str) -> None:
         ("drain media-2", "dry run"),
         ("drain media-2", "drained"),
         ("set_state d solo", "refused"),
+        ("set_state d solo", "dry run"),
         ("drain media-3", "refused"),
         ("set_state d solo", "ok"),
         ("undrain media-2", "ok"),
