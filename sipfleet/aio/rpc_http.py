@@ -78,7 +78,10 @@ def make_http_app(
             if expected is not None:
                 given = request.headers.get("Authorization", "").encode("utf-8", "replace")
                 if not hmac.compare_digest(given, expected):
-                    headers = {"Server": server_header, "WWW-Authenticate": 'Bearer realm="sipfleet"'}
+                    headers = {
+                        "Server": server_header,
+                        "WWW-Authenticate": 'Bearer realm="sipfleet"',
+                    }
                     return web.Response(status=401, text="Unauthorized\n", headers=headers)
             return await route(request)
 
