@@ -7,6 +7,7 @@ in the audit events."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager
@@ -179,3 +180,37 @@ def test_mcp_session(env: SippEnv, transport: str) -> None:
     ]
     assert all(a["who"].endswith(f"({transport})") for a in audits)
     assert proxy.statistic("events_audit") == len(audits)
+
+
+def test_mcp_http_follows_the_token_and_host_rules(tmp_path: Path) -> None:
+    import kamailio_ref as ref
+
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "probe", "version": "1"},
+        },
+    }
+    body = json.dumps(init).encode()
+    accept = {"Accept": "application/json, text/event-stream"}
+    token = {"Authorization": "Bearer s3cret"}
+    config = {"http": {"token": "s3cret"}}
+    with ref.sipfleet_running(tmp_path, lambda registry: None, config=config) as control:
+        port = control.http_port
+
+        def post(headers: dict[str, str]) -> Any:
+            return ref.http_post("127.0.0.1", port, "/mcp", body, headers=headers)
+
+        assert post(accept).status == 401
+        assert post({**accept, "Authorization": "Bearer wrong"}).status == 401
+        ok = post({**accept, **token})
+        assert ok.status == 200, ok
+        assert ok.json["result"]["serverInfo"]["name"] == "sipfleet"
+        # On a loopback bind, a browser tricked by DNS rebinding is turned away.
+        evil = post({**accept, **token, "Host": "evil.example:80"})
+        assert evil.status in (403, 421), evil
+        assert control.servers.endpoints["mcp"] == f"http://127.0.0.1:{port}/mcp"
