@@ -27,7 +27,7 @@ import ipaddress
 import logging
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -40,7 +40,11 @@ from sipfleet.control.jsonrpc import JsonRpcHandler, JsonRpcReply
 from sipfleet.control.methods import RPC_CALLER
 from sipfleet.ratelog import RateLimitedLog
 
-__all__ = ["JSON_TYPES", "HttpGuard", "HttpServer", "make_http_app", "start_http"]
+__all__ = ["JSON_TYPES", "HttpGuard", "HttpRoute", "HttpServer", "make_http_app", "start_http"]
+
+#: A route a front end adds to the control HTTP server (e.g. /mcp, /metrics):
+#: (method or "*", path, handler). The guard (Host, Origin, token) covers it too.
+HttpRoute = tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]
 
 log = logging.getLogger(__name__)
 _peer_log = RateLimitedLog(log)
@@ -227,6 +231,7 @@ def make_http_app(
     token: str | None = None,
     max_request_bytes: int = 1 << 20,
     guard: HttpGuard | None = None,
+    extra: Sequence[HttpRoute] = (),
 ) -> web.Application:
     """The app: ``guard`` (default: the token only, loopback addresses filled
     in by ``start_http``) runs before every route, this one's and later ones."""
@@ -264,6 +269,8 @@ def make_http_app(
     app = web.Application(client_max_size=max_request_bytes, middlewares=[guard.middleware])
     app[SERVER_HEADER] = server_header
     app[GUARD] = guard
+    for method, route_path, route in extra:
+        app.router.add_route(method, route_path, route)
     app.router.add_route("*", "/{tail:.*}", dispatch)
     return app
 
@@ -279,7 +286,11 @@ class HttpServer:
 
 
 async def start_http(
-    handler: JsonRpcHandler, cfg: HttpConfig, *, max_request_bytes: int
+    handler: JsonRpcHandler,
+    cfg: HttpConfig,
+    *,
+    max_request_bytes: int,
+    extra: Sequence[HttpRoute] = (),
 ) -> HttpServer:
     token = cfg.token.get_secret_value() if cfg.token else None
     ssl_ctx: ssl.SSLContext | None = None
@@ -291,7 +302,9 @@ async def start_http(
     if _ip(cfg.host) is None:
         names.append(cfg.host)  # bound by name: that name is ours
     guard = HttpGuard(names, token, scheme)
-    app = make_http_app(handler, path=cfg.path, max_request_bytes=max_request_bytes, guard=guard)
+    app = make_http_app(
+        handler, path=cfg.path, max_request_bytes=max_request_bytes, guard=guard, extra=extra
+    )
     # Stop waits this long for in-flight calls (a drain that waits) before cutting them.
     runner = web.AppRunner(
         app, access_log=None, handle_signals=False, shutdown_timeout=5.0, logger=_server_log

@@ -112,10 +112,22 @@ async def start_control(registry: Registry, config: ControlConfig | None = None)
                 servers._parts.append(udp)
                 servers.endpoints["dgram_udp"] = udp.address
         if config.http.enabled:
-            http = await start_http(jsonrpc, config.http, max_request_bytes=limit)
+            mcp = None
+            if config.mcp.enabled:
+                from sipfleet.mcp.http import McpHttp
+
+                mcp = McpHttp(jsonrpc, config.mcp, config.http)
+            extra = mcp.routes if mcp is not None else []
+            http = await start_http(jsonrpc, config.http, max_request_bytes=limit, extra=extra)
+            # Closed in reverse: MCP sessions (long-lived streams) end before the server waits
+            # for its handlers.
             servers._parts.append(http)
             servers.http = http
             servers.endpoints["http"] = http.url
+            if mcp is not None:
+                servers._parts.append(mcp)
+                base = http.url[: len(http.url) - len(config.http.path)]
+                servers.endpoints["mcp"] = base + "/mcp"
     except BaseException:
         await servers.close()
         raise

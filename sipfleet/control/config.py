@@ -57,6 +57,7 @@ __all__ = [
     "DgramConfig",
     "FifoConfig",
     "HttpConfig",
+    "McpConfig",
     "SocketConfig",
     "is_loopback",
     "parse_hostport",
@@ -238,6 +239,30 @@ class SocketConfig(_Section):
         return v
 
 
+class McpConfig(_Section):
+    """``[control.mcp]``: the MCP server for AI agents (/mcp over HTTP; ``sipfleet mcp``).
+
+    Streamable HTTP at /mcp on the control HTTP server (same token rule);
+    ``sipfleet mcp -c FILE`` on stdio reads the guard rails from here too.
+    """
+
+    enabled: bool = Field(True, description="serve MCP at <control.http>/mcp")
+    max_out_share: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        0.5,
+        description="an MCP tool may leave at most this share of a set's destinations unusable "
+        "(drained, disabled, inactive, removed) unless called with force",
+    )
+    max_wait: Annotated[float, Field(gt=0.0)] = Field(
+        3600.0, description="longest drain wait (s) a tool call may ask for"
+    )
+    max_sessions: Annotated[int, Field(ge=1)] = Field(
+        32, description="concurrent MCP sessions over HTTP; more get 503"
+    )
+    session_idle_timeout: Annotated[float, Field(gt=0.0)] = Field(
+        600.0, description="an HTTP MCP session idle this long (s) is closed"
+    )
+
+
 class ControlConfig(_Section):
     """``[control]``: the RPC transports; all on by default."""
 
@@ -262,6 +287,7 @@ class ControlConfig(_Section):
     dgram: DgramConfig = DgramConfig()
     binrpc: BinrpcConfig = BinrpcConfig()
     socket: SocketConfig = SocketConfig()
+    mcp: McpConfig = McpConfig()
 
     _empty_none = field_validator("run_dir", mode="before")(_opt_path)
 

@@ -382,7 +382,11 @@ def register_methods(
     the returned book serves stats.fetch and friends
     (``sipfleet.control.statistics``).
     """
-    return _Methods(registry, app, extra_stats).stats
+    from sipfleet.control.explain import register_explain_methods
+
+    book = _Methods(registry, app, extra_stats).stats
+    register_explain_methods(registry, app)
+    return book
 
 
 class _Methods:
