@@ -44,6 +44,7 @@ from sipfleet.proxy.net import Listener, Peer, Sink
 from sipfleet.proxy.router import Decision, Router, Target
 from sipfleet.proxy.routesig import RouteSigner
 from sipfleet.proxy.uac import bye_requests
+from sipfleet.ratelog import RateLimitedLog
 from sipfleet.sip.address import parse_address, split_commas
 from sipfleet.sip.build import make_response
 from sipfleet.sip.errors import BadMessage
@@ -317,8 +318,7 @@ class Proxy:
         self._cb_client_done = self._on_client_terminated
         self._cb_server_done = self._on_server_terminated
         self._cb_fr = self._on_fr_timer
-        self._log_budget = 0.0
-        self._log_at = 0.0
+        self._peer_log = RateLimitedLog(log)
 
     # == entry points ==========================================================
     def receive(self, data: bytes, peer: Peer, now: float) -> None:
@@ -1229,13 +1229,9 @@ class Proxy:
         return peer
 
     def _log(self, now: float, fmt: str, *args: object) -> None:
-        """At most ~10 lines a second for the peer's faults, so floods can't fill disks."""
-        if now - self._log_at >= 1.0:
-            self._log_at = now
-            self._log_budget = 10.0
-        if self._log_budget > 0:
-            self._log_budget -= 1
-            log.info(fmt, *args)
+        """Lines a peer can trigger: rate-limited per call site, with a count of
+        what was suppressed, so floods can't fill disks."""
+        self._peer_log.info(now, fmt, *args)
 
 
 def _conclude(br: Branch) -> None:
