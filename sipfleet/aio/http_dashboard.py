@@ -4,8 +4,9 @@ Plain HTML, JavaScript and CSS shipped in ``sipfleet/web/`` (no CDN, no
 build step). The page shell and its assets carry no data and are public;
 everything the page shows comes from ``GET /ui/stream`` (Server-Sent Events,
 behind the RPC token when one is set): a ``hello`` with the recent events,
-then a ``fleet`` snapshot every second and each ``event`` as the EventBus
-emits it. Actions (drain, undrain, disable, enable, reload) are JSON-RPC
+and the routed counts of the last two minutes (sampled every second, for
+the chart), then a ``fleet`` snapshot every second and each ``event`` as the
+EventBus emits it. Actions (drain, undrain, disable, enable, reload) are JSON-RPC
 calls to the RPC path, so they pass the same checks as any other caller
 and show up in the events with the transport that made them.
 
@@ -20,6 +21,7 @@ import asyncio
 import html
 import logging
 import time
+from collections import deque
 from importlib import resources
 from typing import Any
 
@@ -29,7 +31,7 @@ from aiohttp import web
 from sipfleet import __version__
 from sipfleet.aio.events import Event
 from sipfleet.aio.rpc_http import HttpRoute
-from sipfleet.control.fleet import FleetApp, fleet_view
+from sipfleet.control.fleet import FleetApp, destinations, fleet_view
 from sipfleet.control.telemetry import Telemetry
 
 __all__ = ["Dashboard"]
@@ -49,6 +51,8 @@ _PAGE_HEADERS = {
     ),
 }
 _RECENT = 50  # events a new page starts with
+_HISTORY = 120  # seconds of routed counts a new page starts its chart with
+_HISTORY_DESTS = 64  # ... per destination up to this many; the total beyond
 _STOP: Event = {}  # a queue sentinel: the server is closing
 
 
@@ -93,6 +97,9 @@ class Dashboard:
         self._snapshot: tuple[float, dict[str, Any]] = (-1e9, {})
         self.streams_refused = 0
         self.events_dropped = 0
+        # Routed counts once a second: {"time", "total", "routed": {"set|uri": n}}.
+        self.history: deque[dict[str, Any]] = deque(maxlen=_HISTORY)
+        self._sampler: asyncio.TimerHandle | None = None
 
     @property
     def streams(self) -> int:
@@ -106,8 +113,24 @@ class Dashboard:
             HttpRoute("GET", "/ui/{name}", self._asset, public=True),
         ]
 
+    def start(self) -> None:
+        self._sample()
+
+    def _sample(self) -> None:
+        self._sampler = self.loop.call_later(self.tick, self._sample)
+        routed: dict[str, int] = {}
+        total = 0
+        for v in destinations(self.app, self.telemetry):
+            total += v.counts[0]
+            if len(routed) < _HISTORY_DESTS:
+                routed[f"{v.dest.set_id}|{v.dest.uri}"] = v.counts[0]
+        self.history.append({"time": time.time(), "total": total, "routed": routed})
+
     async def close(self) -> None:
         """End every open stream (the HTTP server waits for its handlers)."""
+        if self._sampler is not None:
+            self._sampler.cancel()
+            self._sampler = None
         for q in list(self._queues):
             while q.full():
                 q.get_nowait()
@@ -162,7 +185,8 @@ class Dashboard:
         unsubscribe = self.app.events.subscribe(on_event)
         try:
             recent = list(self.app.events.recent)[-_RECENT:]
-            await self._send(response, "hello", {"version": __version__, "events": recent})
+            hello = {"version": __version__, "events": recent, "history": list(self.history)}
+            await self._send(response, "hello", hello)
             next_tick = self.loop.time()
             while True:
                 wait = next_tick - self.loop.time()

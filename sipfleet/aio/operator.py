@@ -6,7 +6,7 @@ control server and reports what only it sees::
 
     ops = OperatorViews(app)                        # in App.__init__
     start_control(..., http_routes=ops.http_routes(cfg.control.http.path))
-    ops.start()                                     # the loop-lag timer
+    ops.start()                                     # the loop-lag and chart timers
     ops.telemetry.probe(dest.key, code, rtt)        # each OPTIONS probe result
     ops.telemetry.reloaded(ok, seconds)             # each reload
     await ops.close()                               # before the control server
@@ -48,6 +48,8 @@ class OperatorViews:
 
     def start(self) -> None:
         self.lag.start()
+        if self.dashboard is not None:
+            self.dashboard.start()
 
     async def close(self) -> None:
         self.lag.stop()

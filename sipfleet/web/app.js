@@ -11,7 +11,6 @@ const COLORS = ["#2563eb", "#16a34a", "#dc2626", "#9333ea", "#ea580c", "#0891b2"
 
 const $ = (id) => document.getElementById(id);
 let token = sessionStorage.getItem(TOKEN_KEY) || "";
-let prev = null;           // the previous fleet snapshot, for rates
 const series = new Map();  // key -> {label, color, points: [cps...]}
 let totalPoints = [];
 const rows = new Map();    // key -> {tr, cells}
@@ -87,6 +86,8 @@ function handleBlock(block) {
   if (kind === "hello") {
     $("events").textContent = "";
     for (const ev of value.events) addEvent(ev);
+    resetRates();
+    for (const h of value.history) pushSample(h.time, h.total, Object.entries(h.routed));
   } else if (kind === "fleet") {
     renderFleet(value);
   } else if (kind === "event") {
@@ -100,12 +101,58 @@ function setConn(cls, text) {
   el.textContent = text;
 }
 
+// -- rates: calls/s from the routed counts of consecutive samples -----------------------
+let prevTime = null;
+let prevTotal = null;
+const prevRouted = new Map();
+let lastRates = new Map();
+let lastTotalRate = 0;
+
+function resetRates() {
+  prevTime = null;
+  prevTotal = null;
+  prevRouted.clear();
+  lastRates = new Map();
+  series.clear();
+  totalPoints = [];
+}
+
+// One sample (a second apart, or skipped): rates per destination and in total, and
+// a point on each line of the chart.
+function pushSample(time, total, entries) {
+  if (prevTime !== null && time - prevTime < 0.5) return;
+  const dt = prevTime === null ? null : time - prevTime;
+  const rates = new Map();
+  for (const [key, n] of entries) {
+    const old = prevRouted.get(key);
+    rates.set(key, dt && old !== undefined ? Math.max(n - old, 0) / dt : 0);
+    prevRouted.set(key, n);
+  }
+  const totalRate = dt && prevTotal !== null ? Math.max(total - prevTotal, 0) / dt : 0;
+  if (dt) {
+    totalPoints.push(totalRate);
+    if (totalPoints.length > WINDOW) totalPoints.shift();
+    for (const [key, cps] of rates) {
+      let s = series.get(key);
+      if (!s) {
+        s = { label: key.replace("|", " "), color: COLORS[series.size % COLORS.length], points: [] };
+        series.set(key, s);
+      }
+      s.points.push(cps);
+      if (s.points.length > WINDOW) s.points.shift();
+    }
+  }
+  prevTime = time;
+  prevTotal = total;
+  lastRates = rates;
+  lastTotalRate = totalRate;
+}
+
 // -- the fleet -------------------------------------------------------------------------
 function renderFleet(snap) {
-  const dt = prev ? Math.max(snap.time - prev.time, 0.001) : null;
-  const before = new Map();
-  if (prev) for (const s of prev.sets) for (const d of s.destinations) before.set(keyOf(d), d);
-  let total = 0;
+  const entries = [];
+  for (const s of snap.sets) for (const d of s.destinations) entries.push([keyOf(d), d.routed]);
+  pushSample(snap.time, snap.totals.routed, entries);
   const seen = new Set();
   const sets = $("sets");
   for (const s of snap.sets) {
@@ -113,30 +160,22 @@ function renderFleet(snap) {
     for (const d of s.destinations) {
       const key = keyOf(d);
       seen.add(key);
-      const old = before.get(key);
-      const cps = dt && old ? Math.max(d.routed - old.routed, 0) / dt : 0;
-      total += cps;
-      renderRow(tbody, key, d, cps);
-      track(key, d, cps);
+      renderRow(tbody, key, d, lastRates.get(key) || 0);
     }
   }
   for (const [key, row] of rows) {
-    if (!seen.has(key)) { row.tr.remove(); rows.delete(key); series.delete(key); }
+    if (!seen.has(key)) { row.tr.remove(); rows.delete(key); }
   }
+  for (const key of series.keys()) if (!seen.has(key)) series.delete(key);
   for (const table of sets.querySelectorAll("table")) {
     if (!snap.sets.some((s) => String(s.id) === table.dataset.set)) table.remove();
-  }
-  if (dt) {
-    totalPoints.push(total);
-    if (totalPoints.length > WINDOW) totalPoints.shift();
   }
   const t = snap.totals;
   $("summary").textContent =
     `v${snap.version} · up ${fmtDuration(snap.uptime)} · ${t.dialogs} calls up` +
     ` · ${snap.accepting ? "accepting" : "NOT accepting (stopping)"}` +
     ` · loop lag ${t.loop_lag_ms} ms` + (snap.lost_events ? ` · ${snap.lost_events} events lost` : "");
-  $("cps-now").textContent = dt ? `${total.toFixed(1)} now` : "";
-  prev = snap;
+  $("cps-now").textContent = prevTime === null ? "" : `${lastTotalRate.toFixed(1)} now`;
   drawChart();
 }
 
@@ -188,7 +227,7 @@ function renderRow(tbody, key, d, cps) {
   c.duid.textContent = d.duid || "";
   c.state.innerHTML = "";
   const st = document.createElement("span");
-  st.className = "state " + d.state;
+  st.className = "st " + d.state;
   st.textContent = d.state;
   c.state.appendChild(st);
   if (d.by && (d.state === "draining" || d.state === "disabled")) {
@@ -199,8 +238,9 @@ function renderRow(tbody, key, d, cps) {
   c.cps.textContent = cps.toFixed(1);
   c.routed.textContent = String(d.routed);
   c.failovers.textContent = String(d.failovers);
-  c.latency.textContent = d.latency_ms == null ? "–" :
-    `${d.latency_ms.toFixed(1)} ms` + (d.latency_est_ms == null ? "" : ` (avg ${d.latency_est_ms.toFixed(1)})`);
+  // The probes' moving average; the last round trip in the tooltip.
+  c.latency.textContent = d.latency_est_ms == null ? "–" : `${d.latency_est_ms.toFixed(1)} ms`;
+  c.latency.title = d.latency_ms == null ? "" : `last probe: ${d.latency_ms.toFixed(1)} ms`;
   const show = {
     drain: d.admin === "enabled",
     undrain: d.admin === "draining",
@@ -208,18 +248,6 @@ function renderRow(tbody, key, d, cps) {
     enable: d.admin === "disabled",
   };
   for (const b of c.actions.querySelectorAll("button")) b.hidden = !show[b.dataset.action];
-}
-
-function track(key, d, cps) {
-  let s = series.get(key);
-  if (!s) {
-    s = { label: `${d.set} ${d.uri}`, color: COLORS[series.size % COLORS.length], points: [] };
-    series.set(key, s);
-  }
-  if (prev) {
-    s.points.push(cps);
-    if (s.points.length > WINDOW) s.points.shift();
-  }
 }
 
 // -- the chart: a hand-drawn canvas, one line per destination and the total ------------
@@ -236,9 +264,10 @@ function drawChart() {
   g.clearRect(0, 0, w, h);
   const left = 40, bottom = 18, top = 8;
   const ph = h - bottom - top, pw = w - left - 8;
-  let max = 1;
-  for (const v of totalPoints) max = Math.max(max, v);
-  max = niceCeil(max);
+  let peak = 1;
+  for (const v of totalPoints) peak = Math.max(peak, v);
+  const step = niceCeil(peak / 4);
+  const max = 4 * step;
   g.strokeStyle = "#e5e7eb";
   g.fillStyle = "#6b7280";
   g.font = "11px system-ui, sans-serif";
@@ -246,18 +275,20 @@ function drawChart() {
   for (let i = 0; i <= 4; i++) {
     const y = top + ph - (ph * i) / 4;
     g.beginPath(); g.moveTo(left, y); g.lineTo(left + pw, y); g.stroke();
-    g.fillText(String(Math.round((max * i) / 4)), 4, y + 4);
+    g.fillText(String(+(step * i).toFixed(2)), 4, y + 4);
   }
-  g.fillText(`-${WINDOW}s`, left, h - 4);
+  // The time axis spans what is known, from 30 s up to the whole window.
+  const span = Math.min(WINDOW, Math.max(30, totalPoints.length));
+  g.fillText(`-${span}s`, left, h - 4);
   g.fillText("now", left + pw - 22, h - 4);
   const line = (points, color, width) => {
     if (points.length < 2) return;
     g.strokeStyle = color;
     g.lineWidth = width;
     g.beginPath();
-    const offset = WINDOW - points.length;
+    const offset = span - points.length;
     points.forEach((v, i) => {
-      const x = left + (pw * (offset + i)) / (WINDOW - 1);
+      const x = left + (pw * (offset + i)) / (span - 1);
       const y = top + ph - (ph * v) / max;
       if (i === 0) g.moveTo(x, y); else g.lineTo(x, y);
     });
@@ -278,9 +309,15 @@ function drawChart() {
 }
 
 function niceCeil(v) {
+  if (!(v > 0)) return 1;
   const p = Math.pow(10, Math.floor(Math.log10(v)));
   for (const m of [1, 2, 5, 10]) if (v <= m * p) return m * p;
   return 10 * p;
+}
+
+function fmtValue(v) {
+  if (typeof v === "number" && !Number.isInteger(v)) return String(+v.toFixed(3));
+  return typeof v === "object" ? JSON.stringify(v) : String(v);
 }
 
 function fmtDuration(s) {
@@ -301,7 +338,7 @@ function addEvent(ev) {
   li.append(t, b);
   const rest = Object.entries(ev)
     .filter(([k, v]) => k !== "event" && k !== "time" && v !== null && v !== undefined)
-    .map(([k, v]) => `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`)
+    .map(([k, v]) => `${k}=${fmtValue(v)}`)
     .join(" ");
   li.append(document.createTextNode(rest));
   const list = $("events");

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -138,9 +137,7 @@ def test_prometheus_sees_the_calls_held(sipp_env, prometheus_factory):
     fleet.wait_for("the sipfleet target up", lambda: prom.value('up{job="sipfleet"}') == 1, 30, 0.2)
 
     uac = fleet.uac(sipp_env, "uac_logged.xml", proxy, calls=HELD, rate=40, duration_ms=6000)
-    fleet.wait_for(
-        f"{HELD} calls up", lambda: proxy.rpc("dlg.stats_active")["ongoing"] == HELD, 10
-    )
+    fleet.wait_for(f"{HELD} calls up", lambda: proxy.rpc("dlg.stats_active")["ongoing"] == HELD, 10)
     fleet.wait_for(
         f"Prometheus to see {HELD} calls",
         lambda: prom.value("sum(sipfleet_destination_active_calls)") == HELD,
