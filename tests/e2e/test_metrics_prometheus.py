@@ -8,8 +8,10 @@ is read back through its HTTP API (``/api/v1/query``), as a Grafana panel would.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -26,6 +28,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
 PROMETHEUS = shutil.which("prometheus")
 HELD = 12  # calls held up while Prometheus looks
+GRAFANA = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "sipfleet.json"
 
 
 class Prometheus:
@@ -67,6 +70,9 @@ class Prometheus:
         try:
             with urllib.request.urlopen(url, timeout=2) as resp:
                 doc = json.loads(resp.read())
+        except urllib.error.HTTPError as e:  # a bad query: Prometheus says why
+            with e:
+                raise AssertionError(f"{expr}: {e.read().decode()}") from None
         except OSError:
             if self.popen.poll() is not None:
                 raise AssertionError(f"prometheus exited:\n{self.log()}") from None
@@ -170,3 +176,39 @@ def test_prometheus_sees_the_calls_held(sipp_env, prometheus_factory):
     assert prom.value('sipfleet_destination_replies_total{duid="a",class="2xx"}') == HELD / 2
     assert prom.value('sipfleet_dialogs_ended_total{reason="bye"}') == HELD
     assert prom.value('sipfleet_rpc_calls_total{method="dlg.stats_active",transport="http"}')
+
+
+def test_the_grafana_dashboard_queries_what_sipfleet_exports(sipp_env, prometheus_factory):
+    """Every query of deploy/grafana/sipfleet.json runs in the real Prometheus against a
+    scraped sipfleet (its variables at "All"), and every sipfleet_* name it uses exists."""
+    a = fleet.uas(sipp_env, probe=True)
+    dispatcher = {"ping_interval": 1, "probing_mode": 1}
+    proxy = fleet.proxy(sipp_env, [Dest(a, attrs="duid=a")], dispatcher=dispatcher)
+    prom = prometheus_factory(f"127.0.0.1:{proxy.http_port}")
+    fleet.uac(sipp_env, "uac_logged.xml", proxy, calls=10, rate=20).wait()
+    fleet.wait_for(
+        "two scrapes after the calls",
+        lambda: (prom.value("count_over_time(sipfleet_accepting[1m])") or 0) >= 3,
+        30,
+        0.2,
+    )
+    fleet.wait_for(
+        "the calls counted",
+        lambda: prom.value('sipfleet_requests_received_total{method="INVITE"}') == 10,
+        10,
+        0.2,
+    )
+    dash = json.loads(GRAFANA.read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    assert len(exprs) >= 20
+    names: set[str] = set()
+    for expr in exprs:
+        concrete = expr.replace("$instance", ".*").replace("$set", ".*")
+        prom.query(concrete)  # raises with Prometheus's reason when the query is bad
+        names.update(re.findall(r"\b(sipfleet_[a-z_]+)\b", expr))
+    for var in dash["templating"]["list"]:
+        if var["type"] == "query":
+            names.update(re.findall(r"\b(sipfleet_[a-z_]+)\b", var["query"]["query"]))
+    missing = sorted(n for n in names if not prom.query(f'count({{__name__="{n}"}})'))
+    assert missing == []
+    assert prom.query('sipfleet_destination_probe_latency_seconds_bucket{le="+Inf"} > 0')
