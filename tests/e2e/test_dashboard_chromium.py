@@ -4,7 +4,9 @@ SIPp UAC places calls over three SIPp UAS, drains one by clicking, sees its stat
 on the page, and the UAS's own log shows that no new call reached it afterwards.
 
 Each run saves a screenshot in the test's tmp dir; with SIPFLEET_SCREENSHOT=PATH it is
-also written there (the README's image: ``SIPFLEET_SCREENSHOT=docs/dashboard.png``).
+also written there, after a longer run so the chart has history (the README's image)::
+
+    SIPFLEET_SCREENSHOT=docs/dashboard.png .venv/bin/pytest tests/e2e/test_dashboard_chromium.py
 """
 
 from __future__ import annotations
@@ -66,7 +68,8 @@ def test_drain_by_click_stops_new_calls(sipp_env, browser, tmp_path: Path):
     probing = {"ping_interval": 1, "probing_mode": 1}  # the latency column fills in
     proxy = fleet.proxy(sipp_env, dests, dispatcher={"algorithm": 4, **probing})
     uac = fleet.uac(sipp_env, "uac_logged.xml", proxy, calls=2000, rate=30, duration_ms=1000)
-    fleet.wait_for("calls on every UAS", lambda: all(len(u.invites()) >= 5 for u in uas), 15)
+    before = 200 if os.environ.get("SIPFLEET_SCREENSHOT") else 5  # chart history
+    fleet.wait_for("calls on every UAS", lambda: all(len(u.invites()) >= before for u in uas), 30)
 
     page = _open(browser, f"http://127.0.0.1:{proxy.http_port}/")
     row = page.locator(f'tr[data-uri="{b.uri}"]')
@@ -112,11 +115,13 @@ def test_drain_by_click_stops_new_calls(sipp_env, browser, tmp_path: Path):
         "uri => document.querySelector(`tr[data-uri=\"${uri}\"] td.active`).textContent === '0'",
         arg=b.uri,
     )
-    time.sleep(1.2)  # one more tick: the chart shows b's line at 0 in the picture
+    target = os.environ.get("SIPFLEET_SCREENSHOT")
+    # One more tick (the chart shows b's line at 0); for the README's picture, enough
+    # for two minutes of chart history on each side of the drain.
+    time.sleep(20.0 if target else 1.2)
     shot = tmp_path / "dashboard.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
-    target = os.environ.get("SIPFLEET_SCREENSHOT")
     if target:
         Path(target).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(shot, target)
