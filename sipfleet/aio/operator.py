@@ -17,12 +17,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from sipfleet.aio.http_dashboard import Dashboard
-from sipfleet.aio.http_metrics import LoopLag, metrics_registry, metrics_route
+from sipfleet.aio.http_metrics import LoopLag, Metrics
 from sipfleet.aio.rpc_http import HttpRoute
 from sipfleet.control.fleet import FleetApp
 from sipfleet.control.telemetry import Telemetry
@@ -37,14 +36,13 @@ class OperatorViews:
         self.telemetry = Telemetry(lambda: (d.key for d in app.dispatcher.destinations()))
         self.lag = LoopLag(loop, self.telemetry)
         self.dashboard: Dashboard | None = None
-        self.registry: CollectorRegistry | None = None
+        self.metrics = Metrics(app, self.telemetry)
 
     def http_routes(self, rpc_path: str) -> list[HttpRoute]:
         """``/metrics`` and the dashboard (``/``, ``/ui/...``); its actions POST to ``rpc_path``."""
         self.dashboard = Dashboard(self.app, self.telemetry, self.loop, rpc_path)
-        self.registry = metrics_registry(self.app, self.telemetry)
-        self.registry.register(_DashboardCollector(self.dashboard))
-        return [metrics_route(self.registry), *self.dashboard.routes()]
+        self.metrics.add(_DashboardCollector(self.dashboard))
+        return [self.metrics.route(), *self.dashboard.routes()]
 
     def start(self) -> None:
         self.lag.start()

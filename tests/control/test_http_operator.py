@@ -11,10 +11,11 @@ from typing import Any
 
 import aiohttp
 from aiohttp.test_utils import TestServer
+from prometheus_client.parser import text_string_to_metric_families
 from test_metrics import App
 
 from sipfleet.aio.http_dashboard import Dashboard
-from sipfleet.aio.http_metrics import metrics_registry, metrics_route
+from sipfleet.aio.http_metrics import Metrics
 from sipfleet.aio.rpc_http import make_http_app
 from sipfleet.control.jsonrpc import JsonRpcHandler
 from sipfleet.control.methods import register_methods
@@ -33,7 +34,7 @@ def _serve(
         app = App()
         register_methods(app.registry, app)  # type: ignore[arg-type]
         dashboard = Dashboard(app, app.telemetry, asyncio.get_running_loop(), "/RPC", **dash)
-        routes = [metrics_route(metrics_registry(app, app.telemetry)), *dashboard.routes()]
+        routes = [Metrics(app, app.telemetry).route(), *dashboard.routes()]
         web_app = make_http_app(JsonRpcHandler(app.registry), token=token, extra=routes)
         server = TestServer(web_app, host="127.0.0.1")
         await server.start_server()
@@ -73,7 +74,10 @@ def test_page_and_assets_are_public_data_needs_the_token() -> None:
             async with s.get(base + "/metrics", headers=AUTH) as r:
                 assert r.status == 200
                 assert r.content_type == "text/plain"
-                assert "sipfleet_destination_up{" in await r.text()
+                text = await r.text()
+                assert "sipfleet_destination_up{" in text
+                names = {f.name for f in text_string_to_metric_families(text)}
+                assert {"sipfleet_destination_state", "process_cpu_seconds"} <= names
             rpc = {"jsonrpc": "2.0", "method": "sipfleet.status", "id": 1}
             async with s.post(base + "/RPC", json=rpc) as r:
                 assert r.status == 401

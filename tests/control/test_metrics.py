@@ -117,10 +117,8 @@ def test_every_name_is_exported_from_the_start(app: App) -> None:
 
     ops = OperatorViews(app, Loop())  # type: ignore[arg-type]
     ops.http_routes("/RPC")
-    assert ops.registry is not None
-    families = {
-        f.name for f in text_string_to_metric_families(generate_latest(ops.registry).decode())
-    }
+    text = generate_latest(ops.metrics.registry()).decode()
+    families = {f.name for f in text_string_to_metric_families(text)}
     missing = set(METRIC_NAMES) - families
     assert not missing
     scrape = app.scrape()
