@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 import shutil
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -152,3 +154,52 @@ def test_drain_by_click_stops_new_calls(sipp_env, browser, tmp_path: Path):
     assert "Dispatcher successfully reloaded" in page.locator("#result").inner_text()
     assert page.errors == []
     uac.terminate(harness.signal.SIGKILL, grace=0)
+
+
+def test_with_a_token_the_page_asks_for_it_and_keeps_it_in_the_tab(sipp_env, browser):
+    """[control.http] token set: the page loads, its data does not; a wrong token is
+    refused, the right one connects, is kept for the tab (a reload needs no login) and
+    goes with each action; /metrics wants it too."""
+    a, b = fleet.uas(sipp_env), fleet.uas(sipp_env)
+    proxy = fleet.Fleet(
+        sipp_env._dir("sipfleet"),
+        [Dest(a, attrs="duid=a"), Dest(b, attrs="duid=b")],
+        {"first_response_timeout": 1.0},
+        {},
+    )
+    proxy.sections["control.http"]["token"] = proxy.token = "s3cret-token"
+    sipp_env.procs.append(proxy)
+    proxy.start()
+    base = f"http://127.0.0.1:{proxy.http_port}"
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(base + "/metrics", timeout=5)
+    assert refused.value.code == 401
+    refused.value.close()
+    req = urllib.request.Request(
+        base + "/metrics", headers={"Authorization": "Bearer s3cret-token"}
+    )
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        assert b"sipfleet_destination_up{" in resp.read()
+
+    page = _open(browser, base + "/")
+    page.locator("#login").wait_for()
+    assert page.locator("#conn").inner_text() == "token needed"
+    assert page.locator("#sets tr").count() == 0
+    page.locator("#token").fill("wrong")
+    page.locator("#login-go").click()
+    page.wait_for_function("document.getElementById('conn').textContent === 'token needed'")
+    page.locator("#token").fill("s3cret-token")
+    page.locator("#token").press("Enter")
+    row = page.locator(f'tr[data-uri="{a.uri}"]')
+    row.locator("span.st", has_text="active").wait_for()
+    assert page.locator("#login").is_hidden()
+    assert page.evaluate("sessionStorage.getItem('sipfleet-token')") == "s3cret-token"
+
+    page.reload()
+    row.locator("span.st", has_text="active").wait_for()
+    assert page.locator("#login").is_hidden()
+    row.locator("button.act-disable").click()
+    page.locator("#confirm-ok").click()
+    row.locator("span.st", has_text="disabled").wait_for()
+    assert proxy.flags()[a.uri].startswith("D")
+    assert page.errors == []
