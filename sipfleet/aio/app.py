@@ -177,9 +177,8 @@ class App:
         self.transports.attach(self.proxy)
         await self.transports.start()
         self._register_methods()
-        self.control = await start_control(
-            self.registry, cfg.control, http_routes=self.operator.http_routes(cfg.control.http.path)
-        )
+        routes = self.operator.http_routes(cfg.control.http.path)  # /metrics, the dashboard
+        self.control = await start_control(self.registry, cfg.control, http_routes=routes)
         self.operator.start()
         await self.webhooks.start()
         for lst in self.listeners:

@@ -71,7 +71,8 @@ def make_http_app(
             if denied is not None:
                 return denied
             response = await route.handler(request)
-            response.headers.setdefault("Server", server_header)
+            if not response.prepared:  # a stream has sent its headers already
+                response.headers.setdefault("Server", server_header)
             return response
 
         return serve
