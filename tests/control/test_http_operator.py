@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -15,10 +16,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_metrics import App
 
 from sipfleet.aio.http_dashboard import Dashboard
-from sipfleet.aio.http_metrics import Metrics
+from sipfleet.aio.http_metrics import LoopLag, Metrics
 from sipfleet.aio.rpc_http import make_http_app
 from sipfleet.control.jsonrpc import JsonRpcHandler
 from sipfleet.control.methods import register_methods
+from sipfleet.control.telemetry import Telemetry
 
 TOKEN = "s3cret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -156,3 +158,20 @@ def test_streams_are_bounded_and_a_slow_page_loses_events_not_memory() -> None:
             assert dash.events_dropped >= 50 - 4
 
     _serve(check, max_streams=1, queue_size=4)
+
+
+def test_loop_lag_is_measured_when_the_loop_is_blocked() -> None:
+    async def main() -> Telemetry:
+        tel = Telemetry(lambda: ())
+        lag = LoopLag(asyncio.get_running_loop(), tel, interval=0.02)
+        lag.start()
+        await asyncio.sleep(0.1)  # idle: small lags
+        time.sleep(0.15)  # the loop is stuck: the next tick comes late
+        await asyncio.sleep(0.1)
+        lag.stop()
+        return tel
+
+    tel = asyncio.run(main())
+    cum = dict(tel.loop_lag.cumulative())
+    assert cum["+Inf"] - cum["0.1"] >= 1  # the stuck tick, over 0.1 s late
+    assert cum["0.1"] >= 2  # the idle ones
