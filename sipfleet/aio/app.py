@@ -22,6 +22,7 @@ from typing import Any
 
 from sipfleet import ratelog
 from sipfleet.aio.events import EventBus
+from sipfleet.aio.operator import OperatorViews
 from sipfleet.aio.resolver import resolve_destination
 from sipfleet.aio.rpc_servers import ControlServers, start_control
 from sipfleet.aio.sip import SipTransports
@@ -134,6 +135,7 @@ class App:
         self.loop = asyncio.get_running_loop()
         self.started_wall = time.time()
         self.events = EventBus()
+        self.operator = OperatorViews(self, self.loop)  # /metrics and the dashboard
         self.webhooks = Webhooks(list(cfg.webhook), self.events)
         self.listeners = [
             Listener(i, spec.proto, spec.host, spec.port, spec.advertise)
@@ -203,7 +205,9 @@ class App:
         self.transports.attach(self.proxy)
         await self.transports.start()
         self._register_methods()
-        self.control = await start_control(self.registry, cfg.control)
+        routes = self.operator.http_routes(cfg.control.http.path)  # /metrics, the dashboard
+        self.control = await start_control(self.registry, cfg.control, http_routes=routes)
+        self.operator.start()
         await self.webhooks.start()
         for lst in self.listeners:
             log.info("listening on %s:%s", lst.proto, lst.advertise)
@@ -310,6 +314,7 @@ class App:
         gc.enable()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             self.loop.remove_signal_handler(sig)
+        await self.operator.close()
         if self.control is not None:
             await self.control.close()
         await self.webhooks.close()
@@ -394,6 +399,7 @@ class App:
         self, dest: Destination, sent: float, code: int | None, msg: Message | None, now: float
     ) -> None:
         rtt = now - sent if code is not None else None
+        self.operator.telemetry.probe(dest.key, code, rtt)
         events = self.dispatcher.on_probe_result(dest, code, rtt, now)
         if events:
             self._on_dst_events(events)
@@ -416,13 +422,16 @@ class App:
             assert self.store is not None
             d = self.dispatcher
             d.begin_reload(self.loop.time())
+            t0 = time.perf_counter()
             try:
                 specs = await asyncio.to_thread(self.store.load)
                 snapshot = await asyncio.to_thread(d.build, specs)
             except Exception as e:
                 log.error("reload failed: %s", e)
+                self.operator.telemetry.reloaded(False, time.perf_counter() - t0)
                 raise DispatcherError(500, "Reload Failed", str(e)) from e
             result = d.install(snapshot)
+            self.operator.telemetry.reloaded(True, time.perf_counter() - t0)
             self.router.invalidate()
             log.info(
                 "reloaded by %s: %d added, %d removed, %d kept",

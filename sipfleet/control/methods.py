@@ -41,13 +41,20 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sipfleet import __version__
-from sipfleet.control.registry import Dialect, Method, Param, ParamKind, Registry, RpcFault
+from sipfleet.control.registry import (
+    RPC_CALLER,
+    Dialect,
+    Method,
+    Param,
+    ParamKind,
+    Registry,
+    RpcFault,
+)
 from sipfleet.dispatch.destination import Destination, DestinationSpec, StateKey, normalize_uri
 from sipfleet.dispatch.dispatcher import Dispatcher, ReloadResult
 from sipfleet.dispatch.errors import DispatcherError
@@ -76,10 +83,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("sipfleet.rpc")
-
-#: Who is calling, for events and logs. Transports may set it per request
-#: (e.g. "kamcmd unix:/run/sipfleet/sipfleet_ctl"); "rpc" when they do not.
-RPC_CALLER: ContextVar[str] = ContextVar("sipfleet_rpc_caller", default="rpc")
 
 #: Extra names stats.get_statistics / reset_statistics read after the first,
 #: like Kamailio's ``while (rpc->scan(ctx, "*s", ...))`` (bounded here).
