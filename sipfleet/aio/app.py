@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from sipfleet.aio.discovery import DiscoveryService
 from sipfleet.aio.events import EventBus
 from sipfleet.aio.resolver import resolve_destination
 from sipfleet.aio.rpc_servers import ControlServers, start_control
@@ -167,6 +168,7 @@ class App:
         self._checkpointing = False
         self._checkpoint: asyncio.TimerHandle | None = None
         self._delete_soon: asyncio.TimerHandle | None = None
+        self.discovery: DiscoveryService | None = None  # [[discovery]]: members from DNS
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
@@ -223,6 +225,10 @@ class App:
             cfg.store.path,
         )
         self._on_dst_events(self.dispatcher.initial_events())
+        # [[discovery]]: members from DNS (sipfleet.aio.discovery)
+        self.discovery = DiscoveryService(self, cfg.discovery, cfg.dns, lock=self._reload_lock)
+        self.discovery.register(self.registry)
+        self.discovery.start()
         self._schedule_tick()
         self._schedule_probe(0.0)
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -281,6 +287,8 @@ class App:
         self._stopped.set()
 
     async def close(self) -> None:
+        if self.discovery is not None:  # [[discovery]]
+            await self.discovery.close()
         handles = (self._tick, self._probe, self._gc_handle, self._persist, self._delete_soon)
         for handle in (*handles, self._checkpoint):
             if handle is not None:
@@ -401,6 +409,8 @@ class App:
             d.begin_reload(self.loop.time())
             try:
                 specs = await asyncio.to_thread(self.store.load)
+                if self.discovery is not None:  # [[discovery]]: members from DNS stay
+                    specs = self.discovery.merge(specs)
                 snapshot = await asyncio.to_thread(d.build, specs)
             except Exception as e:
                 log.error("reload failed: %s", e)
