@@ -69,6 +69,10 @@ EXAMPLE_DESTINATIONS = (
 )
 
 
+#: Config sections a SIGHUP does not apply (logged when changed); [[discovery]] and [dns] too.
+_RESTART_SECTIONS = ("proxy", "store", "control", "webhook", "discovery", "dns")
+
+
 def build_settings(cfg: Config, route_key: bytes | None = None) -> ProxySettings:
     p = cfg.proxy
     aliases = []
@@ -451,11 +455,11 @@ class App:
         self.dispatcher.reconfigure(new.dispatcher)
         self.router.set_routes(new.route)
         logging.getLogger().setLevel(new.log.level.upper())
-        for section in ("proxy", "store", "control", "webhook"):
+        for section in _RESTART_SECTIONS:
             if getattr(old, section) != getattr(new, section):
                 log.warning("SIGHUP: [%s] changed: takes effect at the next restart", section)
         self.cfg = new.model_copy(
-            update={s: getattr(old, s) for s in ("proxy", "store", "control", "webhook")}
+            update={s: getattr(old, s) for s in _RESTART_SECTIONS}
         )
         log.info("SIGHUP: configuration reloaded ([[route]], [dispatcher], [log])")
 

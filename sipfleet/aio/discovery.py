@@ -318,8 +318,8 @@ class DiscoveryService:
             return
         cfg = entry.cfg
         log.warning(
-            "discovery: %s: %s (%d failed lookups; keeping %d members)",
-            cfg.label,
+            "discovery of set %d: %s (%d failed lookups; keeping %d members)",
+            cfg.set,
             reason,
             entry.errors,
             len(entry.members),
