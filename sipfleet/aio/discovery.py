@@ -208,6 +208,10 @@ class DiscoveryService:
         self._tasks: list[asyncio.Task[None]] = []
         self._unsubscribe: Any = None
         self.syncs = 0
+        # The snapshot last checked against the members, and their version then:
+        # both unchanged, there is nothing to compare (the check is O(destinations)).
+        self._version = 0
+        self._checked: tuple[object, int] | None = None
         self.sync_conflicts = 0
 
     # -- lifecycle --------------------------------------------------------------
@@ -301,7 +305,9 @@ class DiscoveryService:
         entry.warnings = tuple(warnings)
         change = entry.apply(specs, now)
         if change:
-            await self._sync()
+            self._version += 1
+        # Also when nothing changed: puts back a member dispatcher.remove took out.
+        await self._sync()
         events = self.app.events
         for spec in change.joined:
             self._set_admin(spec, AdminState.ENABLED, only_ours=True)
@@ -347,6 +353,7 @@ class DiscoveryService:
                 gone.append((m, "drained" if calls == 0 else "drain timeout", calls))
         if not gone:
             return
+        self._version += 1
         await self._sync()
         for m, why, calls in gone:
             self.app.events.emit(
@@ -367,9 +374,12 @@ class DiscoveryService:
             for _ in range(MAX_SYNC_ATTEMPTS):
                 d = app.dispatcher
                 snap = d.snapshot
+                if self._checked == (snap, self._version):
+                    return
                 specs, mine = merge(base_specs(snap, self._mine), self.entries)
                 if len(specs) == snap.count and set(specs) == set(snap.by_spec()):
                     self._mine = mine
+                    self._checked = (snap, self._version)
                     return
                 try:
                     built = await asyncio.to_thread(d.build, specs)
@@ -381,6 +391,7 @@ class DiscoveryService:
                     continue  # dispatcher.add/remove swapped meanwhile: again
                 result = d.install(built)
                 self._mine = mine
+                self._checked = (d.snapshot, self._version)
                 self.syncs += 1
                 app.router.invalidate()
                 _emit_dst(app, list(result.events))

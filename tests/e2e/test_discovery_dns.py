@@ -193,7 +193,9 @@ def test_every_address_of_an_a_name_is_a_member_and_a_reload_keeps_them(sipp_env
     # 127.0.0.2 has no UAS: the test only reads the set, which must hold both.
     pool = ["--host-record=pool.fleet.test,127.0.0.1", "--host-record=pool.fleet.test,127.0.0.2"]
     dnsmasq.start([], pool)
-    f = DiscoveryFleet(sipp_env._dir("sipfleet"), [], {"first_response_timeout": 1.0}, {})
+    f = DiscoveryFleet(
+        sipp_env._dir("sipfleet"), [], {"first_response_timeout": 1.0}, {"reload_delta": 0}
+    )
     f.sections["dns"] = {"servers": [f"127.0.0.1:{dnsmasq.port}"], "timeout": 0.5}
     f.discovery = [{"set": 1, "a": "pool.fleet.test", "port": a.port, "refresh": REFRESH}]
     sipp_env.procs.append(f)
@@ -207,6 +209,10 @@ def test_every_address_of_an_a_name_is_a_member_and_a_reload_keeps_them(sipp_env
     assert {
         e["uri"] for e in f.rpc("sipfleet.events", 1000) if e["event"] == "member-joined"
     } == want
+    # dispatcher.remove of a member lasts until the next refresh: DNS owns it.
+    f.rpc("dispatcher.remove", 1, f"sip:127.0.0.2:{a.port}")
+    assert set(_targets(f)) == {f"sip:127.0.0.1:{a.port}"}
+    fleet.wait_for("the member back", lambda: set(_targets(f)) == want, REFRESH + 3.0)
 
 
 def _targets(proxy: DiscoveryFleet) -> dict[str, dict[str, Any]]:
