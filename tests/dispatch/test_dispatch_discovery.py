@@ -137,7 +137,9 @@ def test_srv_priority_and_weight() -> None:
 
 def test_transport_ipv6_flags_and_a_names() -> None:
     records = [SrvRecord(0, 0, 5061, "a.t")]
-    specs, _ = member_specs(cfg(srv="_sips._tcp.x.test", flags=8), records, {"a.t": ["2001:db8::1"]})
+    specs, _ = member_specs(
+        cfg(srv="_sips._tcp.x.test", flags=8), records, {"a.t": ["2001:db8::1"]}
+    )
     assert specs == [
         DestinationSpec(
             1, "sip:[2001:db8::1]:5061;transport=tls", 8, 0, "", "discovered: SRV _sips._tcp.x.test"
@@ -262,7 +264,7 @@ def test_a_rebuild_keeps_the_state_of_remaining_members() -> None:
     kept = d.find(1, "sip:127.0.0.1:2")
     assert kept is not None
     e.apply([spec(2), spec(3)], 1.0)
-    specs, mine = merge(base_specs(d.snapshot, {spec_key(spec(1)), spec_key(spec(2))}), [e])
+    specs, _ = merge(base_specs(d.snapshot, {spec_key(spec(1)), spec_key(spec(2))}), [e])
     result = d.install(d.build(specs))
     assert (result.added, result.removed, result.kept) == (1, 0, 2)
     assert d.state(kept).admin is AdminState.DRAINING
@@ -271,3 +273,60 @@ def test_a_rebuild_keeps_the_state_of_remaining_members() -> None:
         "sip:127.0.0.1:2",
         "sip:127.0.0.1:1",
     ]
+
+
+# -- names in the list file: every address is the back end's ------------------------------
+
+
+def test_a_named_destination_keeps_every_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from sipfleet.aio import resolver
+
+    def fake(host: str, port: object, type: int = 0) -> list[tuple[object, ...]]:
+        assert host == "media.example"
+        return [
+            (socket.AF_INET6, type, 17, "", ("2001:db8::1", 0, 0, 0)),
+            (socket.AF_INET, type, 17, "", ("192.0.2.1", 0)),
+            (socket.AF_INET, type, 17, "", ("192.0.2.2", 0)),
+            (socket.AF_INET, type, 17, "", ("192.0.2.1", 0)),
+        ]
+
+    monkeypatch.setattr(resolver.socket, "getaddrinfo", fake)
+    assert resolver.resolve_all("media.example") == ["192.0.2.1", "192.0.2.2", "2001:db8::1"]
+    assert resolver.resolve_all("192.0.2.9") == ["192.0.2.9"]
+    assert resolver.resolve_destination("media.example", None, "udp") == (
+        "192.0.2.1",
+        5060,
+        "udp",
+        ("192.0.2.2", "2001:db8::1"),
+    )
+
+
+def test_requests_from_any_address_of_a_named_destination_are_from_a_back_end() -> None:
+    """Kamailio's ds_is_from_list compares the first address only (issue 4338)."""
+    from sipfleet.dispatch.destination import Address
+    from sipfleet.dispatch.routing import DispatchRouter
+
+    def resolve(host: str, port: int | None, transport: str) -> Address | None:
+        if host != "media.example":
+            return None
+        return Address("192.0.2.1", port or 5060, transport, ("192.0.2.2",))
+
+    d = Dispatcher(
+        DispatcherConfig(),
+        [DestinationSpec(1, "sip:media.example"), DestinationSpec(1, "sip:198.51.100.1")],
+        resolver=resolve,
+    )
+
+    class NoLoad:
+        def load(self, key: str) -> int:
+            return 0
+
+    router = DispatchRouter(d, [], load=NoLoad())
+    assert router.is_backend("192.0.2.1") and router.is_backend("192.0.2.2")
+    assert router.is_backend("198.51.100.1") and not router.is_backend("192.0.2.3")
+    named = d.find(1, "sip:media.example")
+    assert named is not None
+    target = router.target(named)
+    assert target is not None and target.host == "192.0.2.1"  # sent to the first
