@@ -220,3 +220,45 @@ def _targets(proxy: DiscoveryFleet) -> dict[str, dict[str, Any]]:
         return proxy.targets()
     except fleet.RpcFault:  # "No Destination Sets" until the first answer
         return {}
+
+
+def test_lookups_against_dnsmasq(dnsmasq):
+    """What the resolver side makes of real answers: SRV with the addresses in the
+    additional section, several A records, NXDOMAIN, REFUSED, a dead server."""
+    import asyncio
+
+    from sipfleet.aio.discovery import DnsClient, LookupFailed, lookup
+    from sipfleet.dispatch.discovery import DiscoveryConfig, DnsConfig, SrvRecord
+
+    dnsmasq.start(
+        [("m1", 5070), ("m2", 5071)],
+        [
+            "--host-record=pool.fleet.test,127.0.0.3",
+            "--host-record=pool.fleet.test,127.0.0.4",
+            "--srv-host=_sip._tcp.ghost.fleet.test,nohost.fleet.test,5060,0,0",
+        ],
+    )
+    client = DnsClient(DnsConfig(servers=[f"127.0.0.1:{dnsmasq.port}"], timeout=0.5))
+
+    def run(**kw: Any) -> Any:
+        return asyncio.run(lookup(client, DiscoveryConfig.model_validate({"set": 1, **kw})))
+
+    records, addrs = run(srv=SRV)
+    assert sorted(records) == [
+        SrvRecord(10, 50, 5070, "m1.media.fleet.test"),
+        SrvRecord(10, 50, 5071, "m2.media.fleet.test"),
+    ]
+    assert addrs == {"m1.media.fleet.test": ["127.0.0.1"], "m2.media.fleet.test": ["127.0.0.1"]}
+    records, addrs = run(a="pool.fleet.test", port=5080)
+    assert records == [SrvRecord(0, 0, 5080, "pool.fleet.test")]
+    assert sorted(addrs["pool.fleet.test"]) == ["127.0.0.3", "127.0.0.4"]
+    # a target that does not exist has no address (its member is left out)
+    records, addrs = run(srv="_sip._tcp.ghost.fleet.test")
+    assert addrs == {"nohost.fleet.test": []}
+    with pytest.raises(LookupFailed, match="no records"):
+        run(srv="_sip._udp.nothing.fleet.test")  # NXDOMAIN
+    with pytest.raises(LookupFailed, match="REFUSED"):
+        run(srv="_sip._udp.elsewhere.test")  # not dnsmasq's zone, nothing forwarded
+    dnsmasq.stop()
+    with pytest.raises(LookupFailed, match=r"timeout|refused"):
+        run(srv=SRV)
