@@ -94,8 +94,8 @@ class DnsClient:
     async def query(self, name: str, rdtype: str) -> dns.resolver.Answer | None:
         """The answer, None when the name has no such records (NODATA) or does
         not exist (NXDOMAIN); LookupFailed on a timeout or a server failure."""
-        qname = dns.name.from_text(name)  # absolute
         try:
+            qname = dns.name.from_text(name)  # absolute
             return await self.resolver.resolve(qname, rdtype, raise_on_no_answer=True)
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
             return None
@@ -252,6 +252,7 @@ class DiscoveryService:
         wake = self._wake[i]
         next_lookup = loop.time()
         while True:
+            wake.clear()  # before the work: a drained event during it runs _settle again
             try:
                 if loop.time() >= next_lookup:
                     next_lookup = loop.time() + entry.cfg.refresh
@@ -262,7 +263,6 @@ class DiscoveryService:
                 raise
             except Exception:
                 log.exception("discovery: internal error in %s", entry.cfg.label)
-            wake.clear()
             delay = max(next_lookup - loop.time(), 0.0)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), delay)

@@ -170,8 +170,9 @@ class DiscoveryConfig(_Model):
     def _one_name(self) -> DiscoveryConfig:
         if (self.srv is None) == (self.a is None):
             raise ValueError("give exactly one of srv (an SRV name) or a (an A/AAAA name)")
-        name = self.srv or self.a or ""
-        if not name.strip(". ") or " " in name.strip() or len(name) > 253:
+        name = (self.srv or self.a or "").strip()
+        labels = name.rstrip(".").split(".")
+        if len(name) > 253 or any(not 0 < len(x) <= 63 or " " in x for x in labels):
             raise ValueError(f"bad DNS name {name!r}")
         try:
             render_attrs(self.attrs, "member.example", "192.0.2.1", 5060)
