@@ -42,7 +42,8 @@ class Dnsmasq:
 
     def start(self, members: Sequence[tuple[str, int]], extra: Sequence[str] = ()) -> None:
         """``members``: (host label, SIP port) of SRV records, every host 127.0.0.1;
-        ``extra``: more dnsmasq arguments."""
+        ``extra``: more dnsmasq arguments. A running one is stopped first."""
+        self.stop()
         argv = [
             str(DNSMASQ), "--no-daemon", f"--port={self.port}",
             "--listen-address=127.0.0.1", "--bind-interfaces", "--no-resolv", "--no-hosts",
@@ -262,3 +263,22 @@ def test_lookups_against_dnsmasq(dnsmasq):
     dnsmasq.stop()
     with pytest.raises(LookupFailed, match=r"timeout|refused"):
         run(srv=SRV)
+
+
+def test_a_member_past_drain_timeout_is_removed_and_its_calls_still_end(sipp_env, dnsmasq):
+    """A leaving member whose calls outlast ``drain_timeout`` is removed with them
+    open; their BYEs still go through (in-dialog requests follow the Route set)."""
+    m1, m2 = fleet.uas(sipp_env), fleet.uas(sipp_env)
+    dnsmasq.start([("m1", m1.port)])
+    proxy = start_fleet(sipp_env, dnsmasq.port, drain_timeout=1.0)
+    fleet.wait_for("m1 in the set", lambda: m1.uri in _targets(proxy), 10.0)
+    uac = fleet.uac(sipp_env, "uac_logged.xml", proxy, calls=5, rate=10, duration_ms=4000)
+    fleet.wait_for("5 calls on m1", lambda: len(m1.invites()) == 5, 5.0)
+    dnsmasq.start([("m2", m2.port)])
+    fleet.wait_for("m1 removed", lambda: events(proxy, "member-removed"), REFRESH + 1.0 + 3.0)
+    (removed,) = events(proxy, "member-removed")
+    assert removed["reason"] == "drain timeout" and removed["calls"] == 5, removed
+    assert set(_targets(proxy)) == {m2.uri}
+    result = uac.wait()
+    assert (result.successful, result.failed) == (5, 0), result.summary()
+    assert len(m1.log("BYE")) == 5 and m2.invites() == []
