@@ -7,6 +7,8 @@ overrides for the common keys and CLI flags mapped onto the same fields.
     [[route]]      routing policy (sipfleet.dispatch.routing)
     [control]      RPC transports (sipfleet.control.config)
     [[webhook]]    where events are POSTed (sipfleet.aio.webhooks)
+    [[discovery]]  sets whose members follow DNS records (sipfleet.dispatch.discovery)
+    [dns]          the resolvers discovery asks
     [log]          logging
 """
 
@@ -22,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from sipfleet.aio.webhooks import WebhookConfig
 from sipfleet.control.config import ControlConfig
 from sipfleet.dispatch.config import DispatcherConfig
+from sipfleet.dispatch.discovery import DiscoveryConfig, DnsConfig
 from sipfleet.dispatch.routing import RouteConfig
 
 __all__ = ["Config", "ConfigError", "ListenSpec", "ProxyConfig", "load_config"]
@@ -186,6 +189,8 @@ class Config(_Model):
     route: list[RouteConfig] = Field(default_factory=list)
     control: ControlConfig = Field(default_factory=ControlConfig)
     webhook: list[WebhookConfig] = Field(default_factory=list)
+    discovery: list[DiscoveryConfig] = Field(default_factory=list)
+    dns: DnsConfig = Field(default_factory=DnsConfig)
     log: LogConfig = Field(default_factory=LogConfig)
 
 

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sipfleet import ratelog
+from sipfleet.aio.discovery import DiscoveryService
 from sipfleet.aio.events import EventBus
 from sipfleet.aio.operator import OperatorViews
 from sipfleet.aio.resolver import resolve_destination
@@ -68,6 +69,10 @@ EXAMPLE_DESTINATIONS = (
     DestinationSpec(1, "sip:127.0.0.1:5070", 0, 0, "duid=media-1", "example back end"),
     DestinationSpec(1, "sip:127.0.0.1:5071", 0, 0, "duid=media-2", "example back end"),
 )
+
+
+#: Config sections a SIGHUP does not apply (logged when changed); [[discovery]] and [dns] too.
+_RESTART_SECTIONS = ("proxy", "store", "control", "webhook", "discovery", "dns")
 
 
 def build_settings(cfg: Config, route_key: bytes | None = None) -> ProxySettings:
@@ -170,6 +175,7 @@ class App:
         self._checkpointing = False
         self._checkpoint: asyncio.TimerHandle | None = None
         self._delete_soon: asyncio.TimerHandle | None = None
+        self.discovery: DiscoveryService | None = None  # [[discovery]]: members from DNS
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
@@ -228,6 +234,10 @@ class App:
             cfg.store.path,
         )
         self._on_dst_events(self.dispatcher.initial_events())
+        # [[discovery]]: members from DNS (sipfleet.aio.discovery)
+        self.discovery = DiscoveryService(self, cfg.discovery, cfg.dns, lock=self._reload_lock)
+        self.discovery.register(self.registry)
+        self.discovery.start()
         self._schedule_tick()
         self._schedule_probe(0.0)
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -301,6 +311,8 @@ class App:
         self._stopped.set()
 
     async def close(self) -> None:
+        if self.discovery is not None:  # [[discovery]]
+            await self.discovery.close()
         handles = (self._tick, self._probe, self._gc_handle, self._persist, self._delete_soon)
         for handle in (*handles, self._checkpoint):
             if handle is not None:
@@ -425,6 +437,8 @@ class App:
             t0 = time.perf_counter()
             try:
                 specs = await asyncio.to_thread(self.store.load)
+                if self.discovery is not None:  # [[discovery]]: members from DNS stay
+                    specs = self.discovery.merge(specs)
                 snapshot = await asyncio.to_thread(d.build, specs)
             except Exception as e:
                 log.error("reload failed: %s", e)
@@ -467,11 +481,11 @@ class App:
         self.dispatcher.reconfigure(new.dispatcher)
         self.router.set_routes(new.route)
         logging.getLogger().setLevel(new.log.level.upper())
-        for section in ("proxy", "store", "control", "webhook"):
+        for section in _RESTART_SECTIONS:
             if getattr(old, section) != getattr(new, section):
                 log.warning("SIGHUP: [%s] changed: takes effect at the next restart", section)
         self.cfg = new.model_copy(
-            update={s: getattr(old, s) for s in ("proxy", "store", "control", "webhook")}
+            update={s: getattr(old, s) for s in _RESTART_SECTIONS}
         )
         log.info("SIGHUP: configuration reloaded ([[route]], [dispatcher], [log])")
 

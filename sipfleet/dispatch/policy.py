@@ -226,6 +226,15 @@ class DispatchRouter:
                 if t is not None:
                     found.add(t.host)
                     found.add(t.uri.host)
+                if dest.address is None:
+                    # Every address of a name, not only the one we send to
+                    # (Kamailio's ds_is_from_list checks the first: issue 4338).
+                    try:
+                        addr = self.dispatcher.state(dest).resolved
+                    except KeyError:
+                        addr = None
+                    if addr is not None:
+                        found.update(addr.others)
             hosts = self._backends = frozenset(found)
         return host in hosts
 
