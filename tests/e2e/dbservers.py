@@ -30,6 +30,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +40,7 @@ import pytest
 __all__ = [
     "MariaDbServer",
     "PgServer",
+    "Relay",
     "kamailio_schema",
     "mariadb_server_fixture",
     "pg_server_fixture",
@@ -280,6 +282,81 @@ class MariaDbServer:
         for f in kamailio_schema("mysql"):
             self.run_file(url, f)
         return url
+
+
+class Relay:
+    """A TCP relay to ``127.0.0.1:target`` that a test can cut and restore: the server
+    unreachable for whoever connects through ``port``, without stopping it (it is
+    shared by the session). Threads, so sync tests and event loops can both use it;
+    at most ``MAX_CONNECTIONS`` relayed at once."""
+
+    MAX_CONNECTIONS = 64
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self._listener = socket.create_server((HOST, 0))
+        self.port = int(self._listener.getsockname()[1])
+        self.up = True
+        self._lock = threading.Lock()
+        self._socks: set[socket.socket] = set()
+        self._closed = False
+        threading.Thread(target=self._accept, name="relay", daemon=True).start()
+
+    def url(self, url: str) -> str:
+        """``url`` with the server's port replaced by the relay's."""
+        return url.replace(f":{self.target}/", f":{self.port}/")
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                down, _ = self._listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                full = len(self._socks) >= 2 * self.MAX_CONNECTIONS
+            if not self.up or full:
+                down.close()
+                continue
+            try:
+                up = socket.create_connection((HOST, self.target), 5)
+            except OSError:
+                down.close()
+                continue
+            with self._lock:
+                self._socks.update((down, up))
+            for a, b in ((down, up), (up, down)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+        with self._lock:
+            self._socks.discard(src)
+        with contextlib.suppress(OSError):
+            src.close()
+
+    def cut(self) -> None:
+        """Drop every relayed connection and refuse new ones."""
+        self.up = False
+        with self._lock:
+            socks = list(self._socks)
+        for s in socks:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def restore(self) -> None:
+        self.up = True
+
+    def close(self) -> None:
+        self._closed = True
+        self.cut()
+        self._listener.close()
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ import pytest
 from dbservers import (  # noqa: F401  (fixtures)
     MariaDbServer,
     PgServer,
+    Relay,
     kamailio_schema,
     mariadb_server_fixture,
     pg_server_fixture,
@@ -225,57 +226,6 @@ def test_changes_by_others_are_seen_and_our_own_are_not_echoed(server: Server) -
     run(go())
 
 
-class Relay:
-    """A TCP relay between the store and the server that a test can cut and restore:
-    the server seen as unreachable, without stopping the shared one."""
-
-    def __init__(self, port: int) -> None:
-        self.target = port
-        self.port = 0
-        self.up = True
-        self._server: asyncio.Server | None = None
-        self._conns: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def _serve(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        if not self.up:
-            w.close()
-            return
-        try:
-            ur, uw = await asyncio.open_connection("127.0.0.1", self.target)
-        except OSError:
-            w.close()
-            return
-        self._conns.update((w, uw))
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError, ConnectionError):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            dst.close()
-
-        await asyncio.gather(pipe(r, uw), pipe(ur, w))
-        self._conns.difference_update((w, uw))
-
-    def cut(self) -> None:
-        self.up = False
-        for w in list(self._conns):
-            w.transport.abort()
-        self._conns.clear()
-
-    def restore(self) -> None:
-        self.up = True
-
-    async def close(self) -> None:
-        self.cut()
-        if self._server is not None:
-            self._server.close()
-
-
 async def wait_until(what: str, cond: Callable[[], Any], timeout: float) -> None:
     end = time.monotonic() + timeout
     while not cond():
@@ -290,8 +240,7 @@ def test_an_unreachable_server_keeps_writes_and_reconciles(server: Server) -> No
 
     async def go() -> None:
         relay = Relay(server.port)
-        await relay.start()
-        store = await open_sql(url.replace(f":{server.port}/", f":{relay.port}/"), timeout=1.0)
+        store = await open_sql(relay.url(url), timeout=1.0)
         try:
             relay.cut()
             with pytest.raises(StoreError):
@@ -315,7 +264,7 @@ def test_an_unreachable_server_keeps_writes_and_reconciles(server: Server) -> No
             assert store.status()["ok"] is True
         finally:
             await store.close()
-            await relay.close()
+            relay.close()
         # In the database, as if it had never been away.
         again = await open_sql(url)
         try:
