@@ -36,15 +36,15 @@ class StoreHealth:
     def failed(self, operation: str, exc: BaseException) -> None:
         self.failures += 1
         now = self._clock()
-        self.error = f"{operation}: {exc}".strip()
+        text = str(exc).strip().splitlines()  # libpq adds an indented second line
+        self.error = f"{operation}: {text[0] if text else type(exc).__name__}"
         if self.ok:
             self.ok = False
             self.down_since = time.time()
         if self._logged_at is None or now - self._logged_at >= LOG_EVERY:
             more = f" ({self._unlogged} more failures not logged)" if self._unlogged else ""
             log.error(
-                "store %s unreachable: %s; routing on the last snapshot, writes kept for "
-                "a retry%s",
+                "store %s unreachable: %s; routing on the last snapshot, writes kept for a retry%s",
                 self.name,
                 self.error,
                 more,

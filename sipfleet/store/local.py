@@ -79,9 +79,7 @@ class LocalStore:
     async def load_dialogs(self, now_wall: float) -> list[DialogRecord]:
         if self.dialogs is None:
             return []
-        records: list[DialogRecord] = await self._call(
-            "load_dialogs", self.dialogs.load, now_wall
-        )
+        records: list[DialogRecord] = await self._call("load_dialogs", self.dialogs.load, now_wall)
         return records
 
     async def apply_dialogs(

@@ -27,6 +27,8 @@ from sipfleet.store.sql import Cursor, SqlStore, dialog_columns
 __all__ = ["CHANNEL", "PostgresStore"]
 
 log = logging.getLogger("sipfleet.store")
+# The pool logs each failed reconnection; StoreHealth says it once per 10 s instead.
+logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 T = TypeVar("T")
 
 #: The NOTIFY channel the trigger tells.
@@ -177,8 +179,7 @@ class PostgresStore(SqlStore):
             await self._tx("create trigger", trigger)
         except StoreError as e:
             log.warning(
-                "%s: no NOTIFY trigger on dispatcher (%s): checking for changes every %g s "
-                "instead",
+                "%s: no NOTIFY trigger on dispatcher (%s): checking for changes every %g s instead",
                 self.url.redacted(),
                 e,
                 self.check_interval,

@@ -195,7 +195,7 @@ class SqlStore:
             self.health.failed(what, e)
             raise
         except self._failures() as e:
-            msg = str(e).strip() or type(e).__name__
+            msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
             if isinstance(e, TimeoutError):
                 msg = f"no answer within {self.timeout * 2:g} s"
             self.health.failed(what, e if not isinstance(e, TimeoutError) else Exception(msg))
@@ -217,7 +217,7 @@ class SqlStore:
         except StoreError:
             raise
         except self._failures() as e:
-            msg = str(e).strip() or f"no answer within {self.timeout * 2:g} s"
+            msg = (str(e).strip().splitlines() or [f"no answer within {self.timeout * 2:g} s"])[0]
             raise StoreError(f"cannot reach {self.url.redacted()}: {msg}") from e
         try:
             await self.init()

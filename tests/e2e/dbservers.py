@@ -84,8 +84,10 @@ def kamailio_schema(engine: str) -> list[Path]:
     files = [base / "standard-create.sql", base / "dispatcher-create.sql"]
     missing = [str(f) for f in files if not f.exists()]
     if missing:
-        pytest.skip(f"Kamailio's schema files are missing ({', '.join(missing)}): "
-                    f"apt-get install kamailio-{'mysql' if engine == 'mysql' else 'postgres'}-modules")
+        pytest.skip(
+            f"Kamailio's schema files are missing ({', '.join(missing)}): "
+            f"apt-get install kamailio-{'mysql' if engine == 'mysql' else 'postgres'}-modules"
+        )
     return files
 
 

@@ -198,8 +198,10 @@ def test_database_unreachable_calls_route_and_the_drain_lands_later(
         relay.restore()
         fleet.wait_for(
             "the store back and the drain written",
-            lambda: (s := proxy.rpc("sipfleet.status")["store"])["ok"]
-            and s["pending_admin_writes"] == 0,
+            lambda: (
+                (s := proxy.rpc("sipfleet.status")["store"])["ok"]
+                and s["pending_admin_writes"] == 0
+            ),
             10,
         )
         assert "store" not in proxy.rpc("core.info")

@@ -23,6 +23,7 @@ from dbservers import (  # noqa: F401  (fixtures)
     pg_server_fixture,
 )
 
+from sipfleet.dispatch import parse_list
 from sipfleet.dispatch.destination import DestinationSpec
 from sipfleet.dispatch.state import AdminState
 from sipfleet.store.base import StoreError
@@ -257,8 +258,10 @@ def test_an_unreachable_server_keeps_writes_and_reconciles(server: Server) -> No
             assert await next_change(store, 10.0)  # back: reload, changes may be missed
             await wait_until(
                 "the kept writes to land",
-                lambda: store.status()["pending_admin_writes"] == 0
-                and store.status()["pending_dialog_writes"] == 0,
+                lambda: (
+                    store.status()["pending_admin_writes"] == 0
+                    and store.status()["pending_dialog_writes"] == 0
+                ),
                 10.0,
             )
             assert store.status()["ok"] is True
@@ -295,3 +298,40 @@ def test_opening_an_unreachable_server_fails_fast_and_clearly(
     with pytest.raises(StoreError, match=f"cannot reach {scheme}://u@127.0.0.1"):
         run(open_sql(url))
     assert time.monotonic() - t0 < 5
+
+
+def test_db_init_import_export_on_a_server(server: Server, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from sipfleet.cli.db import db_group
+
+    url = server.create_db()
+    listing = tmp_path / "d.list"
+    listing.write_text(
+        "1 sip:10.0.0.1:5060 0 0 duid=a;weight=50\n2 sip:10.0.0.2 8 5 duid=b desc of b\n"
+    )
+
+    def db(*args: str) -> tuple[int, str, str]:
+        r = CliRunner().invoke(db_group, [*args, "--db", url])
+        return r.exit_code, r.stdout, r.stderr
+
+    redacted = parse_location(url).describe()
+    assert db("init") == (0, f"{redacted}: dispatcher table version 4, 0 destinations\n", "")
+    code, out, _ = db("import", str(listing))
+    assert (code, out) == (0, f"imported 2 destinations from {listing} into {redacted}\n")
+    assert db("import", str(listing), "--append")[:2] == (
+        0,
+        f"appended 2 destinations from {listing} into {redacted}\n",
+    )
+    want = parse_list(listing.read_text(), "in") * 2
+    code, out, _ = db("export")
+    assert code == 0 and parse_list(out, "out") == want
+    target = tmp_path / "out.list"
+    assert db("export", "-o", str(target))[0] == 0
+    assert parse_list(target.read_text(), "out") == want
+    assert "s3cret" not in out
+    bad = tmp_path / "bad.list"
+    bad.write_text("x sip:a\n")
+    code, _, err = db("import", str(bad))
+    assert code == 1 and "bad.list:1" in err
+    assert db("init")[1].endswith("4 destinations\n")  # nothing was written
