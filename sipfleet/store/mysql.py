@@ -10,6 +10,7 @@ reload.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -22,6 +23,10 @@ from sipfleet.store.sql import Cursor, SqlStore, dialog_columns
 __all__ = ["MysqlStore"]
 
 T = TypeVar("T")
+
+# asyncmy logs the server's notes at WARNING ("Table ... already exists" for
+# every CREATE TABLE IF NOT EXISTS at each start); failures reach StoreHealth.
+logging.getLogger("asyncmy").setLevel(logging.ERROR)
 
 _TABLES = [
     """CREATE TABLE IF NOT EXISTS sipfleet_dispatcher_state (

@@ -3,8 +3,11 @@
 Changes to the ``dispatcher`` table reach every node through LISTEN/NOTIFY:
 a statement trigger, ``sipfleet_dispatcher_changed``, notifies channel
 ``sipfleet_dispatcher`` after each INSERT, UPDATE, DELETE or TRUNCATE (by
-kamcli, psql or another sipfleet). A node ignores the notifications of its
-own connections (it already has its change). Without the right to create
+kamcli, psql or another sipfleet). A node's own writes come back to it too:
+the reload they cause rereads what it already has, and it closes a race (a
+reload for someone else's change that read the table just before our own
+write committed would otherwise leave our change out until the next one).
+Without the right to create
 the trigger (the table belongs to someone else) the store falls back to a
 checksum on an interval, with a warning.
 """
@@ -110,7 +113,6 @@ class PostgresStore(SqlStore):
             **extra,
         )
         self._pool: AsyncConnectionPool[Any] | None = None
-        self._own_pids: dict[int, None] = {}  # our pooled backends: their NOTIFYs are ours
         self._listening = asyncio.Event()
         self._notify = False
 
@@ -139,14 +141,12 @@ class PostgresStore(SqlStore):
     async def _transaction(self, fn: Callable[[Cursor], Awaitable[T]]) -> T:
         if self._pool is None:
             raise StoreError(f"{self.url.redacted()}: store closed")
-        async with self._pool.connection() as conn:
-            pid = conn.info.backend_pid
-            if pid not in self._own_pids:
-                self._own_pids[pid] = None
-                while len(self._own_pids) > 4 * self.pool_size:
-                    del self._own_pids[next(iter(self._own_pids))]
-            async with conn.transaction(), conn.cursor() as cur:
-                return await fn(cur)
+        async with (
+            self._pool.connection() as conn,
+            conn.transaction(),
+            conn.cursor() as cur,
+        ):
+            return await fn(cur)
 
     def _schema_statements(self) -> list[str]:
         return list(_TABLES)
@@ -211,9 +211,8 @@ class PostgresStore(SqlStore):
                         self._changed.set()
                     backoff = 0.5
                     while True:
-                        async for n in conn.notifies(timeout=_KEEPALIVE):
-                            if n.pid not in self._own_pids:
-                                self._changed.set()
+                        async for _ in conn.notifies(timeout=_KEEPALIVE):
+                            self._changed.set()
                         await conn.execute("SELECT 1")  # still there?
                 finally:
                     with contextlib.suppress(Exception):

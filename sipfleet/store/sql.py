@@ -155,6 +155,7 @@ class SqlStore:
         self._dialog_backlog: dict[tuple[bytes, bytes], DialogRecord | None] = {}
         self._dialog_lock = asyncio.Lock()
         self._dialog_writes_dropped = 0
+        self._dialogs_in_flight = 0
         self._pending_admin: dict[StateKey, tuple[AdminState | None, float | None, str]] = {}
         self._closed = False
 
@@ -491,13 +492,19 @@ class SqlStore:
                 if deletes:
                     await cur.executemany("DELETE FROM sipfleet_dialogs WHERE dkey = %s", deletes)
 
+            self._dialogs_in_flight = len(batch)
             try:
                 await self._tx("write dialogs", go)
-            except StoreError:
-                # Newer writes of the same dialogs (queued meanwhile) win.
+            except BaseException as e:
+                # Kept (cancelled too: close() writes it). Newer writes of the
+                # same dialogs, queued meanwhile, win.
                 for k, v in batch.items():
                     self._dialog_backlog.setdefault(k, v)
                 self._trim_backlog()
+                if not isinstance(e, StoreError):
+                    raise
+            finally:
+                self._dialogs_in_flight = 0
 
     async def checkpoint(self) -> None:
         """Nothing to do: the server manages its own log."""
@@ -536,7 +543,7 @@ class SqlStore:
         return {
             **self.health.status(),
             "pending_admin_writes": len(self._pending_admin),
-            "pending_dialog_writes": len(self._dialog_backlog),
+            "pending_dialog_writes": len(self._dialog_backlog) + self._dialogs_in_flight,
             "dialog_writes_dropped": self._dialog_writes_dropped,
             "changes": self.change_feed,
         }
@@ -544,9 +551,6 @@ class SqlStore:
     async def close(self) -> None:
         if self._closed:
             return
-        if self.health.ok:  # a last write, unless it would only wait for timeouts
-            with contextlib.suppress(StoreError):
-                await self._retry_pending()
         self._closed = True
         self._changed.set()
         for task in self._tasks:
@@ -554,6 +558,9 @@ class SqlStore:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.health.ok:  # a last write, unless it would only wait for timeouts
+            with contextlib.suppress(StoreError):
+                await self._retry_pending()
         await self._close_pool()
 
 
