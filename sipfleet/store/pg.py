@@ -99,7 +99,8 @@ class PostgresStore(SqlStore):
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
         u = self.url
-        extra = {k: v for k, v in u.query.items() if k not in ("options",)}
+        extra = {k: v for k, v in u.query.items() if k != "options"}
+        options = f"{u.query.get('options', '')} -c statement_timeout={int(self.timeout * 1000)}"
         self.conninfo = pg_conninfo.make_conninfo(
             "",
             host=u.host or None,
@@ -109,7 +110,7 @@ class PostgresStore(SqlStore):
             dbname=u.database,
             connect_timeout=max(int(self.timeout), 1),
             application_name="sipfleet",
-            options=f"-c statement_timeout={int(self.timeout * 1000)}",
+            options=options.strip(),
             **extra,
         )
         self._pool: AsyncConnectionPool[Any] | None = None

@@ -85,12 +85,27 @@ def test_rows_listed_sql_insert_seen_by_reload_and_by_itself(sipp_env, server: S
     took = time.monotonic() - t0
     print(f"{type(server).__name__}: a row inserted by SQL listed by itself after {took:.3f} s")
 
+    # A burst of changes (one client each): at most one reload per reload_delta, one at
+    # its end, and maybe one more that finds nothing new (a NOTIFY that came in while
+    # the sleep before a reload ran: that reload read its row already); not one per change.
+    time.sleep(RELOAD_DELTA)
+    before = proxy.stderr_path.read_text().count("reloaded by store-change")
+    burst = [f"sip:127.0.0.1:{port}" for port in range(5100, 5110)]
+    t0 = time.monotonic()
+    for uri in burst:
+        insert(server, url, 3, uri)
+    spread = time.monotonic() - t0
+    fleet.wait_for("the burst", lambda: set(burst) <= set(proxy.targets()),
+                   RELOAD_DELTA + 1.5, 0.02)  # fmt: skip
+    time.sleep(RELOAD_DELTA + 0.3)
+    reloads = proxy.stderr_path.read_text().count("reloaded by store-change") - before
+    assert 1 <= reloads <= int(spread / RELOAD_DELTA) + 3 < len(burst), (reloads, spread)
+
     # By dispatcher.reload: listed as soon as the reload answers.
-    time.sleep(RELOAD_DELTA)  # outside the window of any reload the change feed made
     insert(server, url, 2, "sip:127.0.0.1:5094")
     assert proxy.rpc("dispatcher.reload") == "Ok. Dispatcher successfully reloaded."
     assert "sip:127.0.0.1:5094" in proxy.targets()
-    assert proxy.rpc("dispatcher.list")["NRSETS"] == 2
+    assert proxy.rpc("dispatcher.list")["NRSETS"] == 3
     # An operator's reload is never refused because of the feed's own reloads.
     time.sleep(RELOAD_DELTA)
     insert(server, url, 2, "sip:127.0.0.1:5095")
