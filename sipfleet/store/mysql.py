@@ -55,7 +55,9 @@ _TABLES = [
 class MysqlStore(SqlStore):
     ENGINE = 1
     SCHEMA = "mysql"
-    DRIVER_ERRORS = (MySQLError,)
+    # asyncmy raises RuntimeError ("Transport does not expose socket instance")
+    # when the server closes the connection while it is being set up.
+    DRIVER_ERRORS = (MySQLError, RuntimeError)
     CHECKSUM = (
         "SELECT COUNT(*), COALESCE(MAX(id), 0), COALESCE(SUM(CRC32(CONCAT_WS(',', id, setid, "
         "destination, flags, priority, attrs, description))), 0) FROM dispatcher"

@@ -44,6 +44,7 @@ from sipfleet.store.url import ServerUrl
 
 __all__ = [
     "AUDIT_KEEP",
+    "DOWN_DEADLINE",
     "MAX_DIALOG_BACKLOG",
     "MAX_PENDING_ADMIN",
     "Cursor",
@@ -62,6 +63,8 @@ AUDIT_KEEP = 100_000
 MAX_DIALOG_BACKLOG = 200_000
 #: Admin states kept for a retry (one per destination, the newest wins).
 MAX_PENDING_ADMIN = 100_000
+#: Seconds an operation may take while the server is known to be down.
+DOWN_DEADLINE = 1.0
 
 #: Column types of sipfleet_dialogs by DialogRecord field: (PostgreSQL, MySQL).
 _BYTES = ("BYTEA", "MEDIUMBLOB")
@@ -189,16 +192,21 @@ class SqlStore:
 
     # -- plumbing ---------------------------------------------------------------
     async def _tx(self, what: str, fn: Callable[[Cursor], Awaitable[T]]) -> T:
-        """One transaction with a deadline; failures mark the store down."""
+        """One transaction with a deadline; failures mark the store down.
+
+        While the server is known to be down the deadline is short
+        (DOWN_DEADLINE), so RPCs that write answer promptly; the retry task
+        keeps trying in the background."""
+        deadline = self.timeout * 2 if self.health.ok else min(self.timeout, DOWN_DEADLINE)
         try:
-            result = await asyncio.wait_for(self._transaction(fn), self.timeout * 2)
+            result = await asyncio.wait_for(self._transaction(fn), deadline)
         except StoreError as e:
             self.health.failed(what, e)
             raise
         except self._failures() as e:
             msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
             if isinstance(e, TimeoutError):
-                msg = f"no answer within {self.timeout * 2:g} s"
+                msg = f"no answer within {deadline:g} s"
             self.health.failed(what, e if not isinstance(e, TimeoutError) else Exception(msg))
             raise StoreError(f"{self.url.redacted()}: {what}: {msg}") from e
         if self.health.succeeded():
