@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import asyncmy
-from asyncmy.errors import MySQLError
+from asyncmy.errors import InterfaceError, MySQLError, OperationalError
 
 from sipfleet.store.base import StoreError
 from sipfleet.store.sql import Cursor, SqlStore, dialog_columns
@@ -58,6 +58,7 @@ class MysqlStore(SqlStore):
     # asyncmy raises RuntimeError ("Transport does not expose socket instance")
     # when the server closes the connection while it is being set up.
     DRIVER_ERRORS = (MySQLError, RuntimeError)
+    UNREACHABLE = (OperationalError, InterfaceError, RuntimeError)
     CHECKSUM = (
         "SELECT COUNT(*), COALESCE(MAX(id), 0), COALESCE(SUM(CRC32(CONCAT_WS(',', id, setid, "
         "destination, flags, priority, attrs, description))), 0) FROM dispatcher"

@@ -91,6 +91,7 @@ class PostgresStore(SqlStore):
     ENGINE = 0
     SCHEMA = "postgres"
     DRIVER_ERRORS = (psycopg.Error,)
+    UNREACHABLE = (psycopg.OperationalError, psycopg.InterfaceError)
     CHECKSUM = (
         "SELECT count(*), coalesce(max(id), 0), coalesce(sum(hashtext(concat_ws(',', id, setid, "
         "destination, flags, priority, attrs, description))::bigint), 0) FROM dispatcher"

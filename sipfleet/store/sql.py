@@ -133,8 +133,10 @@ class SqlStore:
     ENGINE = 0
     #: Kamailio's schema file prefix.
     SCHEMA = "postgres"
-    #: Driver exceptions that mean "the server failed": become StoreError.
+    #: Driver exceptions: become StoreError.
     DRIVER_ERRORS: tuple[type[BaseException], ...] = ()
+    #: Those of them that mean the server is not there (not: it refused a statement).
+    UNREACHABLE: tuple[type[BaseException], ...] = ()
     #: One row that changes when any row of the dispatcher table does.
     CHECKSUM = ""
 
@@ -200,14 +202,14 @@ class SqlStore:
         deadline = self.timeout * 2 if self.health.ok else min(self.timeout, DOWN_DEADLINE)
         try:
             result = await asyncio.wait_for(self._transaction(fn), deadline)
-        except StoreError as e:
-            self.health.failed(what, e)
-            raise
+        except StoreError:
+            raise  # our own check refused what the server answered: it is up
         except self._failures() as e:
             msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
             if isinstance(e, TimeoutError):
                 msg = f"no answer within {deadline:g} s"
-            self.health.failed(what, e if not isinstance(e, TimeoutError) else Exception(msg))
+            if isinstance(e, (TimeoutError, OSError, *self.UNREACHABLE)):
+                self.health.failed(what, e if not isinstance(e, TimeoutError) else Exception(msg))
             raise StoreError(f"{self.url.redacted()}: {what}: {msg}") from e
         if self.health.succeeded():
             self._changed.set()  # changes may have been missed while it was down
@@ -231,11 +233,12 @@ class SqlStore:
         try:
             await self.init()
             await self._tx("table version", self._check_version)
+            self._tasks.append(asyncio.create_task(self._retry_loop(), name="store-retry"))
+            await self._start_watch()
         except BaseException:
+            await self._stop_tasks()
             await self._close_pool()
             raise
-        self._tasks.append(asyncio.create_task(self._retry_loop(), name="store-retry"))
-        await self._start_watch()
 
     async def _start_watch(self) -> None:
         """Start telling ``_changed`` of changes made from now on (a checksum of
@@ -556,16 +559,20 @@ class SqlStore:
             "changes": self.change_feed,
         }
 
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._changed.set()
+    async def _stop_tasks(self) -> None:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        self._tasks.clear()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._changed.set()
+        await self._stop_tasks()
         if self.health.ok:  # a last write, unless it would only wait for timeouts
             with contextlib.suppress(StoreError):
                 await self._retry_pending()

@@ -152,7 +152,21 @@ def test_an_empty_database_gets_kamailios_tables_and_sipfleets(server: Server) -
 
 def test_a_wrong_table_version_is_refused(server: Server) -> None:
     url = server.kamailio_db()
-    server.sql(url, "UPDATE version SET table_version = 3 WHERE table_name = 'dispatcher'")
+
+    async def go() -> None:
+        store = await open_sql(url)
+        try:
+            await asyncio.to_thread(server.sql, url, "UPDATE version SET table_version = 3 "
+                                    "WHERE table_name = 'dispatcher'")  # fmt: skip
+            with pytest.raises(StoreError, match="dispatcher table version 3, expected 4"):
+                await store.load()
+            with pytest.raises(StoreError, match="dispatcher"):
+                await store.add(DestinationSpec(1, "sip:10.0.0.1", 0, 0))
+            assert store.status()["ok"] is True  # the server answered: not "unreachable"
+        finally:
+            await store.close()
+
+    run(go())
     with pytest.raises(StoreError, match="dispatcher table version 3, expected 4"):
         run(open_sql(url))
 
