@@ -6,7 +6,8 @@ itself (NOTIFY on PostgreSQL, the checksum check on MariaDB) within reload_delta
 1 s; a drain and a held call survive a restart; kamcli (Debian's, through
 SQLAlchemy) adds and removes rows that a reload then serves; with the database
 unreachable calls still route, the status says so, a drain still works, and it
-lands in the database when the server is back.
+lands in the database when the server is back; and Kamailio's own dispatcher
+(db_postgres, db_mysql) serves a database sipfleet made and wrote.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import configparser
 import shutil
 import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 import fleet
@@ -231,3 +233,45 @@ def test_database_unreachable_calls_route_and_the_drain_lands_later(
         assert proxy.rpc("dispatcher.drain_status", 1, a.uri)[0]["STATE"] == "draining"
     finally:
         relay.close()
+
+
+def test_kamailio_serves_the_database_sipfleet_made(sipp_env, server: Server, tmp_path) -> None:
+    """The other way round: a database made by ``sipfleet db init`` (sipfleet's copy of
+    Kamailio's schema) and written by sipfleet is read by Kamailio's own dispatcher
+    (db_postgres / db_mysql), which lists the same destinations."""
+    import kamailio_ref as ref
+
+    if not ref.kamailio_available():
+        pytest.skip("kamailio is not installed")
+    engine = "postgres" if isinstance(server, PgServer) else "mysql"
+    if not (Path(ref._modules_dir() or "/") / f"db_{engine}.so").exists():
+        pytest.skip(f"kamailio-{engine}-modules is not installed")
+    url = server.create_db()
+    listing = tmp_path / "d.list"
+    listing.write_text(ref.DEFAULT_LIST)
+    db = [*fleet.harness.sipfleet_command(), "db"]
+    for args in (["init"], ["import", str(listing)]):
+        r = subprocess.run([*db, *args, "--db", url], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+    proxy = db_fleet(sipp_env, url)
+    proxy.rpc("dispatcher.add", 3, "sip:127.0.0.1:5079", 0, 0, "duid=added")
+    kam_url = f"{engine}://{url.split('://', 1)[1]}"
+    with ref.kamailio_running(
+        tmp_path / "kamailio",
+        modparams=[
+            f'loadmodule "db_{engine}.so"',
+            f'modparam("dispatcher", "db_url", "{kam_url}")',
+        ],
+    ) as kamailio:
+        theirs = kamailio.rpc("dispatcher.list")["result"]
+    ours = proxy.rpc("dispatcher.list")
+
+    def dests(listing: dict[str, Any]) -> list[tuple[int, str, str, int]]:
+        return sorted(
+            (r["SET"]["ID"], t["DEST"]["URI"], t["DEST"]["FLAGS"], t["DEST"]["PRIORITY"])
+            for r in listing["RECORDS"]
+            for t in r["SET"]["TARGETS"]
+        )
+
+    assert dests(theirs) == dests(ours)
+    assert len(dests(ours)) == 4
