@@ -531,13 +531,18 @@ class _Methods:
                     st = d.state(dest)
                     writes.append((key, st.admin, st.admin_since, st.admin_by))
 
-            try:
-                for key, admin, when, who in writes:
+            error: Exception | None = None
+            for key, admin, when, who in writes:
+                try:
                     await store.save_admin_state(key, admin, when, who)
-            except Exception as e:
-                log.error("cannot persist the admin state of %d destinations: %s", len(writes), e)
+                except Exception as e:  # the others are still tried (and kept for a retry)
+                    error = e
+            if error is not None:
+                log.error(
+                    "cannot persist the admin state of %d destinations: %s", len(writes), error
+                )
                 self.app.events.emit(
-                    "store-error", {"operation": "save_admin_state", "error": str(e)}
+                    "store-error", {"operation": "save_admin_state", "error": str(error)}
                 )
                 return False
         return True

@@ -387,6 +387,15 @@ class SqlStore:
     ) -> None:
         key = (key[0], key[1].lower())
         self._pending_admin.pop(key, None)
+        if not self.health.ok:
+            # Known down: no wait per destination (set_state "all" changes many);
+            # the retry task writes it, and finds out when the server is back.
+            if len(self._pending_admin) < MAX_PENDING_ADMIN:
+                self._pending_admin[key] = (state, since, by)
+            raise StoreError(
+                f"{self.url.redacted()}: unreachable ({self.health.error}): "
+                "the admin state is kept and written when it answers again"
+            )
         try:
             await self._tx("save admin state", self._admin_writer(key, state, since, by))
         except StoreError:
