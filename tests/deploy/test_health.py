@@ -8,6 +8,7 @@ import json
 import signal
 import subprocess
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -53,15 +54,17 @@ def test_health_follows_the_graceful_stop(sipp_env):
     by_socket = health("--run-dir", str(proxy.run_dir))
     assert by_socket.returncode == 0 and by_socket.stdout.startswith("ok: accepting"), by_socket
 
-    calls = fleet.uac(sipp_env, "uac_logged.xml", proxy, calls=2, rate=20, duration_ms=4000)
+    calls = fleet.uac(sipp_env, "uac_logged.xml", proxy, calls=2, rate=20, duration_ms=6000)
     fleet.wait_for("2 calls up", lambda: proxy.rpc("dlg.stats_active")["ongoing"] == 2, 10)
     assert proxy.popen is not None
     proxy.popen.send_signal(signal.SIGTERM)
     fleet.wait_for("the graceful stop", lambda: not proxy.rpc("sipfleet.status")["accepting"], 5)
-    ready = health("--url", proxy.url)
+    with ThreadPoolExecutor(2) as pool:  # at once: the calls' hold time is short
+        ready_f = pool.submit(health, "--url", proxy.url)
+        live_f = pool.submit(health, "--url", proxy.url, "--live")
+        ready, live = ready_f.result(), live_f.result()
     assert ready.returncode == 1, ready
     assert "stopping: takes no new calls (2 dialogs" in ready.stderr
-    live = health("--url", proxy.url, "--live")
     assert live.returncode == 0 and live.stdout.startswith("ok: stopping, 2 dialogs"), live
 
     result = calls.wait()
