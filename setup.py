@@ -80,6 +80,13 @@ class BuildExt(build_ext):
         super().finalize_options()
 
     def run(self) -> None:
+        # A build directory left by an earlier build would put its extensions
+        # into this wheel (a pure one, or one without a module since dropped
+        # from the list): only what this run compiles goes in.
+        build = self.get_finalized_command("build")
+        for lib in {self.build_lib, build.build_lib, build.build_platlib, build.build_purelib}:
+            for stale in Path(lib, "sipfleet").rglob("*.so"):
+                stale.unlink()
         try:
             super().run()
         except Exception as e:  # CompileError, LinkError, DistutilsExecError ...

@@ -51,7 +51,7 @@ def copy_source(dest: Path) -> Path:
 
 
 def build_wheel(tmp: Path, **env: str) -> tuple[subprocess.CompletedProcess[str], list[Path]]:
-    src = copy_source(tmp / "src")
+    src = tmp / "src" if (tmp / "src").exists() else copy_source(tmp / "src")
     out = tmp / "wheels"
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "--no-build-isolation"]
@@ -91,6 +91,13 @@ def fresh_venv(tmp: Path, wheel: Path) -> Path:
 
 @pytest.mark.timeout(300)
 def test_sipfleet_pure_builds_a_pure_wheel(tmp_path):
+    # An earlier compiled build left its extensions in build/: none may ship now.
+    src = copy_source(tmp_path / "src")
+    suffix = sysconfig.get_config_var("EXT_SUFFIX")
+    for lib in ("lib", f"lib.{sysconfig.get_platform()}-{sys.implementation.cache_tag}"):
+        stale = src / "build" / lib / "sipfleet" / "sip" / f"message{suffix}"
+        stale.parent.mkdir(parents=True)
+        stale.write_bytes(b"not an extension")
     proc, wheels = build_wheel(tmp_path, SIPFLEET_PURE="1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "SIPFLEET_PURE=1: building the pure-Python core" in proc.stderr + proc.stdout
