@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -27,7 +27,7 @@ from sipfleet.control.paths import BINRPC_SOCKET, find_run_dir
 __all__ = ["health_cmd"]
 
 
-def _fail(text: str) -> None:
+def _fail(text: str) -> NoReturn:
     click.echo(f"sipfleet health: {text}", err=True)
     sys.exit(1)
 
