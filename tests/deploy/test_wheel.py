@@ -173,3 +173,15 @@ def test_wheel_installs_the_compiled_core_and_runs_it(tmp_path, sipp_env):
     assert proxy.popen is not None
     proxy.popen.send_signal(signal.SIGTERM)
     assert proxy.popen.wait(timeout=15) == 0
+
+
+@pytest.mark.skipif(not WHEEL, reason="runs mypyc (minutes): set SIPFLEET_E2E_WHEEL=1")
+@pytest.mark.timeout(900)
+def test_a_compiler_that_fails_gives_a_pure_wheel_with_a_warning(tmp_path):
+    """mypyc translates the core, then the C compiler fails: no half-built set of
+    extensions ships (each needs the shared runtime), the wheel is pure Python."""
+    proc, wheels = build_wheel(tmp_path, CC="/bin/false")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = proc.stderr + proc.stdout
+    assert "WARNING: sipfleet: compiling the core failed (CompileError" in text
+    assert len(wheels) == 1 and extensions(wheels[0]) == []
