@@ -6,6 +6,8 @@ overrides for the common keys and CLI flags mapped onto the same fields.
     [dispatcher]   algorithms, failover, probing, reload (sipfleet.dispatch.config)
     [[route]]      routing policy (sipfleet.dispatch.routing)
     [control]      RPC transports (sipfleet.control.config)
+    [security] [[trunk]] [overload] [limits]
+                   edge security and bounds (sipfleet.security.config)
     [[webhook]]    where events are POSTed (sipfleet.aio.webhooks)
     [log]          logging
 """
@@ -17,12 +19,20 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from sipfleet.aio.webhooks import WebhookConfig
 from sipfleet.control.config import ControlConfig
 from sipfleet.dispatch.config import DispatcherConfig
 from sipfleet.dispatch.routing import RouteConfig
+from sipfleet.security.config import LimitsConfig, OverloadConfig, SecurityConfig, TrunkConfig
 
 __all__ = ["Config", "ConfigError", "ListenSpec", "ProxyConfig", "load_config"]
 
@@ -168,6 +178,18 @@ class Config(_Model):
     control: ControlConfig = Field(default_factory=ControlConfig)
     webhook: list[WebhookConfig] = Field(default_factory=list)
     log: LogConfig = Field(default_factory=LogConfig)
+    security: SecurityConfig = Field(default_factory=SecurityConfig)
+    trunk: list[TrunkConfig] = Field(default_factory=list)
+    overload: OverloadConfig = Field(default_factory=OverloadConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+
+    @model_validator(mode="after")
+    def _trunk_routes(self) -> Config:
+        names = {r.name for r in self.route}
+        for t in self.trunk:
+            if t.route is not None and t.route not in names:
+                raise ValueError(f"trunk {t.name!r} names route {t.route!r}: no [[route]] has that name")
+        return self
 
 
 # Environment variable -> dotted config key.

@@ -36,6 +36,9 @@ from sipfleet.dispatch.state import AdminState, DestState
 from sipfleet.proxy.core import Proxy, ProxySettings
 from sipfleet.proxy.dialogs import CONFIRMED, Dialog
 from sipfleet.proxy.net import Listener, Peer
+from sipfleet.security.config import to_settings
+from sipfleet.security.gate import Gate
+from sipfleet.sip.build import set_server_header
 from sipfleet.sip.message import Limits, Message
 from sipfleet.store.base import DestinationStore
 from sipfleet.store.dialogs import DialogRecord, DialogStore
@@ -59,6 +62,7 @@ _CHECKPOINT_PERIOD = 5.0  # the log is written back this often, off the loop
 _DELETE_DELAY = 0.01  # ... and ended ones this late (a crash must not resurrect them)
 _MAX_PENDING_WRITES = 200_000  # bounds memory if the disk stalls
 _TICK_MAX = 0.05  # timers fire at most this late; every SIP timer is >= 0.5 s
+_LAG_PERIOD = 0.1  # how often the event loop's lag is measured for overload shedding
 
 #: What a new embedded store starts with: the two back ends of the README.
 EXAMPLE_DESTINATIONS = (
@@ -85,6 +89,11 @@ def build_settings(cfg: Config) -> ProxySettings:
         transform_503=p.transform_503,
         dialog_lifetime=p.dialog_lifetime,
     )
+
+
+def build_gate(cfg: Config) -> Gate:
+    """The core's edge security from [security], [[trunk]], [overload], [limits]."""
+    return Gate(to_settings(cfg.security, cfg.trunk, cfg.overload, cfg.limits))
 
 
 def open_store(cfg: StoreConfig) -> DestinationStore:
@@ -144,6 +153,9 @@ class App:
         self._checkpointing = False
         self._checkpoint: asyncio.TimerHandle | None = None
         self._delete_soon: asyncio.TimerHandle | None = None
+        self.gate = build_gate(cfg)
+        self._lag: asyncio.TimerHandle | None = None
+        self._lag_due = 0.0
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
@@ -170,6 +182,11 @@ class App:
         self.router = DispatchRouter(self.dispatcher, cfg.route, load=_NoLoad(), on_events=self._on_dst_events)
         self.proxy = Proxy(self.listeners, self.transports.sink, self.router, build_settings(cfg))
         self.router.load = self.proxy.dialogs
+        self.proxy.gate = self.gate
+        set_server_header(cfg.security.server)
+        self._trust_backends()
+        if any(t.route for t in cfg.trunk):
+            self.router.source_route = self._trunk_route
         self.proxy.dialogs.on_idle = self._on_dest_idle
         await self._open_dialog_store()
         self.transports.attach(self.proxy)
@@ -198,6 +215,8 @@ class App:
         self._on_dst_events(self.dispatcher.initial_events())
         self._schedule_tick()
         self._schedule_probe(0.0)
+        self._lag_due = self.loop.time() + _LAG_PERIOD
+        self._lag = self.loop.call_at(self._lag_due, self._measure_lag)
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.request_stop)
         self.loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
@@ -218,9 +237,11 @@ class App:
         )
         from sipfleet.control.drain import register_drain_methods
         from sipfleet.control.methods import register_methods
+        from sipfleet.control.security import register_security_methods
 
         register_methods(self.registry, self)
         register_drain_methods(self.registry, self)
+        register_security_methods(self.registry, self)
 
     async def serve(self) -> None:
         await self.start()
@@ -254,7 +275,7 @@ class App:
         self._stopped.set()
 
     async def close(self) -> None:
-        handles = (self._tick, self._probe, self._gc_handle, self._persist, self._delete_soon)
+        handles = (self._tick, self._probe, self._gc_handle, self._persist, self._delete_soon, self._lag)
         for handle in (*handles, self._checkpoint):
             if handle is not None:
                 handle.cancel()
@@ -282,12 +303,39 @@ class App:
         self._tick = self.loop.call_later(delay, self._on_tick)
 
     def _on_tick(self) -> None:
+        now = self.loop.time()
         try:
-            self.proxy.handle_timer(self.loop.time())
+            self.proxy.handle_timer(now)
+            self.gate.maintain(now)
         except Exception:
             self.proxy.stats.internal_errors += 1
             log.exception("internal error in timers")
+        if self.gate.events:
+            for kind, data in self.gate.take_events():
+                self.events.emit(kind, data)
         self._schedule_tick()
+
+    def _measure_lag(self) -> None:
+        """How late this callback runs is the loop's lag: fed to the core's
+        overload shedding (new INVITEs get 503 while it is high)."""
+        now = self.loop.time()
+        self.gate.set_lag(max(0.0, now - self._lag_due), now)
+        self._lag_due = now + _LAG_PERIOD
+        self._lag = self.loop.call_at(self._lag_due, self._measure_lag)
+
+    def _trust_backends(self) -> None:
+        """Destinations are trusted for in-dialog requests and never banned."""
+        hosts = []
+        for d in self.dispatcher.destinations():
+            target = self.router.target(d)
+            if target is not None:
+                hosts.append(target.host)
+        self.gate.set_backends(hosts)
+
+    def _trunk_route(self, source: Peer) -> str | None:
+        lst = self.listeners[source.listener]
+        trunk = self.gate.trunks.match(source.host, source.port, lst.proto)
+        return trunk.route if trunk is not None else None
 
     def _collect(self) -> None:
         now = self.loop.time()
@@ -380,6 +428,7 @@ class App:
                 raise DispatcherError(500, "Reload Failed", str(e)) from e
             result = d.install(snapshot)
             self.router.invalidate()
+            self._trust_backends()
             log.info(
                 "reloaded by %s: %d added, %d removed, %d kept",
                 by,
@@ -414,11 +463,12 @@ class App:
         self.dispatcher.reconfigure(new.dispatcher)
         self.router.set_routes(new.route)
         logging.getLogger().setLevel(new.log.level.upper())
-        for section in ("proxy", "store", "control", "webhook"):
+        fixed = ("proxy", "store", "control", "webhook", "security", "trunk", "overload", "limits")
+        for section in fixed:
             if getattr(old, section) != getattr(new, section):
                 log.warning("SIGHUP: [%s] changed: takes effect at the next restart", section)
         self.cfg = new.model_copy(
-            update={s: getattr(old, s) for s in ("proxy", "store", "control", "webhook")}
+            update={s: getattr(old, s) for s in fixed}
         )
         log.info("SIGHUP: configuration reloaded ([[route]], [dispatcher], [log])")
 

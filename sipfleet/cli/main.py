@@ -9,6 +9,7 @@ from sipfleet.cli.db import db_group
 from sipfleet.cli.dispatcher import dispatcher_group
 from sipfleet.cli.rpc import rpc_cmd
 from sipfleet.cli.run import run_cmd
+from sipfleet.cli.security import security_group
 
 __all__ = ["cli", "main"]
 
@@ -23,6 +24,7 @@ cli.add_command(run_cmd)
 cli.add_command(rpc_cmd)
 cli.add_command(dispatcher_group)
 cli.add_command(db_group)
+cli.add_command(security_group)
 
 
 def main() -> None:

@@ -223,11 +223,28 @@ def _app_stats(app: AppLike) -> list[_Stat]:
         _Stat("sipfleet", "sets", lambda: len(app.dispatcher.snapshot.sets), False),
         _Stat("sipfleet", "ping_active", lambda: int(app.dispatcher.probing_active), False),
     ]
+    gate = proxy.gate  # issue 11: edge security (sipfleet.security)
+    if gate is not None:
+        gs = gate.stats
+        for name in gs.__slots__:
+            group = "pike" if name in _PIKE_STATS else "sipfleet"
+            stats.append(_Stat(group, name, _attr_of(gs, name)))
+        stats.append(_Stat("pike", "banned", lambda: len(gate.bans), False))
+        stats.append(_Stat("pike", "sources", lambda: len(gate.sources), False))
+        stats.append(_Stat("sipfleet", "overloaded", lambda: int(gate.overloaded), False))
+        stats.append(_Stat("sipfleet", "loop_lag_ms", lambda: int(gate.lag * 1000), False))
     counts = app.events.counts
     for kind in list(counts):
         name = "events_" + "".join(c if c.isalnum() else "_" for c in kind)
         stats.append(_Stat("sipfleet", name, _count_of(counts, kind)))
     return stats
+
+
+_PIKE_STATS = frozenset({"bans", "banned_drops", "floods", "scanners", "scans"})
+
+
+def _attr_of(obj: object, name: str) -> Callable[[], int]:
+    return lambda: int(getattr(obj, name))
 
 
 def _count_of(counts: Counter[str], kind: str) -> Callable[[], int]:

@@ -99,6 +99,7 @@ class RoutingPolicy:
         default_limit: int,
     ) -> None:
         self.routes = [_Compiled(r, default_codes, default_limit) for r in routes]
+        self.by_name = {r.cfg.name: r for r in self.routes}
         self._catch_all = bool(self.routes) and all(
             not (r.user or r.host or r.header or r.nets or r.methods) for r in self.routes[:1]
         )
@@ -177,6 +178,8 @@ class DispatchRouter:
         self.no_route = (404, "No Route", ())
         self.selections = 0
         self.rejections = 0
+        # A [[trunk]]'s route: the source names the route before any match rule.
+        self.source_route: Callable[[Peer], str | None] | None = None
 
     def set_routes(self, routes: Sequence[RouteConfig]) -> None:
         """A new ``[[route]]`` list (SIGHUP); none configured = the default route."""
@@ -224,7 +227,13 @@ class DispatchRouter:
         return Target(uri, hop.params.get("maddr") or hop.host, hop.effective_port(), hop.transport, dest)
 
     def route(self, msg: Message, source: Peer, now: float) -> Decision:
-        r = self.policy.route_for(msg, source)
+        r: _Compiled | None = None
+        if self.source_route is not None:
+            name = self.source_route(source)
+            if name is not None:
+                r = self.policy.by_name.get(name)
+        if r is None:
+            r = self.policy.route_for(msg, source)
         if r is None:
             self.rejections += 1
             return Decision(reject=self.no_route)

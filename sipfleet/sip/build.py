@@ -9,7 +9,7 @@ from typing import Final
 
 from sipfleet.sip.message import Message
 
-__all__ = ["REASONS", "make_response", "to_tag_for"]
+__all__ = ["REASONS", "make_response", "set_server_header", "to_tag_for"]
 
 REASONS: Final[dict[int, str]] = {
     100: "Trying",
@@ -32,7 +32,9 @@ REASONS: Final[dict[int, str]] = {
     513: "Message Too Large",
 }
 
-SERVER: Final = b"Server: sipfleet"
+# The Server header of our own responses: none by default, so that a
+# scanner cannot fingerprint the edge. One process, one setting.
+_server: list[bytes] = []
 _COPY: Final = (b"via", b"from", b"call-id", b"cseq")
 
 
@@ -76,12 +78,19 @@ def make_response(
             if status > 100 and msg.to_tag is None:
                 line = line.rstrip() + b";tag=" + to_tag_for(msg)
             out.append(line)
-    out.append(SERVER)
+    out.extend(_server)
     out.extend(extra)
     out.append(b"Content-Length: %d" % len(body))
     out.append(b"")
     out.append(body)
     return b"\r\n".join(out)
+
+
+def set_server_header(value: str | None) -> None:
+    """The Server header value of every local response; None or "" for none."""
+    _server.clear()
+    if value:
+        _server.append(b"Server: " + value.encode("utf-8"))
 
 
 def _first_comma(value: bytes) -> int:
