@@ -73,13 +73,13 @@ def test_backend_in_dialog_bye_passes_with_trunks():
     sink.take_to(TRUNK.host, TRUNK.port)
     # The back end hangs up: its BYE goes along the Record-Route to the trunk.
     bye = (
-        "BYE sip:sipp@127.0.0.3:5080 SIP/2.0\r\n"
-        "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-bye1\r\n"
-        "Route: <sip:127.0.0.1:5060;lr>\r\n"
-        "From: <sip:100@127.0.0.1>;tag=uas-tag\r\n"
-        "To: sipp <sip:sipp@127.0.0.3:5080>;tag=from-d1\r\n"
-        "Call-ID: d1\r\nCSeq: 1 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
-    ).encode()
+        b"BYE sip:sipp@127.0.0.3:5080 SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-bye1\r\n"
+        b"Route: <sip:127.0.0.1:5060;lr>\r\n"
+        b"From: <sip:100@127.0.0.1>;tag=uas-tag\r\n"
+        b"To: sipp <sip:sipp@127.0.0.3:5080>;tag=from-d1\r\n"
+        b"Call-ID: d1\r\nCSeq: 1 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
     proxy.receive(bye, Peer(0, *BACKEND), clock.now)
     (fwd,) = sink.take_to(TRUNK.host, TRUNK.port)
     assert fwd.method == "BYE"
@@ -127,7 +127,7 @@ def test_flood_banned_then_expires_and_doubles():
 
 
 def test_trunks_and_backends_never_banned():
-    proxy, sink, clock, gate = make(trunked(pike_density=4))
+    proxy, _sink, clock, gate = make(trunked(pike_density=4))
     trunk = UA(TRUNK.host, TRUNK.port)
     for _ in range(50):
         proxy.receive(trunk.invite("sip:1@127.0.0.1"), TRUNK, clock.advance(0.001))
@@ -149,7 +149,7 @@ def test_walking_users_is_a_scan():
 
 
 def test_invites_to_many_users_are_a_pbx_without_trunks():
-    proxy, sink, clock, gate = make(SecuritySettings(scan_users=5))
+    proxy, _sink, clock, gate = make(SecuritySettings(scan_users=5))
     ua = UA(OTHER.host, OTHER.port)
     for ext in range(100, 120):
         proxy.receive(ua.invite(f"sip:{ext}@127.0.0.1"), OTHER, clock.advance(0.1))
@@ -183,7 +183,9 @@ def test_verified_source_gets_retransmissions():
     (fwd,) = sink.take_to(*BACKEND)
     proxy.receive(UA(*BACKEND).respond(fwd, 486, "Busy"), Peer(0, *BACKEND), clock.now)
     assert [m.status for m in sink.take_to(OTHER.host, OTHER.port)] == [100, 486]
-    ack = ua.request("ACK", "sip:100@127.0.0.1", call_id="v1", branch="z9hG4bK-v1", to_tag="uas-tag")
+    ack = ua.request(
+        "ACK", "sip:100@127.0.0.1", call_id="v1", branch="z9hG4bK-v1", to_tag="uas-tag"
+    )
     proxy.receive(ack, OTHER, clock.now)
     assert not gate.quiet(OTHER.host)
 
@@ -250,13 +252,15 @@ def test_no_server_header_by_default():
 
 
 def test_backend_agent_stripped_towards_callers():
-    proxy, sink, clock, gate = make(SecuritySettings(strip_backend_agent=True))
+    proxy, sink, clock, _gate = make(SecuritySettings(strip_backend_agent=True))
     ua = UA(TRUNK.host, TRUNK.port)
     proxy.receive(ua.invite("sip:1@127.0.0.1", call_id="s1"), TRUNK, clock.now)
     sink.take_to(TRUNK.host, TRUNK.port)
     (inv,) = sink.take_to(*BACKEND)
-    resp = UA(*BACKEND).respond(inv, 200).replace(
-        b"Content-Length", b"Server: FreeSWITCH-1.10\r\nUser-Agent: x\r\nContent-Length"
+    resp = (
+        UA(*BACKEND)
+        .respond(inv, 200)
+        .replace(b"Content-Length", b"Server: FreeSWITCH-1.10\r\nUser-Agent: x\r\nContent-Length")
     )
     proxy.receive(resp, Peer(0, *BACKEND), clock.now)
     (ok,) = sink.take_to(TRUNK.host, TRUNK.port)
@@ -283,7 +287,9 @@ def test_source_table_bound():
 
 
 def test_trunk_port_and_transport():
-    gate = Gate(SecuritySettings(trunks=[TrunkSpec("t", ["10.0.0.0/8"], port=5060, transport="tcp")]))
+    gate = Gate(
+        SecuritySettings(trunks=[TrunkSpec("t", ["10.0.0.0/8"], port=5060, transport="tcp")])
+    )
     assert gate.trunks.match("10.1.2.3", 5060, "tcp") is not None
     assert gate.trunks.match("10.1.2.3", 5061, "tcp") is None
     assert gate.trunks.match("10.1.2.3", 5060, "udp") is None
