@@ -824,6 +824,7 @@ class Proxy:
         if br.cancel_sent or br.txn is None:
             return
         br.cancel_sent = True
+        br.txn.cancelled(now)  # issue 11: no final within 64*T1 ends the INVITE (9.1)
         ctx = br.ctx
         msg = ctx.msg
         lines = [ctx.head.replace(msg.method.encode(), b"CANCEL", 1), br.via_line]
