@@ -66,7 +66,7 @@ def make_response(
     for i, name in enumerate(names):
         if name in _COPY:
             line = lines[i]
-            if b"\n" in line:  # a bare LF the parser let through must not split our answer
+            if b"\n" in line or b"\r" in line:  # a bare CR/LF must not split our answer
                 line = line.replace(b"\r", b" ").replace(b"\n", b" ")
             if name == b"via" and first_via and top_via is not None:
                 first_via = False
@@ -77,7 +77,7 @@ def make_response(
         elif name == b"to" and not to_done:
             to_done = True
             line = lines[i]
-            if b"\n" in line:
+            if b"\n" in line or b"\r" in line:
                 line = line.replace(b"\r", b" ").replace(b"\n", b" ")
             if status > 100 and msg.to_tag is None:
                 line = line.rstrip() + b";tag=" + to_tag_for(msg)
