@@ -11,6 +11,8 @@ destinations.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import functools
 import gc
 import logging
@@ -63,6 +65,7 @@ _DELETE_DELAY = 0.01  # ... and ended ones this late (a crash must not resurrect
 _MAX_PENDING_WRITES = 200_000  # bounds memory if the disk stalls
 _TICK_MAX = 0.05  # timers fire at most this late; every SIP timer is >= 0.5 s
 _LAG_PERIOD = 0.1  # how often the event loop's lag is measured for overload shedding
+_TRIM_AFTER = 5000  # open transactions at a peak after which freed memory goes back to the OS
 
 #: What a new embedded store starts with: the two back ends of the README.
 EXAMPLE_DESTINATIONS = (
@@ -156,6 +159,7 @@ class App:
         self.gate = build_gate(cfg)
         self._lag: asyncio.TimerHandle | None = None
         self._lag_due = 0.0
+        self._txn_peak = 0
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
@@ -354,7 +358,21 @@ class App:
             if found:
                 log.debug("collector found %d unreachable objects", found)
         gc.freeze()
+        self._trim_memory()
         self._gc_handle = self.loop.call_later(_GC_PERIOD, self._collect)
+
+    def _trim_memory(self) -> None:
+        """After a burst of transactions (a flood, a wave of unanswered
+        requests) has drained, hand the freed heap back to the system:
+        glibc keeps it otherwise, and RSS would stay at the peak."""
+        open_now = len(self.proxy.server_txns) + len(self.proxy.client_txns)
+        self._txn_peak = max(self._txn_peak, open_now)
+        if self._txn_peak >= _TRIM_AFTER and open_now <= self._txn_peak // 4:
+            self._txn_peak = open_now
+            if _MALLOC_TRIM is not None:
+                t0 = time.perf_counter()
+                _MALLOC_TRIM(0)
+                log.debug("malloc_trim: %.1f ms", (time.perf_counter() - t0) * 1000)
 
     def _schedule_probe(self, delay: float) -> None:
         self._probe = self.loop.call_later(delay, self._on_probe_tick)
@@ -664,6 +682,18 @@ class App:
                 "drained",
                 {"set": d.set_id, "uri": d.uri, "duid": d.duid, "waited": waited},
             )
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim: Callable[[int], int] = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+    return trim
+
+
+_MALLOC_TRIM = _malloc_trim()
 
 
 def _peer_text(peer: Peer | None) -> str | None:

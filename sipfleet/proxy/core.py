@@ -1102,6 +1102,7 @@ class Proxy:
 
 
 _AGENT_HEADERS: Final = (b"server", b"user-agent")
+_TOKEN: Final = re.compile(rb"[a-z0-9.!%*_+`'~-]+")
 
 
 def _without_agent(msg: Message, lines: list[bytes], via: int, via_dropped: bool) -> list[bytes]:
@@ -1225,9 +1226,9 @@ def _lenient(data: bytes) -> Message | None:
     kept: list[bytes] = []
     for line in hlines[1:]:
         name, colon, _ = line.partition(b":")
-        if not colon:
-            continue
-        n = name.strip().lower()
+        n = name.rstrip(b" \t").lower()
+        if not colon or _TOKEN.fullmatch(n) is None:
+            continue  # issue 11 (atheris): "\x0bVia: ..." is no Via to copy back
         names.append(COMPACT.get(n, n))
         kept.append(line)
     msg = Message(start, kept, names, b"")
