@@ -32,11 +32,17 @@ SENDER = "127.0.0.2"
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u, socket.socket() as t:
-        u.bind(("127.0.0.1", 0))
-        port = u.getsockname()[1]
-        t.bind(("127.0.0.1", port))
-        return int(port)
+    """A loopback port free for UDP and TCP (a few tries: ephemeral ports race)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u, socket.socket() as t:
+            u.bind(("127.0.0.1", 0))
+            port = u.getsockname()[1]
+            try:
+                t.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(port)
+    raise RuntimeError("no free port")
 
 
 def rss_kib(pid: int) -> int:

@@ -216,3 +216,26 @@ def test_invite_flood_is_banned_fast_and_trunk_calls_all_pass(sipp_env):
         f"flood {flood}; banned after {ban_after:.2f} s; RSS KiB before {before} peak {peak} after {after}"
     )
     assert after <= before + 4096, (before, peak, after)
+    # The ban over RPC and the CLI, with Kamailio's names where it has them.
+    (row,) = [b for b in proxy.rpc("security.bans") if b["address"] == SCANNER_IP]
+    assert row["reason"].startswith("flood") and 250 < row["expires_in"] <= 300
+    dump = proxy.rpc("htable.dump", "ipban")
+    assert [s["name"] for e in dump for s in e["slot"]] == [SCANNER_IP]
+    assert isinstance(proxy.rpc("pike.top", "ALL"), list)
+    assert proxy.statistic("events_ban") >= 1
+    cli = proxy.cli("security", "bans", "-o", "json")
+    out, err = cli.communicate(timeout=60)
+    assert cli.returncode == 0, err
+    assert [b["address"] for b in json.loads(out)] == [SCANNER_IP]
+    cli = proxy.cli("security", "ban", TRUNK_IP)
+    _, err = cli.communicate(timeout=60)
+    assert cli.returncode == 1 and b"never banned" in err  # a trunk is never banned
+    cli = proxy.cli("security", "unban", SCANNER_IP)
+    cli.communicate(timeout=60)
+    assert cli.returncode == 0
+    assert ask(SCANNER_IP, proxy) == [403]  # back to an untrusted source, not a banned one
+    fleet.wait_for("the unban event", lambda: proxy.statistic("events_unban") >= 1, 5.0)
+    cli = proxy.cli("security", "ban", "127.0.0.9", "-t", "60", "-r", "by hand")
+    cli.communicate(timeout=60)
+    (row,) = [b for b in proxy.rpc("security.bans") if b["address"] == "127.0.0.9"]
+    assert row["reason"] == "by hand" and row["expires_in"] <= 60

@@ -3,6 +3,9 @@ shedding and the reflection bound, with a fake clock and no sockets."""
 
 from __future__ import annotations
 
+import gc
+import tracemalloc
+
 import pytest
 
 from sipfleet.proxy.core import Proxy, ProxySettings
@@ -192,28 +195,46 @@ def test_verified_source_gets_retransmissions():
 
 def test_transaction_bound_and_memory_comes_back():
     """Unanswered INVITEs and MESSAGEs: open transactions stay under the bound,
-    the rest get a stateless 503, everything is gone after Timer B/F/H."""
-    bound = 3000
+    the rest get a stateless 503, everything is gone after Timer B/F/H, and
+    the Python heap is back where it was (bench/unanswered.py: full size)."""
+    bound = 1500
     proxy, sink, clock, gate = make(
         SecuritySettings(max_transactions=bound, shed_transactions=bound, pike_density=10**9)
     )
     ua = UA(OTHER.host, OTHER.port)
-    peak = 0
-    for i in range(5000):
-        proxy.receive(ua.invite("sip:100@127.0.0.1"), OTHER, clock.now)
-        proxy.receive(ua.request("MESSAGE", "sip:100@127.0.0.1"), OTHER, clock.now)
-        if i % 100 == 0:
-            proxy.handle_timer(clock.advance(0.01))
+
+    def burst(n: int) -> int:
+        peak = 0
+        for i in range(n):
+            proxy.receive(ua.invite("sip:100@127.0.0.1"), OTHER, clock.now)
+            proxy.receive(ua.request("MESSAGE", "sip:100@127.0.0.1"), OTHER, clock.now)
+            if i % 100 == 0:
+                proxy.handle_timer(clock.advance(0.01))
+                sink.sent.clear()
+            peak = max(peak, len(proxy.server_txns))
+        for _ in range(200):
+            proxy.handle_timer(clock.advance(0.5))
             sink.sent.clear()
-        peak = max(peak, len(proxy.server_txns))
+        return peak
+
+    burst(bound)  # the tables reach their size once
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        refused = gate.stats.txn_limit + gate.stats.shed
+        peak = burst(2000)
+        gc.collect()
+        after, high = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
     assert peak <= bound
-    assert gate.stats.txn_limit + gate.stats.shed >= 10000 - bound
-    for _ in range(200):
-        proxy.handle_timer(clock.advance(0.5))
-        sink.sent.clear()
+    assert gate.stats.txn_limit + gate.stats.shed - refused >= 4000 - bound
     assert not proxy.server_txns and not proxy.client_txns
     assert len(proxy.dialogs) == 0
     assert len(proxy.timers) == 0
+    assert high - before > 2_000_000  # it did hold the transactions...
+    assert after - before < 200_000, (before, high, after)  # ...and let them all go
 
 
 def test_overload_sheds_new_invites_only_and_recovers():
