@@ -13,17 +13,17 @@ run; it is a crash when anything but BadMessage escapes the parser or the
 framer, when the core raises, when something the core sends does not
 parse, or when a transaction outlives its timers. Without a corpus
 directory, a temporary one starts from the RFC 4475 torture messages.
-libFuzzer's own flags pass through (-runs, -max_total_time, -jobs ...); at
-the end it prints a JSON line with runs, seconds and runs/s.
+libFuzzer's own flags pass through (-runs, -max_total_time, -jobs ...); its
+last line (``#N DONE cov: ... exec/s: ...``) gives the runs and the rate; a
+crash leaves ``crash-*`` (put it in tests/vectors/fuzz/, where
+tests/security/test_fuzz_regressions.py replays it).
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import atheris
@@ -42,7 +42,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SEEDS = ROOT / "tests" / "vectors" / "rfc4475"
 LISTENERS = [Listener(0, "udp", "127.0.0.1", 5060), Listener(1, "tcp", "127.0.0.1", 5060)]
 PEERS = [Peer(0, "127.0.0.2", 5080), Peer(0, "127.0.0.1", 5070), Peer(1, "127.0.0.2", 40000)]
-_runs = 0
 
 
 class _Sink:
@@ -54,8 +53,6 @@ class _Sink:
 
 
 def one(data: bytes) -> None:
-    global _runs
-    _runs += 1
     try:
         parse(data)
     except BadMessage:
@@ -95,19 +92,6 @@ def main() -> None:
         for p in SEEDS.glob("*.dat"):
             shutil.copy(p, corpus / p.name)
         argv.append(str(corpus))
-    start = time.monotonic()
-
-    def report() -> None:
-        wall = time.monotonic() - start
-        print(
-            json.dumps(
-                {"runs": _runs, "seconds": round(wall, 1), "runs_per_s": round(_runs / wall, 1)}
-            )
-        )
-
-    import atexit
-
-    atexit.register(report)
     atheris.Setup(argv, one)
     atheris.Fuzz()
 
