@@ -55,6 +55,7 @@ from sipfleet.dispatch.state import AdminState
 from sipfleet.proxy.dialogs import CONFIRMED, EARLY, Dialog
 from sipfleet.proxy.net import Listener, Peer
 from sipfleet.proxy.router import Target
+from sipfleet.security.gate import STAT_NAMES
 from sipfleet.sip.errors import BadMessage
 from sipfleet.sip.message import Message
 from sipfleet.sip.uri import URI, parse_uri
@@ -226,7 +227,7 @@ def _app_stats(app: AppLike) -> list[_Stat]:
     gate = proxy.gate  # issue 11: edge security (sipfleet.security)
     if gate is not None:
         gs = gate.stats
-        for name in gs.__slots__:
+        for name in STAT_NAMES:
             group = "pike" if name in _PIKE_STATS else "sipfleet"
             stats.append(_Stat(group, name, _attr_of(gs, name)))
         stats.append(_Stat("pike", "banned", lambda: len(gate.bans), False))

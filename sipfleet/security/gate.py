@@ -28,7 +28,7 @@ from sipfleet.security.trunks import TrunkTable
 if TYPE_CHECKING:
     from sipfleet.sip.message import Message
 
-__all__ = ["BACKEND", "DROP", "PASS", "REFUSE", "TRUNK", "Gate", "GateStats"]
+__all__ = ["BACKEND", "DROP", "PASS", "REFUSE", "STAT_NAMES", "TRUNK", "Gate", "GateStats"]
 
 log = logging.getLogger("sipfleet.security")
 
@@ -42,6 +42,22 @@ BACKEND: Final = 2
 
 _MAX_EVENTS = 1000  # ban/unban events waiting for the app; beyond: counted, dropped
 _SWEEP_PERIOD = 1.0
+
+
+STAT_NAMES: Final = (
+    "banned_drops",
+    "bans",
+    "dialog_limit",
+    "events_dropped",
+    "floods",
+    "quiet",
+    "scanners",
+    "scans",
+    "shed",
+    "shed_episodes",
+    "txn_limit",
+    "untrusted",
+)  # compiled classes have no __slots__ to list
 
 
 class GateStats:
@@ -77,7 +93,7 @@ class GateStats:
         self.events_dropped = 0
 
     def as_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self.__slots__}
+        return {name: getattr(self, name) for name in STAT_NAMES}
 
 
 class Gate:
