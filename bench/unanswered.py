@@ -27,6 +27,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 SENDER = "127.0.0.2"
 
@@ -76,12 +77,92 @@ def request(method: str, n: int, port: int, sip_port: int) -> bytes:
     ).encode()
 
 
+def run_round(
+    args: argparse.Namespace,
+    sender: socket.socket,
+    backend: socket.socket,
+    proc: subprocess.Popen[bytes],
+    sip: int,
+    http: int,
+    budget: float,
+    n: int,
+) -> dict[str, Any]:
+    """One wave of COUNT INVITEs and COUNT MESSAGEs, until every transaction is gone."""
+    sport = sender.getsockname()[1]
+    tag = n * args.count
+    codes: collections.Counter[int] = collections.Counter()
+
+    def drain() -> None:
+        for s in (sender, backend):
+            try:
+                while True:
+                    data = s.recv(65536)
+                    if s is sender:
+                        codes[int(data.split(b" ", 2)[1])] += 1
+            except (BlockingIOError, OSError):
+                pass
+
+    peak_rss = peak_server = peak_client = 0
+    start = time.monotonic()
+    total = 2 * args.count
+    sent = 0
+    next_sample = start
+    while sent < total and time.monotonic() < budget:
+        due = min(total, int((time.monotonic() - start) * args.rate) + 50)
+        while sent < due:
+            method = "INVITE" if sent % 2 == 0 else "MESSAGE"
+            try:
+                sender.sendto(request(method, tag + sent // 2, sport, sip), ("127.0.0.1", sip))
+            except OSError:
+                pass
+            sent += 1
+        drain()
+        if time.monotonic() >= next_sample:
+            next_sample += 0.5
+            st = stats(http)
+            peak_server = max(peak_server, st["tmx:inuse_transactions"])
+            peak_client = max(peak_client, st["sipfleet:client_transactions"])
+            peak_rss = max(peak_rss, rss_kib(proc.pid))
+        time.sleep(0.005)
+    sent_wall = time.monotonic() - start
+    while time.monotonic() < budget:
+        drain()
+        st = stats(http)
+        peak_server = max(peak_server, st["tmx:inuse_transactions"])
+        peak_client = max(peak_client, st["sipfleet:client_transactions"])
+        peak_rss = max(peak_rss, rss_kib(proc.pid))
+        if st["tmx:inuse_transactions"] == 0 and st["sipfleet:client_transactions"] == 0:
+            break
+        time.sleep(0.5)
+    drained_at = time.monotonic() - start
+    time.sleep(2.0)  # a collector pass (every second) after the last transaction
+    drain()
+    st = stats(http)
+    after = rss_kib(proc.pid)
+    return {
+        "round": n + 1,
+        "sent": sent,
+        "send_seconds": round(sent_wall, 1),
+        "bound": args.max_transactions,
+        "peak_server_transactions": peak_server,
+        "peak_client_transactions": peak_client,
+        "refused_at_bound_total": st.get("sipfleet:txn_limit", 0) + st.get("sipfleet:shed", 0),
+        "all_gone_after_s": round(drained_at, 1),
+        "answers": dict(sorted(codes.items())),
+        "rss_kib": {"before": 0, "peak": peak_rss, "after": after},
+        "open_after": [st["tmx:inuse_transactions"], st["sipfleet:client_transactions"]],
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--count", type=int, default=50_000, help="INVITEs, and as many MESSAGEs")
     ap.add_argument("--rate", type=float, default=5000.0, help="requests per second in all")
     ap.add_argument("--t1", type=float, default=0.5, help="RFC 3261 T1 (Timer B/F = 64*T1)")
     ap.add_argument("--max-transactions", type=int, default=60_000, help="[limits] bound")
+    ap.add_argument(
+        "--rounds", type=int, default=1, help="repeat: RSS after each shows a plateau, not a leak"
+    )
     args = ap.parse_args()
     sip, http = free_port(), free_port()
     work = Path(tempfile.mkdtemp(prefix="sipfleet-unanswered-"))
@@ -104,7 +185,7 @@ def main() -> None:
         stdout=subprocess.DEVNULL,
         stderr=open(work / "stderr.log", "wb"),  # noqa: SIM115
     )
-    budget = time.monotonic() + 2 * args.count / args.rate + 64 * args.t1 + 120
+    budget = time.monotonic() + args.rounds * (2 * args.count / args.rate + 64 * args.t1 + 120)
     try:
         for _ in range(200):
             try:
@@ -117,76 +198,10 @@ def main() -> None:
         sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sender.bind((SENDER, 0))
         sender.setblocking(False)
-        sport = sender.getsockname()[1]
-        codes: collections.Counter[int] = collections.Counter()
-
-        def drain() -> None:
-            for s in (sender, backend):
-                try:
-                    while True:
-                        data = s.recv(65536)
-                        if s is sender:
-                            codes[int(data.split(b" ", 2)[1])] += 1
-                except (BlockingIOError, OSError):
-                    pass
-
-        peak_rss = peak_server = peak_client = 0
-        start = time.monotonic()
-        total = 2 * args.count
-        sent = 0
-        next_sample = start
-        while sent < total and time.monotonic() < budget:
-            due = min(total, int((time.monotonic() - start) * args.rate) + 50)
-            while sent < due:
-                method = "INVITE" if sent % 2 == 0 else "MESSAGE"
-                try:
-                    sender.sendto(request(method, sent // 2, sport, sip), ("127.0.0.1", sip))
-                except OSError:
-                    pass
-                sent += 1
-            drain()
-            if time.monotonic() >= next_sample:
-                next_sample += 0.5
-                st = stats(http)
-                peak_server = max(peak_server, st["tmx:inuse_transactions"])
-                peak_client = max(peak_client, st["sipfleet:client_transactions"])
-                peak_rss = max(peak_rss, rss_kib(proc.pid))
-            time.sleep(0.005)
-        sent_wall = time.monotonic() - start
-        while time.monotonic() < budget:
-            drain()
-            st = stats(http)
-            peak_server = max(peak_server, st["tmx:inuse_transactions"])
-            peak_client = max(peak_client, st["sipfleet:client_transactions"])
-            peak_rss = max(peak_rss, rss_kib(proc.pid))
-            if st["tmx:inuse_transactions"] == 0 and st["sipfleet:client_transactions"] == 0:
-                break
-            time.sleep(0.5)
-        drained_at = time.monotonic() - start
-        time.sleep(2.0)  # a collector pass (every second) after the last transaction
-        drain()
-        st = stats(http)
-        after = rss_kib(proc.pid)
-        print(
-            json.dumps(
-                {
-                    "sent": sent,
-                    "send_seconds": round(sent_wall, 1),
-                    "bound": args.max_transactions,
-                    "peak_server_transactions": peak_server,
-                    "peak_client_transactions": peak_client,
-                    "refused_at_bound": st.get("sipfleet:txn_limit", 0)
-                    + st.get("sipfleet:shed", 0),
-                    "all_gone_after_s": round(drained_at, 1),
-                    "answers": dict(sorted(codes.items())),
-                    "rss_kib": {"before": before, "peak": peak_rss, "after": after},
-                    "open_after": [
-                        st["tmx:inuse_transactions"],
-                        st["sipfleet:client_transactions"],
-                    ],
-                }
-            )
-        )
+        for n in range(args.rounds):
+            out = run_round(args, sender, backend, proc, sip, http, budget, n)
+            out["rss_kib"]["before"] = before
+            print(json.dumps(out), flush=True)
     finally:
         proc.terminate()
         try:
