@@ -52,6 +52,7 @@ def edge(
     *,
     trunks: list[dict[str, Any]],
     security: dict[str, Any],
+    sections: dict[str, dict[str, Any]] | None = None,
     **proxy: Any,
 ) -> Any:
     f = EdgeFleet(
@@ -62,6 +63,7 @@ def edge(
         trunks=trunks,
     )
     f.sections["security"] = security
+    f.sections.update(sections or {})
     env.procs.append(f)
     f.start()
     return f
@@ -257,3 +259,46 @@ def test_invite_flood_is_banned_fast_and_trunk_calls_all_pass(sipp_env):
     cli.communicate(timeout=60)
     (row,) = [b for b in proxy.rpc("security.bans") if b["address"] == "127.0.0.9"]
     assert row["reason"] == "by hand" and row["expires_in"] <= 60
+
+
+def test_overload_sheds_new_invites_and_recovers(sipp_env):
+    """Open transactions past [overload] max_transactions: new INVITEs get 503
+    with Retry-After at once; OPTIONS and RPC go on; it ends by itself."""
+    silent = fleet.uas(sipp_env, "uas_silent.xml")
+    proxy = edge(
+        sipp_env,
+        [silent],
+        trunks=[],
+        security={},
+        sections={"overload": {"max_transactions": 5, "retry_after": 9}},
+        t1=0.1,
+    )
+    src = "127.0.0.4"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((src, 0))
+        port = s.getsockname()[1]
+        for n in range(5):
+            s.sendto(
+                sip_request("INVITE", src, port, proxy.address, user=f"{n}"),
+                ("127.0.0.1", proxy.port),
+            )
+        fleet.wait_for(
+            "5 open transactions", lambda: proxy.statistic("inuse_transactions") >= 5, 5.0
+        )
+        s.settimeout(2.0)
+        try:
+            while True:
+                s.recv(65536)  # the 100 Trying of each
+        except TimeoutError:
+            pass
+        s.sendto(
+            sip_request("INVITE", src, port, proxy.address, user="6"), ("127.0.0.1", proxy.port)
+        )
+        answer = s.recv(65536)
+    assert answer.startswith(b"SIP/2.0 503 ") and b"\r\nRetry-After: 9\r\n" in answer
+    assert proxy.statistic("shed") == 1
+    assert ask(src, proxy, "OPTIONS") == [200]  # not an INVITE: served
+    fleet.wait_for(
+        "the transactions to end", lambda: proxy.statistic("inuse_transactions") == 0, 20.0, 0.2
+    )
+    assert ask(src, proxy, "INVITE", wait=0.5)[:1] == [100]  # recovered
