@@ -15,7 +15,6 @@ any trunk configured, an untrusted source gets 403 or nothing.
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
@@ -30,8 +29,6 @@ if TYPE_CHECKING:
 
 __all__ = ["BACKEND", "DROP", "PASS", "REFUSE", "STAT_NAMES", "TRUNK", "Gate", "GateStats"]
 
-log = logging.getLogger("sipfleet.security")
-
 PASS: Final = 0
 DROP: Final = 1
 REFUSE: Final = 2  # answer 403 Forbidden
@@ -40,7 +37,10 @@ UNTRUSTED: Final = 0
 TRUNK: Final = 1
 BACKEND: Final = 2
 
-_MAX_EVENTS = 1000  # ban/unban events waiting for the app; beyond: counted, dropped
+# ban/unban/overload events (each one a log line and a webhook): at most this
+# many a second, so a sweep of spoofed sources cannot flood the log; the rest
+# are counted in events_dropped (the bans themselves stand, see security.bans).
+_EVENTS_PER_SECOND = 20
 _SWEEP_PERIOD = 1.0
 
 
@@ -114,8 +114,8 @@ class Gate:
         self.lag = 0.0
         self.overloaded = False
         self._sweep_at = 0.0
-        self._log_at = 0.0
-        self._log_budget = 0.0
+        self._events_at = 0.0
+        self._events_budget = 0
 
     # -- trust ---------------------------------------------------------------------
     def set_backends(self, hosts: Iterable[str]) -> None:
@@ -152,7 +152,7 @@ class Gate:
         if ban.until <= now:
             del bans[host]
             self.bans.expired += 1
-            self._unbanned(ban, "expired")
+            self._unbanned(ban, "expired", now)
             return True
         ban.dropped += 1
         self.stats.banned_drops += 1
@@ -246,12 +246,10 @@ class Gate:
         if not self.overloaded and lag > limit:
             self.overloaded = True
             self.stats.shed_episodes += 1
-            self._log(now, "overloaded: event loop lag %.0f ms, new calls get 503", lag * 1000)
-            self._emit("overload", {"lag": round(lag, 3), "state": "on"})
+            self._emit("overload", {"lag": round(lag, 3), "state": "on"}, now)
         elif self.overloaded and lag < limit / 2:
             self.overloaded = False
-            self._log(now, "overload over: lag %.0f ms", lag * 1000)
-            self._emit("overload", {"lag": round(lag, 3), "state": "off"})
+            self._emit("overload", {"lag": round(lag, 3), "state": "off"}, now)
 
     # -- bans ------------------------------------------------------------------------
     def ban(self, host: str, reason: str, now: float, duration: float | None = None) -> Ban | None:
@@ -261,7 +259,6 @@ class Gate:
         ban = self.bans.add(host, reason, now, duration)
         self.stats.bans += 1
         self.sources.sources.pop(host, None)
-        self._log(now, "banned %s for %.0f s: %s", host, ban.until - now, reason)
         self._emit(
             "ban",
             {
@@ -270,6 +267,7 @@ class Gate:
                 "seconds": round(ban.until - now, 3),
                 "offence": ban.count,
             },
+            now,
         )
         return ban
 
@@ -277,7 +275,7 @@ class Gate:
         ban = self.bans.remove(host)
         if ban is None:
             return False
-        self._unbanned(ban, by)
+        self._unbanned(ban, by, now)
         return True
 
     def maintain(self, now: float) -> None:
@@ -286,7 +284,7 @@ class Gate:
             return
         self._sweep_at = now + _SWEEP_PERIOD
         for ban in self.bans.expire(now):
-            self._unbanned(ban, "expired")
+            self._unbanned(ban, "expired", now)
         if len(self.sources) > self.settings.max_sources // 2:
             self.sources.prune(now)
 
@@ -294,23 +292,18 @@ class Gate:
         events, self.events = self.events, []
         return events
 
-    def _unbanned(self, ban: Ban, why: str) -> None:
-        self._emit("unban", {"address": ban.host, "reason": why, "dropped": ban.dropped})
+    def _unbanned(self, ban: Ban, why: str, now: float) -> None:
+        self._emit("unban", {"address": ban.host, "reason": why, "dropped": ban.dropped}, now)
 
-    def _emit(self, kind: str, data: dict[str, Any]) -> None:
-        if len(self.events) >= _MAX_EVENTS:
+    def _emit(self, kind: str, data: dict[str, Any], now: float) -> None:
+        if now - self._events_at >= 1.0:
+            self._events_at = now
+            self._events_budget = _EVENTS_PER_SECOND
+        if self._events_budget <= 0:
             self.stats.events_dropped += 1
             return
+        self._events_budget -= 1
         self.events.append((kind, data))
-
-    def _log(self, now: float, fmt: str, *args: object) -> None:
-        """At most ~10 lines a second: a sweep of spoofed sources can't fill disks."""
-        if now - self._log_at >= 1.0:
-            self._log_at = now
-            self._log_budget = 10.0
-        if self._log_budget > 0:
-            self._log_budget -= 1
-            log.warning(fmt, *args)
 
 
 def _user_of(msg: Message) -> str | None:

@@ -315,3 +315,17 @@ def test_trunk_port_and_transport():
     assert gate.trunks.match("10.1.2.3", 5061, "tcp") is None
     assert gate.trunks.match("10.1.2.3", 5060, "udp") is None
     assert gate.trunks.match("11.1.2.3", 5060, "tcp") is None
+
+
+def test_a_sweep_of_banned_sources_does_not_flood_the_events():
+    proxy, _sink, clock, gate = make()
+    for i in range(500):
+        src = Peer(0, f"10.9.{i // 250}.{i % 250}", 5060)
+        msg = UA(src.host, 5060).request("OPTIONS", "sip:1@127.0.0.1", extra=["User-Agent: sipcli"])
+        proxy.receive(msg, src, clock.now)
+    assert len(gate.bans) == 500  # every one banned...
+    assert len(gate.take_events()) == 20  # ...but 20 events (log lines, webhooks) a second
+    assert gate.stats.events_dropped == 480
+    clock.advance(1.0)
+    gate.ban("10.10.0.1", "rpc", clock.now)
+    assert len(gate.take_events()) == 1
