@@ -57,7 +57,14 @@ class Via:
         self.received = params.get("received")
         if "rport" in params:
             rport = params["rport"]
-            self.rport: int | bool = int(rport) if rport and rport.isdigit() else True
+            # RFC 3581 4: a port (1-65535) or a flag; anything else counts as the flag
+            # (isascii: str.isdigit() also takes other scripts' digits, which int() refuses).
+            port = (
+                int(rport)
+                if rport and len(rport) <= 5 and rport.isascii() and rport.isdigit()
+                else 0
+            )
+            self.rport: int | bool = port if 0 < port < 65536 else True
         else:
             self.rport = False
 
@@ -92,10 +99,17 @@ def parse_via(value: bytes) -> Via:
         hostport, _, ptext = rest.partition(b";")
         if hostport[:1] == b"[":
             end = hostport.find(b"]")
-            host_b, port_b = hostport[: end + 1], hostport[end + 2 :] if end > 0 else b"x"
+            host_b = hostport[: end + 1]
+            tail = hostport[end + 1 :] if end > 0 else b"x"
+            # After the reference: nothing or ":port"; else the full grammar rejects it.
+            port_b = tail[1:] if tail[:1] == b":" else (b"x" if tail else b"")
         else:
             host_b, _, port_b = hostport.partition(b":")
-        if _HOST.fullmatch(host_b) is not None and (not port_b or port_b.isdigit()):
+        if (
+            _HOST.fullmatch(host_b) is not None
+            and (not port_b or port_b.isdigit())
+            and len(port_b) <= 5
+        ):
             params: dict[str, str | None] = {}
             if ptext:
                 for part in ptext.split(b";"):
