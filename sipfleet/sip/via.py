@@ -43,7 +43,18 @@ _PNAMES: Final = {n.encode(): n for n in ("branch", "rport", "received", "maddr"
 class Via:
     """One parsed Via value. ``host`` is bare (IPv6 without brackets)."""
 
-    __slots__ = ("branch", "host", "params", "port", "raw", "received", "rport", "transport")
+    __slots__ = (
+        "branch",
+        "has_rport",
+        "host",
+        "params",
+        "port",
+        "raw",
+        "received",
+        "rport",
+        "rport_port",
+        "transport",
+    )
 
     def __init__(
         self, raw: bytes, transport: str, host: str, port: int | None, params: dict[str, str | None]
@@ -55,18 +66,22 @@ class Via:
         self.params = params
         self.branch = params.get("branch") or ""
         self.received = params.get("received")
-        if "rport" in params:
+        # RFC 3581 4: rport is a flag, or a port (1-65535); any other value counts as
+        # the flag (isascii: str.isdigit() also takes other scripts' digits, which
+        # int() refuses). The plain-typed has_rport/rport_port are what the core tests:
+        # compiled by mypyc, an ``int | bool`` loses True (a conditional expression
+        # joins it to int: 1) and ``is False`` on it does not hold.
+        self.has_rport = "rport" in params
+        self.rport_port = 0
+        self.rport: int | bool = False  # the older view: False, True or the port
+        if self.has_rport:
             rport = params["rport"]
-            # RFC 3581 4: a port (1-65535) or a flag; anything else counts as the flag
-            # (isascii: str.isdigit() also takes other scripts' digits, which int() refuses).
-            port = (
-                int(rport)
-                if rport and len(rport) <= 5 and rport.isascii() and rport.isdigit()
-                else 0
-            )
-            self.rport: int | bool = port if 0 < port < 65536 else True
-        else:
-            self.rport = False
+            self.rport = True
+            if rport and len(rport) <= 5 and rport.isascii() and rport.isdigit():
+                value = int(rport)
+                if 0 < value < 65536:
+                    self.rport_port = value
+                    self.rport = value
 
     @property
     def rfc3261_branch(self) -> bool:
@@ -79,9 +94,8 @@ class Via:
     def response_address(self, default_port: int = 5060) -> tuple[str, int]:
         """Where a response to this hop goes (RFC 3261 18.2.2, RFC 3581 section 4)."""
         host = self.received or self.host
-        rport = self.rport
-        if rport is not True and rport is not False:
-            return host, rport
+        if self.rport_port:
+            return host, self.rport_port
         return host, self.port or default_port
 
 

@@ -80,7 +80,7 @@ def test_many_durations_overflow_into_the_heap_in_order() -> None:
     """Beyond MAX_QUEUES distinct durations timers go to the heap, still in order."""
     timers = Timers()
     fired, cb = recorder()
-    n = Timers.MAX_QUEUES + 10
+    n = Timers().MAX_QUEUES + 10  # an instance: compiled, the class holds a descriptor
     for i in range(n, 0, -1):
         timers.add(0.0, i / 100, cb, str(i))
     assert len(timers) == n
