@@ -25,6 +25,7 @@ _VIA: Final = re.compile(
     re.S | re.I,
 )
 _PARAM: Final = re.compile(rb"\s*([A-Za-z0-9.!%*_+`'~-]+)\s*(?:=\s*(\"(?:[^\"\\]|\\.)*\"|[^\s;\"]+)\s*)?")
+_PARAM_AT: Final = re.compile(b";" + _PARAM.pattern)
 _HOST: Final = re.compile(rb"[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]")
 _TRANSPORTS: Final = {
     b"UDP": "UDP",
@@ -163,14 +164,17 @@ def _parse_via_slow(value: bytes) -> Via:
             raise BadMessage("Bad port in Via header")
     params: dict[str, str | None] = {}
     if ptext:
-        for part in ptext[1:].split(b";"):
-            pm = _PARAM.fullmatch(part)
+        # One ';'-led parameter at a time: a quoted gen-value may hold ';' (RFC 3261 25.1).
+        pos = 0
+        while pos < len(ptext):
+            pm = _PARAM_AT.match(ptext, pos)
             if pm is None:
                 raise BadMessage("Malformed Via parameter")
             name, val = pm.groups()
             params[name.decode("ascii").lower()] = (
                 val.decode("utf-8", "surrogateescape") if val is not None else None
             )
+            pos = pm.end()
     return Via(value, transport.decode("ascii").upper(), host, port, params)
 
 

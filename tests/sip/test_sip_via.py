@@ -37,6 +37,9 @@ GOOD = [
     (b"SIP / 2.0 / UDP  h : 5070 ; branch = z9hG4bK3", "UDP", "h", 5070, "z9hG4bK3", False, None),
     (b"SIP/2.0/UDP h;BRANCH=z9hG4bK4;RPort", "UDP", "h", None, "z9hG4bK4", True, None),
     (b'SIP/2.0/UDP h ;x="quoted";branch=z9hG4bK5', "UDP", "h", None, "z9hG4bK5", False, None),
+    # RFC 3261 25.1: gen-value may be a quoted-string, which may hold ';' and ','.
+    (b'SIP/2.0/UDP h;x="a;b";branch=z9hG4bK6', "UDP", "h", None, "z9hG4bK6", False, None),
+    (b'SIP/2.0/UDP h ; x = "a\\";b" ;branch=z9hG4bK7', "UDP", "h", None, "z9hG4bK7", False, None),
     # RFC 3261 25.1: other-transport is a token.
     (b"SIP/2.0/FOO h", "FOO", "h", None, "", False, None),
 ]
@@ -72,6 +75,8 @@ BAD = [
     b"SIP/2.0/UDP h;=x",
     b"SIP/2.0/UDP [::1",
     b"SIP/2.0/UDP h@x",
+    b'SIP/2.0/UDP h;x="a;b',
+    b"SIP/2.0/UDP h;x=1;",
     # After an IPv6 reference only ':' port may follow.
     b"SIP/2.0/UDP [::1]x5070",
     b"SIP/2.0/UDP [::1]55070",
