@@ -31,7 +31,7 @@ class _SourceOnly(importlib.abc.MetaPathFinder):
         loaders = (importlib.machinery.SourceFileLoader, importlib.machinery.SOURCE_SUFFIXES)
         for entry in path:
             spec = importlib.machinery.FileFinder(entry, loaders).find_spec(fullname)
-            if spec is not None:
+            if spec is not None and spec.loader is not None:  # namespaces: the usual way
                 return spec
         return None
 
