@@ -274,3 +274,32 @@ def test_a_via_rport_is_a_port_or_the_flag(text: str) -> None:
             assert v.rport == int(text)
         else:
             assert v.rport is True
+
+
+@st.composite
+def from_value(draw: st.DrawFn) -> bytes:
+    """A From/To value: optional display name, URI (with or without <>), parameters."""
+    uri = draw(sip_uri())
+    # One of each name, case-insensitively: a parameter appears once (RFC 3261 25.1).
+    params = draw(
+        st.lists(
+            st.tuples(st.sampled_from(["tag", "TAG", "x", "expires"]), token),
+            max_size=3,
+            unique_by=lambda p: p[0].lower(),
+        )
+    )
+    tail = "".join(f";{n}={v}" for n, v in params)
+    if draw(st.booleans()):
+        display = draw(st.sampled_from(["", '"Bob" ', "Bob ", '"A;tag=no" ']))
+        return f"{display}<{uri}>{tail}".encode()
+    if ";" in uri:  # addr-spec: URI parameters would be read as header parameters
+        uri = uri.partition(";")[0]
+    return f"{uri}{tail}".encode()
+
+
+@FAST
+@given(from_value())
+def test_tag_shortcut_agrees_with_the_full_parse(value: bytes) -> None:
+    """RFC 3261 19.3: the From/To tag; the proxy's shortcut (tag_of) and the full
+    name-addr parse find the same one."""
+    assert tag_of(value) == parse_address(value).tag
