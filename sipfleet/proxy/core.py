@@ -1129,7 +1129,7 @@ class Proxy:
         resp_peer = peer
         if not lst.reliable:
             via = msg.via
-            if via.rport is False:
+            if not via.has_rport:
                 resp_peer = _new(Peer, (peer.listener, peer.host, via.port or 5060))
         txn = ServerTransaction(
             key,
@@ -1168,7 +1168,7 @@ class Proxy:
     def _top_via_value(self, via: Via, peer: Peer) -> bytes:
         """The first Via with received/rport added (RFC 3261 18.2.1, RFC 3581 4)."""
         raw = via.raw
-        if via.rport is True:
+        if via.has_rport and not via.rport_port:
             raw = _RPORT.sub(b";rport=%d" % peer.port, raw, count=1)
             if via.received is None:
                 raw += b";received=" + peer.host.encode()
@@ -1271,7 +1271,7 @@ class Proxy:
             via = msg.via
         except BadMessage:
             return peer
-        if via.rport is False:
+        if not via.has_rport:
             return Peer(peer.listener, peer.host, via.port or 5060)
         return peer
 
