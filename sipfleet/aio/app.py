@@ -23,7 +23,8 @@ from typing import Any
 from sipfleet.aio.events import EventBus
 from sipfleet.aio.resolver import resolve_destination
 from sipfleet.aio.rpc_servers import ControlServers, start_control
-from sipfleet.aio.sip import SipTransports
+from sipfleet.aio.sip import ConnLimits, SipTransports
+from sipfleet.aio.tls import TlsContexts, TlsError
 from sipfleet.aio.webhooks import Webhooks
 from sipfleet.config import Config, StoreConfig
 from sipfleet.control.core_methods import ServerInfo, register_core_methods
@@ -87,6 +88,25 @@ def build_settings(cfg: Config) -> ProxySettings:
     )
 
 
+def conn_limits(cfg: Config) -> ConnLimits:
+    p = cfg.proxy
+    return ConnLimits(
+        max_connections=p.tcp_max_connections,
+        per_source=p.tcp_max_connections_per_source,
+        outbound_reserve=p.tcp_outbound_reserve,
+        header_timeout=p.tcp_header_timeout,
+        idle_timeout=p.tcp_idle_timeout,
+        max_buffer=p.tcp_max_buffer,
+        handshake_timeout=cfg.tls.handshake_timeout,
+    )
+
+
+def _needs_tls(cfg: Config) -> bool:
+    """TLS contexts when something may use them: a tls: listener (inbound, and
+    outbound towards back ends that say transport=tls or sips:)."""
+    return any(spec.proto == "tls" for spec in cfg.proxy.listen)
+
+
 def open_store(cfg: StoreConfig) -> DestinationStore:
     """The configured store; a new, empty SQLite one gets the examples."""
     if cfg.type == "list":
@@ -115,12 +135,13 @@ class App:
             Listener(i, spec.proto, spec.host, spec.port, spec.advertise)
             for i, spec in enumerate(cfg.proxy.listen)
         ]
+        self.tls = TlsContexts(cfg.tls) if _needs_tls(cfg) else None
         self.transports = SipTransports(
             self.listeners,
             self.loop.time,
             cfg.proxy.max_message_size,
-            cfg.proxy.tcp_idle_timeout,
-            cfg.proxy.tcp_max_connections,
+            conn_limits(cfg),
+            self.tls,
         )
         self.store: DestinationStore | None = None
         self.dispatcher: Dispatcher = None  # type: ignore[assignment]  # set in start()
@@ -402,7 +423,8 @@ class App:
 
     def reconfigure(self) -> None:
         """Reread the config file and apply what can change while running:
-        [[route]], [dispatcher] and [log]. The rest needs a restart (logged)."""
+        [[route]], [dispatcher], [log] and the [tls] files. The rest needs a
+        restart (logged)."""
         if self._load_config is None:
             return
         try:
@@ -411,16 +433,22 @@ class App:
             log.error("SIGHUP: config not reloaded: %s", e)
             return
         old = self.cfg
+        kept = ["proxy", "store", "control", "webhook"]
+        if self.tls is not None:
+            try:
+                self.tls.reload(new.tls)
+                log.info("SIGHUP: TLS certificates reloaded (new handshakes use them)")
+            except TlsError as e:
+                log.error("SIGHUP: TLS not reloaded, keeping the old certificates: %s", e)
+                kept.append("tls")
         self.dispatcher.reconfigure(new.dispatcher)
         self.router.set_routes(new.route)
         logging.getLogger().setLevel(new.log.level.upper())
         for section in ("proxy", "store", "control", "webhook"):
             if getattr(old, section) != getattr(new, section):
                 log.warning("SIGHUP: [%s] changed: takes effect at the next restart", section)
-        self.cfg = new.model_copy(
-            update={s: getattr(old, s) for s in ("proxy", "store", "control", "webhook")}
-        )
-        log.info("SIGHUP: configuration reloaded ([[route]], [dispatcher], [log])")
+        self.cfg = new.model_copy(update={s: getattr(old, s) for s in kept})
+        log.info("SIGHUP: configuration reloaded ([[route]], [dispatcher], [log], [tls])")
 
     def status(self) -> dict[str, Any]:
         return {"dialogs": len(self.proxy.dialogs), "accepting": self.proxy.accepting}

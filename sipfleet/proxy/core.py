@@ -153,6 +153,7 @@ class Context:
         "pending",
         "rr",
         "server",
+        "sips",
         "tail",
         "top_via",
     )
@@ -177,6 +178,7 @@ class Context:
         self.head = b""  # request line
         self.tail: list[bytes] = []  # edited header lines after our Via/RR
         self.rr = False
+        self.sips = False  # RFC 5630: TLS on every hop, so only TLS branches
 
     @property
     def answered(self) -> bool:
@@ -465,6 +467,16 @@ class Proxy:
         else:
             self._reply(ctx, 404, "Not here")  # in-dialog, yet no Route of ours
             return
+        # RFC 5630 4.1 / RFC 3261 26.2.2: a SIPS request travels over TLS on
+        # every hop; one that reached us over UDP/TCP cannot be made secure.
+        sips = ruri[:5].lower() == "sips:" or (
+            next_route is not None and b"sips:" in next_route[:8].lower()
+        )
+        if sips:
+            if self.listeners[ctx.peer.listener].proto != "tls":
+                self._reply(ctx, 416, "SIPS Requires TLS")
+                return
+            ctx.sips = True
         self._edit_common(ctx, lines)
         ctx.head = head
         ctx.tail = [line for line in lines if line] if b"" in lines else lines
@@ -522,6 +534,9 @@ class Proxy:
         self._answer_best(ctx, now)
 
     def _send_branch(self, ctx: Context, target: Target, now: float) -> bool:
+        if ctx.sips and target.proto != "tls":
+            ctx.finals.append((480, None))  # never downgrade a SIPS request (RFC 5630 4.1)
+            return False
         lst = self._out.get((target.proto, 6 if ":" in target.host else 4))
         if lst is None:
             ctx.finals.append((503, None))
