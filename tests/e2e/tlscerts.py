@@ -23,7 +23,11 @@ OPENSSL = shutil.which("openssl")
 def _run(*args: str | Path) -> None:
     assert OPENSSL is not None, "openssl is not installed"
     subprocess.run(
-        [OPENSSL, *map(str, args)], check=True, capture_output=True, timeout=30, stdin=subprocess.DEVNULL
+        [OPENSSL, *map(str, args)],
+        check=True,
+        capture_output=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
     )
 
 
