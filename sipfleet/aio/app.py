@@ -22,7 +22,7 @@ from typing import Any
 
 from sipfleet.aio.events import EventBus
 from sipfleet.aio.resolver import resolve_destination
-from sipfleet.aio.rpc_servers import ControlServers, start_control
+from sipfleet.aio.rpc_thread import ControlPlane
 from sipfleet.aio.sip import ConnLimits, SipTransports
 from sipfleet.aio.tls import TlsContexts, TlsError
 from sipfleet.aio.webhooks import Webhooks
@@ -54,6 +54,10 @@ log = logging.getLogger("sipfleet")
 # Frozen objects are still freed by refcount; only a cycle among them would
 # wait for the hourly full pass, which logs it: the core makes none.
 _GC_PERIOD = 1.0
+# ... or sooner, when this many objects were allocated since (another thread,
+# e.g. an RPC storm, can allocate fast): a pass stays a few ms, not 100s.
+_GC_YOUNG_MAX = 5_000
+_GC_CHECK = 0.02
 _GC_FULL_PERIOD = 3600.0
 _PERSIST_PERIOD = 0.2  # new dialogs reach the disk at most this late
 _CHECKPOINT_PERIOD = 5.0  # the log is written back this often, off the loop
@@ -148,10 +152,11 @@ class App:
         self.router: DispatchRouter = None  # type: ignore[assignment]
         self.proxy: Proxy = None  # type: ignore[assignment]
         self.registry = Registry()
-        self.control: ControlServers | None = None
+        self.control: ControlPlane | None = None
         self._tick: asyncio.TimerHandle | None = None
         self._probe: asyncio.TimerHandle | None = None
         self._gc_handle: asyncio.TimerHandle | None = None
+        self._gc_due = 0.0
         self._gc_full_at = 0.0
         self._stopped = asyncio.Event()
         self._stopping = False
@@ -196,7 +201,8 @@ class App:
         self.transports.attach(self.proxy)
         await self.transports.start()
         self._register_methods()
-        self.control = await start_control(self.registry, cfg.control)
+        # Off the SIP loop, bounded: an RPC storm cannot starve SIP.
+        self.control = await ControlPlane(self.registry, cfg.control).start()
         await self.webhooks.start()
         for lst in self.listeners:
             log.info("listening on %s:%s", lst.proto, lst.advertise)
@@ -230,7 +236,8 @@ class App:
         gc.freeze()
         gc.disable()
         self._gc_full_at = self.loop.time() + _GC_FULL_PERIOD
-        self._gc_handle = self.loop.call_later(_GC_PERIOD, self._collect)
+        self._gc_due = self.loop.time() + _GC_PERIOD
+        self._gc_handle = self.loop.call_later(_GC_CHECK, self._collect)
 
     def _register_methods(self) -> None:
         register_core_methods(
@@ -312,6 +319,9 @@ class App:
 
     def _collect(self) -> None:
         now = self.loop.time()
+        if now < self._gc_due and gc.get_count()[0] < _GC_YOUNG_MAX:
+            self._gc_handle = self.loop.call_later(_GC_CHECK, self._collect)
+            return
         if now >= self._gc_full_at:
             self._gc_full_at = now + _GC_FULL_PERIOD
             gc.unfreeze()
@@ -327,7 +337,8 @@ class App:
             if found:
                 log.debug("collector found %d unreachable objects", found)
         gc.freeze()
-        self._gc_handle = self.loop.call_later(_GC_PERIOD, self._collect)
+        self._gc_due = self.loop.time() + _GC_PERIOD
+        self._gc_handle = self.loop.call_later(_GC_CHECK, self._collect)
 
     def _schedule_probe(self, delay: float) -> None:
         self._probe = self.loop.call_later(delay, self._on_probe_tick)

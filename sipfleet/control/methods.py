@@ -223,10 +223,11 @@ def _app_stats(app: AppLike) -> list[_Stat]:
         _Stat("sipfleet", "sets", lambda: len(app.dispatcher.snapshot.sets), False),
         _Stat("sipfleet", "ping_active", lambda: int(app.dispatcher.probing_active), False),
     ]
-    # Connection counters (tcp:, sipfleet:tls_*) of the socket adapters, when running.
-    net = getattr(app, "transports", None)
-    if net is not None and hasattr(net, "stat_values"):
-        stats.extend(_Stat(g, n, read, reset) for g, n, read, reset in net.stat_values())
+    # The adapters' own counters, when running: connections (tcp:, sipfleet:tls_*)
+    # and the control plane's bound (sipfleet:rpc_*).
+    for part in (getattr(app, "transports", None), getattr(app, "control", None)):
+        if part is not None and hasattr(part, "stat_values"):
+            stats.extend(_Stat(g, n, read, reset) for g, n, read, reset in part.stat_values())
     counts = app.events.counts
     for kind in list(counts):
         name = "events_" + "".join(c if c.isalnum() else "_" for c in kind)
