@@ -9,6 +9,7 @@ at test time with ``openssl`` (tlscerts.py).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -22,7 +23,7 @@ import fleet
 import pytest
 import sipp as harness
 import tlscerts
-from kamailio_ref import KAMAILIO, _modules_dir
+from kamailio_ref import KAMAILIO, _modules_dir, http_post
 
 sipp_env = harness.sipp_env
 pytestmark = [
@@ -43,12 +44,17 @@ def tls_proxy(
     destinations: list[str],
     certs: tlscerts.Certs,
     tls: dict[str, object] | None = None,
+    http_port: int | None = None,
     **options: object,
 ) -> tuple[harness.Proxy, int]:
-    """``sipfleet run`` on UDP+TCP (one port) and TLS (another), with [tls] from ``certs``."""
+    """``sipfleet run`` on UDP+TCP (one port) and TLS (another), with [tls] from ``certs``
+    (and JSON-RPC over HTTP on ``http_port`` when given)."""
     proxy = harness.Proxy(
         env._dir("sipfleet"), destinations, {"first_response_timeout": 2.0, **options}, {}
     )
+    if http_port is not None:
+        proxy.sections["control"] = {"run_dir": str(proxy.workdir / "run")}
+        proxy.sections["control.http"] = {"enabled": True, "host": HOST, "port": http_port}
     tls_port = harness.free_port()
     proxy.sections["proxy"]["listen"] = [
         f"udp:{HOST}:{proxy.port}",
@@ -212,7 +218,8 @@ def test_a_sips_request_is_never_forwarded_over_udp(sipp_env, certs):
 
 
 def test_a_client_that_does_not_trust_our_ca_fails_with_a_log_line(sipp_env, certs):
-    proxy, tls_port = tls_proxy(sipp_env, [f"sip:{HOST}:9"], certs)
+    http_port = harness.free_port()
+    proxy, tls_port = tls_proxy(sipp_env, [f"sip:{HOST}:9"], certs, http_port=http_port)
     with pytest.raises(ssl.SSLCertVerificationError):
         _client(tls_port, certs.rogue_ca)
     fleet.wait_for(
@@ -225,6 +232,26 @@ def test_a_client_that_does_not_trust_our_ca_fails_with_a_log_line(sipp_env, cer
     )
     with _client(tls_port, certs.ca) as conn:  # a client that trusts it is served
         assert _ping(conn, tls_port, "trusted").startswith(b"SIP/2.0 200 OK")
+    # ... and it is counted, under Kamailio's tcp: names and sipfleet's own.
+    answer = http_post(
+        HOST,
+        http_port,
+        "/RPC",
+        json.dumps(
+            {
+                "jsonrpc": "2.0",
+                "method": "stats.get_statistics",
+                "params": ["tcp:", "sipfleet:"],
+                "id": 1,
+            }
+        ).encode(),
+    )
+    assert answer is not None and answer.status == 200, answer
+    stats = dict(line.split(" = ") for line in answer.json["result"])
+    assert stats["sipfleet:tls_handshake_failures"] == "1"
+    assert int(stats["sipfleet:tls_handshakes"]) == 2
+    assert int(stats["tcp:passive_open"]) >= 2 and int(stats["tcp:established"]) >= 2
+    assert {"tcp:local_reject", "sipfleet:tcp_header_timeouts", "sipfleet:rpc_calls"} <= set(stats)
 
 
 def test_require_certificate_refuses_clients_without_one_or_from_another_ca(sipp_env, certs):
