@@ -24,6 +24,7 @@ import asyncio
 import functools
 import ipaddress
 import logging
+import re
 import socket
 import ssl
 import struct
@@ -36,6 +37,7 @@ from sipfleet.proxy.core import Proxy
 from sipfleet.proxy.net import Listener, Peer
 from sipfleet.sip.errors import BadMessage
 from sipfleet.sip.framing import PONG, StreamFramer
+from sipfleet.sip.via import parse_via
 
 __all__ = ["ConnLimits", "NetStats", "SipTransports"]
 
@@ -46,6 +48,11 @@ _MAX_PENDING_BYTES = 1 << 20  # per connection still connecting; beyond it we fa
 _DNS_TTL = 60.0
 _HANDSHAKE_ERRORS = (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError)
 _RST = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() resets the connection
+_MAX_ALIASES = 4  # per connection (RFC 5923 aliases)
+# The first Via line of a message, when it is a TLS one asking for an alias.
+_ALIAS_VIA = re.compile(
+    rb"\r\n(?:via|v)[ \t]*:[ \t]*(SIP[ \t]*/[ \t]*2\.0[ \t]*/[ \t]*TLS[^\r,]*)", re.I
+)
 
 
 class RateLog:
@@ -77,6 +84,7 @@ class NetStats:
     same, and sipfleet's own reasons for refusing or closing a connection."""
 
     __slots__ = (
+        "alias_refused",
         "buffer_closed",
         "con_reset",
         "connect_failed",
@@ -93,6 +101,7 @@ class NetStats:
     )
 
     def __init__(self) -> None:
+        self.alias_refused = 0
         self.buffer_closed = 0
         self.con_reset = 0
         self.connect_failed = 0
@@ -174,6 +183,7 @@ class _Tcp(asyncio.Protocol):
         self.partial_since: float | None = None  # first byte of the message being framed
         self.counted = False  # holds a slot in the owner's tables
         self.closed = False
+        self.aliases: list[tuple[int, str, int]] = []  # RFC 5923: other keys that reach us
 
     @property
     def kind(self) -> str:
@@ -267,11 +277,42 @@ class _Tcp(asyncio.Protocol):
         assert self.key is not None
         peer = Peer(*self.key)
         for msg in messages:
+            if self.tls and self.inbound and msg[:4] != b"SIP/" and b"alias" in msg[:4096]:
+                self._alias(msg)
             try:
                 owner.proxy.receive(msg, peer, now)
             except Exception:
                 owner.proxy.stats.internal_errors += 1
                 log.exception("internal error handling a message from %s", self.key)
+
+    def _alias(self, msg: bytes) -> None:
+        """RFC 5923: a request whose top Via (TLS) carries ``alias`` lets us send to
+        its sent-by over this connection, when the client's verified certificate
+        names that host (section 9: never on a claim alone)."""
+        m = _ALIAS_VIA.search(msg, 0, 4096)
+        if m is None or len(self.aliases) >= _MAX_ALIASES or self.transport is None:
+            return
+        try:
+            via = parse_via(m.group(1).strip())
+        except BadMessage:
+            return
+        if "alias" not in via.params:
+            return
+        key = (self.index, via.host, via.port or 5061)
+        owner = self.owner
+        if key in self.aliases or key in owner.conns:
+            return
+        cert = self.transport.get_extra_info("peercert")
+        names = {
+            v.lower()
+            for k, v in (cert or {}).get("subjectAltName", ())
+            if k in ("DNS", "IP Address")
+        }
+        if via.host not in names:
+            owner.stats.alias_refused += 1
+            return
+        self.aliases.append(key)
+        owner.aliases[key] = self
 
     def connection_lost(self, exc: Exception | None) -> None:
         if isinstance(exc, ConnectionResetError):
@@ -328,6 +369,10 @@ class _Tcp(asyncio.Protocol):
         owner = self.owner
         if self.counted:
             owner.unregister(self)
+        for key in self.aliases:
+            if owner.aliases.get(key) is self:
+                del owner.aliases[key]
+        self.aliases.clear()
         if self.key is not None and self.pending:
             self.pending.clear()
             self.pending_bytes = 0
@@ -368,6 +413,9 @@ class SipTransports:
         #: every connection by (listener, remote host, remote port); at most
         #: limits.max_connections, inbound ones at most limits.max_inbound
         self.conns: dict[tuple[int, str, int], _Tcp] = {}
+        #: RFC 5923 aliases: (listener, sent-by host, port) -> the connection that
+        #: offered it; at most _MAX_ALIASES per connection, gone with it
+        self.aliases: dict[tuple[int, str, int], _Tcp] = {}
         self.inbound = 0
         #: inbound connections per remote address, each at most limits.per_source
         self.per_source: dict[str, int] = {}
@@ -466,6 +514,8 @@ class SipTransports:
             ("sipfleet", "tls_handshake_timeouts", counter("tls_handshake_timeout"), True),
             ("sipfleet", "tls_connections", self.tls_open, False),
             ("sipfleet", "tls_reloads", lambda: self.tls.reloads if self.tls else 0, True),
+            ("sipfleet", "tls_aliases", lambda: len(self.aliases), False),
+            ("sipfleet", "tls_aliases_refused", counter("alias_refused"), True),
         ]
 
     async def start(self) -> None:
@@ -555,7 +605,7 @@ class SipTransports:
             except (OSError, ValueError) as e:
                 log.debug("udp send to %s:%d failed: %s", host, peer[2], e)
             return
-        conn = self.conns.get(peer)
+        conn = self.conns.get(peer) or self.aliases.get(peer)
         if conn is None:
             conn = self._connect(peer)
             if conn is None:
@@ -578,7 +628,9 @@ class SipTransports:
             ip: str | None = None
             try:
                 infos = await loop.getaddrinfo(host, None, type=socket.SOCK_DGRAM)
-                family = socket.AF_INET6 if self.listeners[peer.listener].family == 6 else socket.AF_INET
+                family = (
+                    socket.AF_INET6 if self.listeners[peer.listener].family == 6 else socket.AF_INET
+                )
                 ip = next((str(i[4][0]) for i in infos if i[0] == family), None)
             except OSError as e:
                 log.info("cannot resolve %s: %s", host, e)

@@ -176,6 +176,65 @@ def test_tls_in_udp_out_has_two_record_routes_and_the_answer_comes_back_on_tls(s
     backend.close()
 
 
+@pytest.mark.parametrize("with_cert", [True, False])
+def test_an_alias_lets_in_dialog_requests_reuse_the_callers_connection(sipp_env, certs, with_cert):
+    """RFC 5923: the caller's Via says ``alias`` and its certificate names its sent-by:
+    the callee's BYE comes back over the caller's own connection. Without a
+    certificate the alias is refused and sipfleet dials the sent-by (nobody there)."""
+    backend = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    backend.bind((HOST, 0))
+    backend.settimeout(5.0)
+    be_port = backend.getsockname()[1]
+    proxy, tls_port = tls_proxy(sipp_env, [f"sip:{HOST}:{be_port}"], certs)
+    nobody = harness.free_port()  # the caller's sent-by: nothing listens there
+    cert = (certs.client_cert, certs.client_key) if with_cert else None
+    with _client(tls_port, certs.ca, cert) as conn:
+        conn.sendall(
+            (
+                f"INVITE sip:bob@{HOST}:{tls_port};transport=tls SIP/2.0\r\n"
+                f"Via: SIP/2.0/TLS {HOST}:{nobody};branch=z9hG4bK-al1;rport;alias\r\n"
+                f"From: <sip:alice@{HOST}>;tag=a1\r\nTo: <sip:bob@{HOST}>\r\nCall-ID: alias-1\r\n"
+                f"CSeq: 1 INVITE\r\nContact: <sip:alice@{HOST}:{nobody};transport=tls>\r\n"
+                "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+            ).encode()
+        )
+        data, _ = backend.recvfrom(65536)
+        rr = [
+            v.split(":", 1)[1].strip()
+            for v in data.decode().split("\r\n")
+            if v.startswith("Record-Route:")
+        ]
+        bye = "\r\n".join(
+            [
+                f"BYE sip:alice@{HOST}:{nobody};transport=tls SIP/2.0",
+                f"Via: SIP/2.0/UDP {HOST}:{be_port};branch=z9hG4bK-bye1;rport",
+                *(f"Route: {r}" for r in rr),
+                f"From: <sip:bob@{HOST}>;tag=b1",
+                f"To: <sip:alice@{HOST}>;tag=a1",
+                "Call-ID: alias-1",
+                "CSeq: 1 BYE",
+                "Max-Forwards: 70",
+                "Content-Length: 0",
+                "",
+                "",
+            ]
+        ).encode()
+        backend.sendto(bye, (HOST, proxy.port))
+        got = b""
+        conn.settimeout(0.3)
+        deadline = time.monotonic() + (5.0 if with_cert else 1.5)
+        while b"BYE sip:" not in got and time.monotonic() < deadline:
+            try:
+                chunk = conn.recv(65536)
+            except TimeoutError:
+                continue
+            if not chunk:
+                break
+            got += chunk
+        assert (b"BYE sip:alice@" in got) is with_cert, got
+    backend.close()
+
+
 def test_a_sips_request_is_never_forwarded_over_udp(sipp_env, certs):
     """RFC 5630: over TLS with a UDP-only back end -> 480; over plain TCP -> 416."""
     backend = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
