@@ -12,7 +12,9 @@ UAC +80), a SIPp UAS, one ``sipfleet run`` with a ``tls:`` listener
 2. loaded: the same, while a client process opens ``--handshakes`` new TLS
    connections per second (full handshake, one OPTIONS answered over it, close).
 
-Prints INVITE->200 p50/p99/max per phase (SIPp's ``-trace_rtt``), the calls ok
+Prints INVITE->200 p50/p99/max per phase (SIPp's ``-trace_rtt``, in whole
+ms), the round trip of an OPTIONS sent to sipfleet itself over UDP every 5 ms
+(timed here, in us: the UDP path's own latency), sipfleet's CPU, the calls ok
 and failed, and the handshakes done and failed.
 
   bench/tls_udp_stall.py                         # 200 calls/s, 200 handshakes/s
@@ -26,10 +28,12 @@ import asyncio
 import json
 import os
 import shutil
+import socket
 import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -89,6 +93,49 @@ def load_main(port: int, rate: float, seconds: float, ca: str) -> int:
     return 0
 
 
+# -- a finer probe: OPTIONS to sipfleet itself over UDP, timed in this process -------------
+
+
+class Pinger(threading.Thread):
+    """Sends an OPTIONS for sipfleet every ``interval`` s over UDP and times its 200 OK:
+    the UDP path's own latency, in microseconds rather than SIPp's milliseconds."""
+
+    def __init__(self, port: int, interval: float = 0.005) -> None:
+        super().__init__(daemon=True)
+        self.port = port
+        self.interval = interval
+        self.rtts: list[float] = []
+        self.lost = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind((HOST, 0))
+        sock.settimeout(1.0)
+        me = sock.getsockname()[1]
+        n = 0
+        while not self.stop.is_set() and n < 1_000_000:
+            n += 1
+            msg = (
+                f"OPTIONS sip:{HOST}:{self.port} SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP {HOST}:{me};branch=z9hG4bK-p{n}\r\n"
+                f"From: <sip:ping@{HOST}>;tag=p\r\nTo: <sip:{HOST}>\r\nCall-ID: ping-{n}\r\n"
+                "CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+            ).encode()
+            t0 = time.perf_counter()
+            sock.sendto(msg, (HOST, self.port))
+            try:
+                while True:
+                    data = sock.recv(65536)
+                    if f"ping-{n}".encode() in data:
+                        break
+                self.rtts.append((time.perf_counter() - t0) * 1000.0)
+            except TimeoutError:
+                self.lost += 1
+            self.stop.wait(self.interval)
+        sock.close()
+
+
 # -- phases --------------------------------------------------------------------------------
 
 
@@ -109,12 +156,15 @@ def _phase(
     cpu0, wall0 = _cpu_s(pid), time.monotonic()
     load: subprocess.Popen[bytes] | None = None
     if loaded:
+        nice = ["nice", "-n", str(a.client_nice)] if a.client_nice else []
         load = subprocess.Popen(
-            [sys.executable, __file__, "--load", str(ports["tls"]), str(a.handshakes),
+            [*nice, sys.executable, __file__, "--load", str(ports["tls"]), str(a.handshakes),
              str(a.duration), str(work / "certs" / "test-ca.pem")],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
         )  # fmt: skip
         time.sleep(0.5)  # the handshakes run before and through the whole call run
+    pinger = Pinger(ports["proxy"])
+    pinger.start()
     uac = rl._spawn(
         [sipp, "-sf", "uac_rr.xml", f"{HOST}:{ports['proxy']}", "-i", HOST, "-p",
          str(ports["uac"]), "-t", "u1", "-m", str(calls), "-r", str(a.rate), "-l", "5000",
@@ -132,7 +182,10 @@ def _phase(
             except ValueError:
                 out["tls"] = {"error": stderr.decode(errors="replace")[-500:]}
     finally:
+        pinger.stop.set()
+        pinger.join(5)
         rl._stop([uac] + ([load] if load is not None else []))
+    out["options_rtt"] = {**rl.summary(pinger.rtts), "lost": pinger.lost}
     out["sipfleet_cpu_pct"] = round(100 * (_cpu_s(pid) - cpu0) / (time.monotonic() - wall0), 1)
     stats = rl._read_stats(work / "stat.csv")
     (work / "stat.csv").unlink(missing_ok=True)
@@ -205,6 +258,12 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=10.0, help="seconds of calls per phase")
     ap.add_argument("--handshakes", type=float, default=200.0, help="new TLS connections per s")
     ap.add_argument("--rounds", type=int, default=2, help="quiet/loaded pairs, alternating")
+    ap.add_argument(
+        "--client-nice",
+        type=int,
+        default=0,
+        help="run the TLS client under nice N (it shares this machine's CPUs with sipfleet)",
+    )
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     a = ap.parse_args()
@@ -222,6 +281,11 @@ def main() -> int:
             f"INVITE->200 p50 {s.get('p50_ms')} ms p99 {s.get('p99_ms')} ms max {s.get('max_ms')} ms"
         )
         line += f"  sipfleet CPU {ph.get('sipfleet_cpu_pct')}%"
+        o = ph["options_rtt"]
+        line += (
+            f"\n           OPTIONS over UDP p50 {o.get('p50_ms')} ms p99 {o.get('p99_ms')} ms "
+            f"max {o.get('max_ms')} ms (n={o.get('count')}, lost {o.get('lost')})"
+        )
         if "tls" in ph:
             line += f"  tls {ph['tls']}"
         print(line)
