@@ -242,7 +242,10 @@ class App:
     def _register_methods(self) -> None:
         register_core_methods(
             self.registry,
-            ServerInfo(started_at=self.started_wall, flags=("USE_TCP", "USE_UDP", "USE_IPV6")),
+            ServerInfo(
+                started_at=self.started_wall,
+                flags=("USE_TCP", "USE_UDP", "USE_IPV6", *(("USE_TLS",) if self.tls else ())),
+            ),
         )
         from sipfleet.control.drain import register_drain_methods
         from sipfleet.control.methods import register_methods

@@ -156,3 +156,38 @@ def test_inbound_connections_never_take_the_outbound_share(sipp_env):
             s.close()
     assert "20 inbound connections open (tcp_max_connections)" in _stderr(proxy)
     assert uas.stop().successful == 20
+
+
+def test_a_peer_that_does_not_read_is_closed_at_the_buffer_bound(sipp_env):
+    """Pipelined OPTIONS whose answers are never read: once more than tcp_max_buffer
+    bytes wait to be sent, sipfleet closes the connection (memory stays bounded)."""
+    proxy = sipp_env.proxy([f"sip:{HOST}:9"], tcp_max_buffer=65536)
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(
+        socket.SOL_SOCKET, socket.SO_RCVBUF, 4096
+    )  # a tiny window: the kernel holds little
+    s.connect((HOST, proxy.port))
+    s.settimeout(0.5)
+    closed = False
+    deadline = time.monotonic() + 20
+    n = 0
+    while not closed and time.monotonic() < deadline and n < 200_000:
+        burst = b"".join(
+            (
+                f"OPTIONS sip:{HOST}:{proxy.port} SIP/2.0\r\n"
+                f"Via: SIP/2.0/TCP {HOST}:9;branch=z9hG4bK-buf{n + i}\r\n"
+                f"From: <sip:buf@{HOST}>;tag=b\r\nTo: <sip:{HOST}>\r\nCall-ID: buf-{n + i}\r\n"
+                "CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+            ).encode()
+            for i in range(100)
+        )
+        n += 100
+        try:
+            s.sendall(burst)
+        except TimeoutError:
+            continue  # sipfleet reads slower than this: go on
+        except (ConnectionResetError, BrokenPipeError):
+            closed = True
+    s.close()
+    assert closed, f"still open after {n} requests"
+    assert "more than 65536 bytes queued (the peer does not read)" in _stderr(proxy)
