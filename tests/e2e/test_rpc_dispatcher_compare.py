@@ -157,7 +157,7 @@ def test_statistics_use_kamailios_names(kamailio: Any, sipfleet: Any) -> None:
 
     ours = {n for n in names(s_all) if not n.startswith("sipfleet:")}
     assert ours <= names(k_all), ours - names(k_all)
-    assert {n.split(":")[0] for n in ours} == {"core", "dialog", "tmx"}
+    assert {n.split(":")[0] for n in ours} == {"core", "dialog", "tcp", "tmx"}
     # kamcmd prints one line per value, as for Kamailio.
     k, s = (
         kamailio.kamcmd("stats.get_statistics", "dialog:"),
