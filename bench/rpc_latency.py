@@ -90,7 +90,12 @@ def _wait_http(port: int, timeout: float) -> bool:
     while time.monotonic() < deadline:
         try:
             conn = http.client.HTTPConnection(HOST, port, timeout=1)
-            conn.request("POST", "/RPC", b'{"jsonrpc":"2.0","method":"core.version","id":1}')
+            conn.request(
+                "POST",
+                "/RPC",
+                b'{"jsonrpc":"2.0","method":"core.version","id":1}',
+                {"Content-Type": "application/json"},
+            )
             if conn.getresponse().status == 200:
                 conn.close()
                 return True

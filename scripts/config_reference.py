@@ -1,15 +1,19 @@
 #!/usr/bin/env python3
 """Print the configuration reference (Markdown) from the typed config models.
 
-The README's "Configuration reference" is this script's output:
+The README's "Configuration reference" is this script's output;
+``--write`` puts it between the README's config-reference markers:
 
-    .venv/bin/python scripts/config_reference.py
+    .venv/bin/python scripts/config_reference.py [--write]
 """
 
 from __future__ import annotations
 
 import json
+import re
+import sys
 import typing
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -93,7 +97,20 @@ def main() -> None:
     out.append("| variable | key |\n|---|---|")
     for var, key in ENV_OVERRIDES.items():
         out.append(f"| `{var}` | `{key}` |")
-    print("\n".join(out))
+    text = "\n".join(out)
+    if "--write" not in sys.argv[1:]:
+        print(text)
+        return
+    readme = Path(__file__).resolve().parent.parent / "README.md"
+    old = readme.read_text()
+    new = re.sub(
+        r"(<!-- config-reference:start -->\n).*(\n<!-- config-reference:end -->)",
+        lambda m: m.group(1) + text + m.group(2),
+        old,
+        count=1,
+        flags=re.S,
+    )
+    readme.write_text(new)
 
 
 if __name__ == "__main__":

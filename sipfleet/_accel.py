@@ -26,6 +26,7 @@ MODULES: tuple[str, ...] = (
     "sipfleet.proxy.net",
     "sipfleet.proxy.router",
     "sipfleet.proxy.branch",
+    "sipfleet.proxy.routesig",
     "sipfleet.proxy.dialogs",
     "sipfleet.proxy.core",
     "sipfleet.dispatch.flags",

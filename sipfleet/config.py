@@ -22,6 +22,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -167,6 +168,25 @@ class ProxyConfig(_Model):
     dialog_lifetime: float = Field(
         7200.0, gt=0, description="a dialog whose BYE never comes ends after this (s)"
     )
+    route_secret: SecretStr | None = Field(
+        None,
+        description="key that signs our Record-Route values, so in-dialog requests of a "
+        "dialog unknown here (after a restart, or set up by another node sharing the key) "
+        "are still relayed; default: a random key kept in <run_dir>/route.key",
+    )
+    preloaded_route: Literal["remove", "refuse"] = Field(
+        "remove",
+        description="Route headers (other than ours) on out-of-dialog requests from sources "
+        "that are not back ends: remove them (as Kamailio's stock config does) or refuse the "
+        "request (403); never followed either way",
+    )
+
+    @field_validator("route_secret")
+    @classmethod
+    def _secret(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and len(v.get_secret_value().strip()) < 16:
+            raise ValueError("route_secret must be at least 16 characters (not blank)")
+        return v
 
     @field_validator("listen", mode="before")
     @classmethod

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from sipfleet import ratelog
 from sipfleet.aio.events import EventBus
 from sipfleet.aio.resolver import resolve_destination
 from sipfleet.aio.rpc_thread import ControlPlane
@@ -28,6 +29,8 @@ from sipfleet.aio.tls import TlsContexts, TlsError
 from sipfleet.aio.webhooks import Webhooks
 from sipfleet.config import Config, StoreConfig
 from sipfleet.control.core_methods import ServerInfo, register_core_methods
+from sipfleet.control.methods import Stat
+from sipfleet.control.paths import prepare_run_dir
 from sipfleet.control.registry import Registry
 from sipfleet.dispatch.destination import Destination, DestinationSpec
 from sipfleet.dispatch.dispatcher import Dispatcher, ReloadResult
@@ -72,7 +75,7 @@ EXAMPLE_DESTINATIONS = (
 )
 
 
-def build_settings(cfg: Config) -> ProxySettings:
+def build_settings(cfg: Config, route_key: bytes | None = None) -> ProxySettings:
     p = cfg.proxy
     aliases = []
     for a in p.aliases:
@@ -89,6 +92,8 @@ def build_settings(cfg: Config) -> ProxySettings:
         answer_options=p.answer_options,
         transform_503=p.transform_503,
         dialog_lifetime=p.dialog_lifetime,
+        route_key=route_key,
+        preloaded_route=p.preloaded_route,
     )
 
 
@@ -109,6 +114,26 @@ def _needs_tls(cfg: Config) -> bool:
     """TLS contexts when something may use them: a tls: listener (inbound, and
     outbound towards back ends that say transport=tls or sips:)."""
     return any(spec.proto == "tls" for spec in cfg.proxy.listen)
+
+
+def route_key(cfg: Config) -> bytes:
+    """The key of our Record-Route signatures: configured, else one kept in
+    the run directory, so that a restart still recognises its dialogs."""
+    secret = cfg.proxy.route_secret
+    if secret is not None:
+        return secret.get_secret_value().encode()
+    path = prepare_run_dir(cfg.control.run_dir).path / "route.key"
+    try:
+        key = path.read_bytes()
+        if len(key) >= 16:
+            return key
+    except OSError:
+        pass
+    key = os.urandom(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key)
+    return key
 
 
 def open_store(cfg: StoreConfig) -> DestinationStore:
@@ -194,9 +219,13 @@ class App:
                 st = self.dispatcher.state(d)
                 st.admin_since, st.admin_by = detail[1], detail[2]
         self.router = DispatchRouter(self.dispatcher, cfg.route, load=_NoLoad(), on_events=self._on_dst_events)
-        self.proxy = Proxy(self.listeners, self.transports.sink, self.router, build_settings(cfg))
+        key = await asyncio.to_thread(route_key, cfg)
+        self.proxy = Proxy(
+            self.listeners, self.transports.sink, self.router, build_settings(cfg, key)
+        )
         self.router.load = self.proxy.dialogs
         self.proxy.dialogs.on_idle = self._on_dest_idle
+        self.proxy.dialogs.on_end = self._dialog_ended
         await self._open_dialog_store()
         self.transports.attach(self.proxy)
         await self.transports.start()
@@ -240,18 +269,42 @@ class App:
         self._gc_handle = self.loop.call_later(_GC_CHECK, self._collect)
 
     def _register_methods(self) -> None:
-        register_core_methods(
-            self.registry,
-            ServerInfo(
-                started_at=self.started_wall,
-                flags=("USE_TCP", "USE_UDP", "USE_IPV6", *(("USE_TLS",) if self.tls else ())),
-            ),
-        )
+        flags = ("USE_TCP", "USE_UDP", "USE_IPV6", *(("USE_TLS",) if self.tls else ()))
+        info = ServerInfo(started_at=self.started_wall, flags=flags)
+        register_core_methods(self.registry, info)
+        from sipfleet.aio.node import NodeInfo
+        from sipfleet.control.dlg_methods import register_dlg_methods
         from sipfleet.control.drain import register_drain_methods
         from sipfleet.control.methods import register_methods
+        from sipfleet.control.node_methods import register_node_methods, register_tls_methods
+        from sipfleet.control.statistics import register_stats_methods
+        from sipfleet.control.uac import register_uac_methods
 
-        register_methods(self.registry, self)
+        node = NodeInfo(self)
+        book = register_methods(self.registry, self, extra_stats=lambda: self._extra_stats(node))
+        register_stats_methods(self.registry, book)
         register_drain_methods(self.registry, self)
+        register_dlg_methods(self.registry, self)
+        register_node_methods(self.registry, node, info)
+        register_tls_methods(self.registry, None)  # until sipfleet has TLS
+        register_uac_methods(
+            self.registry,
+            lambda: self.proxy,
+            self.loop.time,
+            lambda: self.cfg.proxy.final_response_timeout,
+            self.loop.create_future,
+        )
+
+    def _extra_stats(self, node: Any) -> list[Stat]:
+        """shmem:/tcp: (the node), and the adapters' own counters: connection
+        limits and TLS (sipfleet:tcp_*, tls_*) and the control plane's bound (rpc_*)."""
+        from sipfleet.control.statistics import node_stats
+
+        out = node_stats(node)
+        for part in (self.transports, self.control):
+            if part is not None:
+                out.extend(Stat(g, n, read, reset) for g, n, read, reset in part.stat_values())
+        return out
 
     async def serve(self) -> None:
         await self.start()
@@ -340,6 +393,7 @@ class App:
             if found:
                 log.debug("collector found %d unreachable objects", found)
         gc.freeze()
+        ratelog.flush_all(now)  # summaries of floods that have stopped
         self._gc_due = self.loop.time() + _GC_PERIOD
         self._gc_handle = self.loop.call_later(_GC_CHECK, self._collect)
 
@@ -495,7 +549,6 @@ class App:
         if records:
             log.info("restored %d open dialogs", len(records))
         table.on_confirm = self._dialog_confirmed
-        table.on_end = self._dialog_ended
         self._persist = self.loop.call_later(_PERSIST_PERIOD, self._flush_dialogs)
         self._checkpoint = self.loop.call_later(_CHECKPOINT_PERIOD, self._checkpoint_dialogs)
 
@@ -530,6 +583,16 @@ class App:
             self._dialog_writes_dropped += 1
 
     def _dialog_ended(self, dlg: Dialog, reason: str) -> None:
+        if reason == "no-ack":
+            self.events.emit(
+                "dialog-no-ack",
+                {
+                    "call_id": dlg.call_id.decode("utf-8", "replace"),
+                    "uri": dlg.dest.uri if isinstance(dlg.dest, Destination) else None,
+                },
+            )
+        if self.dialog_store is None:
+            return
         key = (dlg.call_id, dlg.from_tag)
         if key in self._dialogs_stored:
             self._dialog_writes[key] = None

@@ -13,9 +13,12 @@ from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
+from sipfleet.ratelog import RateLimitedLog
+
 __all__ = ["Event", "EventBus"]
 
 log = logging.getLogger("sipfleet.events")
+_event_log = RateLimitedLog(log, per_second=20, burst=50)
 
 Event = dict[str, Any]
 
@@ -36,7 +39,15 @@ class EventBus:
         event: Event = {"event": kind, "time": time.time(), **data}
         self.counts[kind] += 1
         self.recent.append(event)
-        log.info("%s %s", kind, " ".join(f"{k}={v}" for k, v in data.items() if v is not None))
+        # Some events are a peer's doing (a phantom call, a ban): the log line is
+        # rate-limited per kind; the event itself always goes out.
+        _event_log.info(
+            time.monotonic(),
+            "%s %s",
+            kind,
+            " ".join(f"{k}={v}" for k, v in data.items() if v is not None),
+            key=kind,
+        )
         for fn in list(self._subscribers):
             try:
                 fn(event)

@@ -24,10 +24,11 @@ import contextlib
 import inspect
 import logging
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
-from sipfleet.aio.rpc_dgram import UDP_MAX, DatagramService, DgramServer, bind_udp
+from sipfleet.aio.rpc_dgram import UDP_MAX, DatagramService, DgramServer, bind_udp, peer_log
 from sipfleet.aio.rpc_unix import OwnedPath, Perms, bind_unix
 from sipfleet.control.binrpc import (
     CORRUPTED,
@@ -76,8 +77,11 @@ class _Service:
         task = asyncio.current_task()
         assert task is not None
         if len(self.connections) >= self.max_connections:
-            log.warning(
-                "rpc ctl %s: %d connections open, refusing one", self.label, len(self.connections)
+            peer_log.warning(
+                time.monotonic(),
+                "rpc ctl %s: %d connections open, refusing one",
+                self.label,
+                len(self.connections),
             )
             writer.close()
             return
@@ -93,7 +97,7 @@ class _Service:
         except (TimeoutError, ConnectionError):
             pass
         except Exception:
-            log.exception("rpc ctl %s: connection failed", self.label)
+            peer_log.exception(time.monotonic(), "rpc ctl %s: connection failed", self.label)
         finally:
             self.connections.discard(task)
             writer.close()
@@ -108,7 +112,7 @@ class _Service:
             try:
                 packets = framer.feed(data)
             except BinRpcError as e:
-                log.warning("rpc ctl %s: %s", self.label, e)
+                peer_log.warning(time.monotonic(), "rpc ctl %s: %s", self.label, e)
                 writer.write(encode_fault(400, f"bad request: {CORRUPTED}", framer.last_cookie))
                 await writer.drain()
                 return
@@ -131,7 +135,7 @@ class _Service:
             try:
                 docs = framer.feed(data)
             except DocumentTooLarge as e:
-                log.warning("rpc ctl %s: %s", self.label, e)
+                peer_log.warning(time.monotonic(), "rpc ctl %s: %s", self.label, e)
                 return
             for doc in docs:
                 outcome = self.jsonrpc.handle(doc)
@@ -225,11 +229,12 @@ class _DgramProtocol(DatagramService):
         try:
             packets = framer.feed(data)
         except BinRpcError as e:
-            log.warning("rpc ctl %s: %s from %s", self.label, e, addr)
+            peer_log.warning(time.monotonic(), "rpc ctl %s: %s from %s", self.label, e, addr)
             self.send(encode_fault(400, f"bad request: {CORRUPTED}", framer.last_cookie), addr)
             return
         if len(packets) != 1 or framer.buffered:
-            log.warning(
+            peer_log.warning(
+                time.monotonic(),
                 "rpc ctl %s: a datagram from %s is not one whole BINRPC packet: dropped",
                 self.label,
                 addr,
@@ -243,12 +248,13 @@ class _DgramProtocol(DatagramService):
             outcome = self.binrpc.handle(packet)
             reply = await outcome if inspect.isawaitable(outcome) else outcome
         except Exception:
-            log.exception("rpc ctl %s: request failed", self.label)
+            peer_log.exception(time.monotonic(), "rpc ctl %s: request failed", self.label)
             return
         assert isinstance(reply, BinRpcReply)
         data = reply.data
         if len(data) > UDP_MAX:
-            log.warning(
+            peer_log.warning(
+                time.monotonic(),
                 "rpc ctl %s: %d byte reply too big for a datagram, sending a fault",
                 self.label,
                 len(data),

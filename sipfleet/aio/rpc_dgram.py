@@ -11,6 +11,7 @@ import asyncio
 import inspect
 import logging
 import socket
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, cast
@@ -19,6 +20,7 @@ from sipfleet.aio.rpc_unix import OwnedPath, Perms, bind_unix
 from sipfleet.control.jsonrpc import JsonRpcHandler
 from sipfleet.control.methods import RPC_CALLER
 from sipfleet.control.registry import RpcFault
+from sipfleet.ratelog import RateLimitedLog
 
 __all__ = [
     "UDP_MAX",
@@ -30,6 +32,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+peer_log = RateLimitedLog(log)  # every line a datagram sender can trigger
 
 _MAX_INFLIGHT = 64  # requests being served at once; more are dropped, as a full UDP queue would
 UDP_MAX = 65507  # the largest IPv4 UDP payload
@@ -56,7 +59,8 @@ class DatagramService(asyncio.DatagramProtocol):
         """Serve ``request`` in a task, or drop it when too many are in flight."""
         if len(self.tasks) >= _MAX_INFLIGHT:
             request.close()
-            log.warning(
+            peer_log.warning(
+                time.monotonic(),
                 "rpc %s %s: %d requests in flight, dropping one",
                 self.kind,
                 self.label,
@@ -72,7 +76,7 @@ class DatagramService(asyncio.DatagramProtocol):
             self.transport.sendto(data, addr)
 
     def error_received(self, exc: Exception) -> None:
-        log.warning("rpc %s %s: %s", self.kind, self.label, exc)
+        peer_log.warning(time.monotonic(), "rpc %s %s: %s", self.kind, self.label, exc)
 
 
 class _Protocol(DatagramService):
@@ -83,7 +87,11 @@ class _Protocol(DatagramService):
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         if not addr:
-            log.warning("rpc dgram %s: request from an unbound socket: no way to reply", self.label)
+            peer_log.warning(
+                time.monotonic(),
+                "rpc dgram %s: request from an unbound socket: no way to reply",
+                self.label,
+            )
             return
         self.spawn(self._serve(data, addr))
 
@@ -93,14 +101,17 @@ class _Protocol(DatagramService):
             outcome = self.handler.handle(data)
             reply = await outcome if inspect.isawaitable(outcome) else outcome
         except Exception:
-            log.exception("rpc dgram %s: request failed", self.label)
+            peer_log.exception(time.monotonic(), "rpc dgram %s: request failed", self.label)
             return
         if reply is None or not reply.parsed:
             return  # jsonrpcs drops what it cannot parse
         body = reply.body
         if len(body) > self.max_reply:
-            log.warning(
-                "rpc dgram %s: %d byte reply too big, sending a fault", self.label, len(body)
+            peer_log.warning(
+                time.monotonic(),
+                "rpc dgram %s: %d byte reply too big, sending a fault",
+                self.label,
+                len(body),
             )
             body = self.handler.fault_reply(data, REPLY_TOO_BIG).body
         self.send(body, addr)

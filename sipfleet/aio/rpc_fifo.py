@@ -20,6 +20,7 @@ import inspect
 import logging
 import os
 import stat
+import time
 from pathlib import Path
 
 from sipfleet.aio.rpc_unix import OwnedPath, Perms, make_fifo
@@ -30,10 +31,12 @@ from sipfleet.control.jsonrpc import (
     JsonStreamReader,
 )
 from sipfleet.control.methods import RPC_CALLER
+from sipfleet.ratelog import RateLimitedLog
 
 __all__ = ["FifoServer"]
 
 log = logging.getLogger(__name__)
+_peer_log = RateLimitedLog(log)  # whoever may write to the FIFO can trigger these
 
 _OPEN_RETRIES = 4  # jsonrpcs: JSONRPC_REPLY_RETRIES
 _OPEN_RETRY_DELAY = 0.08
@@ -94,7 +97,7 @@ class FifoServer:
             try:
                 docs = self._reader.feed(data)
             except DocumentTooLarge as e:
-                log.warning("rpc fifo %s: %s; dropped", self.path, e)
+                _peer_log.warning(time.monotonic(), "rpc fifo %s: %s; dropped", self.path, e)
                 continue
             for doc in docs:
                 self._queue.put_nowait(doc)  # may pass _QUEUE by one read's worth
@@ -112,7 +115,7 @@ class FifoServer:
                 if reply is not None:
                     await self._send(reply)
             except Exception:
-                log.exception("rpc fifo %s: request failed", self.path)
+                _peer_log.exception(time.monotonic(), "rpc fifo %s: request failed", self.path)
 
     async def _send(self, reply: JsonRpcReply) -> None:
         assert reply.reply_name is not None
@@ -123,7 +126,7 @@ class FifoServer:
         try:
             await _write_all(fd, reply.body, _WRITE_TIMEOUT)
         except (OSError, TimeoutError) as e:
-            log.warning("rpc fifo: reply to %s not written: %s", target, e)
+            _peer_log.warning(time.monotonic(), "rpc fifo: reply to %s not written: %s", target, e)
         finally:
             os.close(fd)
 
@@ -135,13 +138,17 @@ class FifoServer:
                 if e.errno == errno.ENXIO and attempt < _OPEN_RETRIES:
                     await asyncio.sleep(_OPEN_RETRY_DELAY)  # the client is not reading yet
                     continue
-                log.warning("rpc fifo: cannot open reply fifo %s: %s", target, e.strerror)
+                _peer_log.warning(
+                    time.monotonic(), "rpc fifo: cannot open reply fifo %s: %s", target, e.strerror
+                )
                 return -1
             problem = _check_reply_fifo(fd, target)
             if problem is None:
                 return fd
             os.close(fd)
-            log.warning("rpc fifo: refusing reply fifo %s: %s", target, problem)
+            _peer_log.warning(
+                time.monotonic(), "rpc fifo: refusing reply fifo %s: %s", target, problem
+            )
             return -1
         return -1
 

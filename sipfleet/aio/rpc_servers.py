@@ -18,7 +18,7 @@ from typing import Protocol
 from sipfleet.aio.rpc_binrpc import start_ctl_tcp, start_ctl_udp, start_ctl_unix
 from sipfleet.aio.rpc_dgram import start_dgram_udp, start_dgram_unix
 from sipfleet.aio.rpc_fifo import FifoServer
-from sipfleet.aio.rpc_http import start_http
+from sipfleet.aio.rpc_http import HttpServer, start_http
 from sipfleet.aio.rpc_unix import Perms
 from sipfleet.control.binrpc import BinRpcHandler
 from sipfleet.control.config import ControlConfig, parse_hostport
@@ -41,6 +41,10 @@ class ControlServers:
     endpoints: dict[str, str] = field(default_factory=dict)
     """Transport name -> address, e.g. "http" -> "http://127.0.0.1:9060/RPC",
     "binrpc" -> "unix:/run/sipfleet/sipfleet_ctl" (bound ports resolved)."""
+    jsonrpc: JsonRpcHandler | None = None
+    """The JSON-RPC handler every JSON transport shares (its ``parse_errors``)."""
+    http: HttpServer | None = None
+    """The HTTP server, when enabled (its guard's ``refused`` count)."""
     _parts: list[_Closable] = field(default_factory=list, repr=False)
 
     async def close(self) -> None:
@@ -60,7 +64,7 @@ async def start_control(registry: Registry, config: ControlConfig | None = None)
     jsonrpc = JsonRpcHandler(registry, pretty=config.pretty)
     binrpc = BinRpcHandler(registry)
     limit = config.max_request_bytes
-    servers = ControlServers(run_dir.path)
+    servers = ControlServers(run_dir.path, jsonrpc=jsonrpc)
     try:
         if config.binrpc.enabled:
             path = config.binrpc.path or run_dir.path / BINRPC_SOCKET
@@ -108,9 +112,22 @@ async def start_control(registry: Registry, config: ControlConfig | None = None)
                 servers._parts.append(udp)
                 servers.endpoints["dgram_udp"] = udp.address
         if config.http.enabled:
-            http = await start_http(jsonrpc, config.http, max_request_bytes=limit)
+            mcp = None
+            if config.mcp.enabled:
+                from sipfleet.mcp.http import McpHttp
+
+                mcp = McpHttp(jsonrpc, config.mcp, config.http)
+            extra = mcp.routes if mcp is not None else []
+            http = await start_http(jsonrpc, config.http, max_request_bytes=limit, extra=extra)
+            # Closed in reverse: MCP sessions (long-lived streams) end before the server waits
+            # for its handlers.
             servers._parts.append(http)
+            servers.http = http
             servers.endpoints["http"] = http.url
+            if mcp is not None:
+                servers._parts.append(mcp)
+                base = http.url[: len(http.url) - len(config.http.path)]
+                servers.endpoints["mcp"] = base + "/mcp"
     except BaseException:
         await servers.close()
         raise

@@ -20,10 +20,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from sipfleet.aio.rpc_http import HttpServer
 from sipfleet.aio.rpc_servers import ControlServers, start_control
 from sipfleet.control.config import ControlConfig
+from sipfleet.control.jsonrpc import JsonRpcHandler
 from sipfleet.control.methods import RPC_CALLER
 from sipfleet.control.registry import Handler, Registry, RpcFault
 
@@ -127,6 +130,18 @@ class ControlPlane:
     @property
     def endpoints(self) -> dict[str, str]:
         return self.servers.endpoints if self.servers is not None else {}
+
+    @property
+    def run_dir(self) -> Path | None:
+        return self.servers.run_dir if self.servers is not None else None
+
+    @property
+    def jsonrpc(self) -> JsonRpcHandler | None:
+        return self.servers.jsonrpc if self.servers is not None else None
+
+    @property
+    def http(self) -> HttpServer | None:
+        return self.servers.http if self.servers is not None else None
 
     async def start(self) -> ControlPlane:
         if not self.cfg.own_thread:

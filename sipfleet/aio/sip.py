@@ -33,15 +33,21 @@ from typing import Any, cast
 
 from sipfleet.aio.tls import TlsContexts, describe_tls_error
 from sipfleet.aio.udp import FastSink, UdpEndpoint
+from sipfleet.control.node_methods import TcpConnInfo
 from sipfleet.proxy.core import Proxy
 from sipfleet.proxy.net import Listener, Peer
+from sipfleet.ratelog import RateLimitedLog
 from sipfleet.sip.errors import BadMessage
 from sipfleet.sip.framing import PONG, StreamFramer
 from sipfleet.sip.via import parse_via
 
-__all__ = ["ConnLimits", "NetStats", "SipTransports"]
+__all__ = ["ConnLimits", "NetStats", "SipTransports", "TcpCounters"]
 
 log = logging.getLogger("sipfleet.net")
+#: Lines a peer can trigger (refused, slow and broken connections, failed
+#: handshakes, names from its headers), at most ~10 a second each with a
+#: suppressed-count summary.
+peer_log = RateLimitedLog(log)
 
 _new = tuple.__new__  # builds a Peer without the namedtuple's Python-level __new__
 _MAX_PENDING_BYTES = 1 << 20  # per connection still connecting; beyond it we fail the peer
@@ -49,50 +55,49 @@ _DNS_TTL = 60.0
 _HANDSHAKE_ERRORS = (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError)
 _RST = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() resets the connection
 _MAX_ALIASES = 4  # per connection (RFC 5923 aliases)
+_REFUSED_TCP = "tcp connection limit reached, refusing %s:%s: %s"
+_REFUSED_TLS = "tls connection limit reached, refusing %s:%s: %s"
 # The first Via line of a message, when it is a TLS one asking for an alias.
 _ALIAS_VIA = re.compile(
     rb"\r\n(?:via|v)[ \t]*:[ \t]*(SIP[ \t]*/[ \t]*2\.0[ \t]*/[ \t]*TLS[^\r,]*)", re.I
 )
 
 
-class RateLog:
-    """At most ``per_second`` lines a second for what peers can trigger; the
-    next line that gets through says how many were left out."""
+class TcpCounters:
+    """Kamailio's ``tcp:`` statistics, counted by the adapter that sees them."""
 
-    def __init__(self, per_second: int = 10) -> None:
-        self.per_second = per_second
-        self._window = 0.0
-        self._used = 0
-        self.suppressed = 0
+    __slots__ = (
+        "con_reset",
+        "con_timeout",
+        "connect_failed",
+        "connect_success",
+        "established",
+        "local_reject",
+        "passive_open",
+        "sendq_full",
+    )
 
-    def __call__(self, now: float, level: int, fmt: str, *args: object) -> None:
-        if now - self._window >= 1.0:
-            self._window, self._used = now, 0
-        if self._used >= self.per_second:
-            self.suppressed += 1
-            return
-        self._used += 1
-        if self.suppressed:
-            fmt += " (%d similar lines suppressed before)"
-            args = (*args, self.suppressed)
-            self.suppressed = 0
-        log.log(level, fmt, *args)
+    def __init__(self) -> None:
+        self.con_reset = 0  # closed by the peer with an error (reset)
+        self.con_timeout = 0  # closed by us: idle, or no whole message in time
+        self.connect_failed = 0  # outbound connects (and their TLS handshakes) that failed
+        self.connect_success = 0  # outbound connects that succeeded
+        self.established = 0  # connections that reached the connected state, both ways
+        self.local_reject = 0  # inbound connections refused by a connection limit
+        self.passive_open = 0  # inbound connections accepted
+        self.sendq_full = 0  # writes dropped or connections closed: a queue was full
 
 
 class NetStats:
-    """Connection counters: Kamailio's ``tcp:`` statistics where one means the
-    same, and sipfleet's own reasons for refusing or closing a connection."""
+    """sipfleet's own reasons for refusing or closing a connection (Kamailio's
+    ``tcp:`` names are in ``TcpCounters``)."""
 
     __slots__ = (
         "alias_refused",
         "buffer_closed",
-        "con_reset",
-        "connect_failed",
-        "connect_success",
         "header_timeout",
         "idle_closed",
         "input_closed",
-        "passive_open",
         "refused_per_source",
         "refused_total",
         "tls_handshake_failed",
@@ -103,13 +108,9 @@ class NetStats:
     def __init__(self) -> None:
         self.alias_refused = 0
         self.buffer_closed = 0
-        self.con_reset = 0
-        self.connect_failed = 0
-        self.connect_success = 0
         self.header_timeout = 0
         self.idle_closed = 0
         self.input_closed = 0
-        self.passive_open = 0
         self.refused_per_source = 0
         self.refused_total = 0
         self.tls_handshake_failed = 0
@@ -169,9 +170,13 @@ class _Tcp(asyncio.Protocol):
         self.owner = owner
         self.index = index
         self.key = key
+        owner._conn_seq += 1
+        self.id = owner._conn_seq  # core.tcp_list's id
+        self.local: tuple[str, int] | None = None  # our address on it, once connected
         # Inbound TCP comes without a key (learnt at connection_made); inbound
         # TLS is admitted at accept, before its handshake, and has one.
         self.inbound = key is None if inbound is None else inbound
+        self.outbound = not self.inbound
         self.tls = tls
         self.transport: asyncio.Transport | None = None  # what we read and write (TLS: clear)
         self.sock: socket.socket | None = None  # an accepted TLS socket, until its handshake ends
@@ -201,10 +206,10 @@ class _Tcp(asyncio.Protocol):
                 self.closed = True
                 base.abort()  # type: ignore[attr-defined]
                 return
-            owner.stats.passive_open += 1
+            owner.tcp_counters.passive_open += 1
             owner.register(self)
         elif not self.inbound:
-            owner.stats.connect_success += 1
+            owner.tcp_counters.connect_success += 1
         self._ready(base)
 
     async def handshake(self, sock: socket.socket) -> None:
@@ -227,8 +232,8 @@ class _Tcp(asyncio.Protocol):
                 owner.stats.tls_handshake_timeout += 1
             else:
                 owner.stats.tls_handshake_failed += 1
-            owner.ratelog(
-                owner.time(), logging.WARNING, "tls handshake with %s:%s failed: %s",
+            peer_log.log(
+                logging.WARNING, owner.time(), "tls handshake with %s:%s failed: %s",
                 self.key[1], self.key[2],
                 f"no handshake within {owner.limits.handshake_timeout:g} s" if timed_out
                 else describe_tls_error(e),
@@ -246,6 +251,10 @@ class _Tcp(asyncio.Protocol):
     def _ready(self, base: asyncio.BaseTransport) -> None:
         transport: asyncio.Transport = base  # type: ignore[assignment]  # uvloop's is no subclass
         self.transport = transport
+        self.owner.tcp_counters.established += 1
+        local = transport.get_extra_info("sockname")
+        if local:
+            self.local = (str(local[0]), int(local[1]))
         sock = transport.get_extra_info("socket")
         if sock is not None:
             try:
@@ -264,7 +273,7 @@ class _Tcp(asyncio.Protocol):
         except BadMessage as e:
             owner.proxy.stats.bad_msg_hdr += 1
             owner.stats.input_closed += 1
-            owner.ratelog(now, logging.INFO, "closing %s %s: %s", self.kind, self.key, e.reason)
+            peer_log.log(logging.INFO, now, "closing %s %s: %s", self.kind, self.key, e.reason)
             self.abort()
             return
         if messages or pings:
@@ -283,7 +292,7 @@ class _Tcp(asyncio.Protocol):
                 owner.proxy.receive(msg, peer, now)
             except Exception:
                 owner.proxy.stats.internal_errors += 1
-                log.exception("internal error handling a message from %s", self.key)
+                peer_log.exception(now, "internal error handling a message from %s", self.key)
 
     def _alias(self, msg: bytes) -> None:
         """RFC 5923: a request whose top Via (TLS) carries ``alias`` lets us send to
@@ -316,7 +325,7 @@ class _Tcp(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if isinstance(exc, ConnectionResetError):
-            self.owner.stats.con_reset += 1
+            self.owner.tcp_counters.con_reset += 1
         self.forget()
 
     # -- used by the owner ---------------------------------------------------------
@@ -324,6 +333,7 @@ class _Tcp(asyncio.Protocol):
         self.last = self.owner.time()
         if self.transport is None:
             if self.pending_bytes + len(data) > _MAX_PENDING_BYTES:
+                self.owner.tcp_counters.sendq_full += 1
                 return
             self.pending.append(data)
             self.pending_bytes += len(data)
@@ -340,8 +350,9 @@ class _Tcp(asyncio.Protocol):
             # A peer that does not read: memory stays bounded, and its
             # transactions learn of the failure (RFC 3261 18.4) now.
             owner.stats.buffer_closed += 1
-            owner.ratelog(
-                owner.time(), logging.WARNING,
+            owner.tcp_counters.sendq_full += 1
+            peer_log.log(
+                logging.WARNING, owner.time(),
                 "closing %s %s: more than %d bytes queued (the peer does not read)",
                 self.kind, self.key, owner.limits.max_buffer,
             )  # fmt: skip
@@ -398,7 +409,8 @@ class SipTransports:
         if tls is None and any(lst.proto == "tls" for lst in listeners):
             raise ValueError("tls: listeners need TLS contexts ([tls] certificate)")
         self.stats = NetStats()
-        self.ratelog = RateLog()
+        self.tcp_counters = TcpCounters()
+        self._conn_seq = 0
         self.proxy: Proxy = None  # type: ignore[assignment]  # set by attach()
         self.udp: dict[int, asyncio.DatagramTransport] = {}
         self._sendto: dict[int, Callable[[bytes, tuple[str, int]], None]] = {}
@@ -425,24 +437,61 @@ class SipTransports:
     def attach(self, proxy: Proxy) -> None:
         self.proxy = proxy
 
+    @property
+    def max_connections(self) -> int:
+        return self.limits.max_connections
+
+    @property
+    def idle_timeout(self) -> float:
+        return self.limits.idle_timeout
+
+    def tcp_connections(self) -> list[TcpConnInfo]:
+        """A read-only copy of the TCP/TLS connection table (for core.tcp_list)."""
+        now = self.time()
+        out: list[TcpConnInfo] = []
+        for conn in list(self.conns.values()):
+            if conn.key is None:
+                continue
+            lst = self.listeners[conn.index]
+            local = conn.local or (lst.host, lst.port)
+            transport = conn.transport
+            queued = conn.pending_bytes
+            if transport is not None:
+                queued += transport.get_write_buffer_size()
+            out.append(
+                TcpConnInfo(
+                    conn.id,
+                    conn.outbound,
+                    transport is not None and not transport.is_closing(),
+                    conn.key[1],
+                    conn.key[2],
+                    local[0],
+                    local[1],
+                    max(now - conn.last, 0.0),
+                    queued,
+                )
+            )
+        return out
+
     # -- connection bookkeeping -------------------------------------------------
     def admit(self, host: str) -> str | None:
         """Why an inbound connection from ``host`` is refused, or None."""
         limits = self.limits
         if self.inbound >= limits.max_inbound:
+            self.tcp_counters.local_reject += 1
             self.stats.refused_total += 1
             return f"{self.inbound} inbound connections open (tcp_max_connections)"
         if self.per_source.get(host, 0) >= limits.per_source:
+            self.tcp_counters.local_reject += 1
             self.stats.refused_per_source += 1
             return f"{limits.per_source} open from this address (tcp_max_connections_per_source)"
         return None
 
     def refused(self, conn: _Tcp, why: str) -> None:
         key = conn.key or (0, "?", 0)
-        self.ratelog(
-            self.time(), logging.WARNING, "refusing %s connection from %s:%s: %s",
-            conn.kind, key[1], key[2], why,
-        )  # fmt: skip
+        # One format (and so one rate-limit key, named in its summary) per transport.
+        fmt = _REFUSED_TLS if conn.tls else _REFUSED_TCP
+        peer_log.warning(self.time(), fmt, key[1], key[2], why)
 
     def register(self, conn: _Tcp) -> None:
         key = conn.key
@@ -486,28 +535,20 @@ class SipTransports:
         return sum(1 for c in self.conns.values() if c.tls)
 
     def stat_values(self) -> list[tuple[str, str, Callable[[], int], bool]]:
-        """(group, name, read, resettable) for ``stats.get_statistics``."""
+        """sipfleet's own (group, name, read, resettable) for ``stats.get_statistics``;
+        Kamailio's ``tcp:`` names come from ``tcp_counters``."""
         st = self.stats
 
         def counter(attr: str) -> Callable[[], int]:
             return lambda: int(getattr(st, attr))
 
         return [
-            ("tcp", "established", lambda: st.passive_open + st.connect_success, True),
-            ("tcp", "passive_open", counter("passive_open"), True),
-            ("tcp", "connect_success", counter("connect_success"), True),
-            ("tcp", "connect_failed", counter("connect_failed"), True),
-            ("tcp", "local_reject", lambda: st.refused_total + st.refused_per_source, True),
-            ("tcp", "con_timeout", lambda: st.idle_closed + st.header_timeout, True),
-            ("tcp", "con_reset", counter("con_reset"), True),
-            ("tcp", "sendq_full", counter("buffer_closed"), True),
-            ("tcp", "current_opened_connections", lambda: len(self.conns), False),
-            ("tcp", "current_write_queue_size", self.write_queue_size, False),
             ("sipfleet", "tcp_refused_total_limit", counter("refused_total"), True),
             ("sipfleet", "tcp_refused_per_source", counter("refused_per_source"), True),
             ("sipfleet", "tcp_header_timeouts", counter("header_timeout"), True),
             ("sipfleet", "tcp_idle_closed", counter("idle_closed"), True),
             ("sipfleet", "tcp_bad_stream_closed", counter("input_closed"), True),
+            ("sipfleet", "tcp_buffer_closed", counter("buffer_closed"), True),
             ("sipfleet", "tcp_inbound_connections", lambda: self.inbound, False),
             ("sipfleet", "tls_handshakes", counter("tls_handshakes"), True),
             ("sipfleet", "tls_handshake_failures", counter("tls_handshake_failed"), True),
@@ -569,7 +610,7 @@ class SipTransports:
             except asyncio.CancelledError:
                 raise
             except OSError as e:  # EMFILE and the like: say so, back off, go on
-                self.ratelog(self.time(), logging.ERROR, "tls accept on %s: %s", lst, e)
+                peer_log.log(logging.ERROR, self.time(), "tls accept on %s: %s", lst, e)
                 await asyncio.sleep(0.1)
                 continue
             conn = _Tcp(self, lst.index, (lst.index, addr[0], addr[1]), True, inbound=True)
@@ -580,7 +621,7 @@ class SipTransports:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RST)
                 sock.close()
                 continue
-            self.stats.passive_open += 1
+            self.tcp_counters.passive_open += 1
             self.register(conn)
             self.spawn(conn.handshake(sock))
 
@@ -633,7 +674,7 @@ class SipTransports:
                 )
                 ip = next((str(i[4][0]) for i in infos if i[0] == family), None)
             except OSError as e:
-                log.info("cannot resolve %s: %s", host, e)
+                peer_log.info(self.time(), "cannot resolve %s: %s", host, e)
             queued = self._resolving.pop(host, [])
             if ip is None:
                 for p, _ in queued:
@@ -652,7 +693,7 @@ class SipTransports:
         lst = self.listeners[peer.listener]
         tls = lst.proto == "tls"
         if len(self.conns) >= self.limits.max_connections or (tls and self.tls is None):
-            self.stats.connect_failed += 1
+            self.tcp_counters.connect_failed += 1
             self.fail_peer_soon(peer)
             return None
         key = (peer.listener, peer.host, peer.port)
@@ -677,11 +718,11 @@ class SipTransports:
                 else:
                     await loop.create_connection(lambda: conn, peer.host, peer.port, family=family)
             except _HANDSHAKE_ERRORS as e:
-                self.stats.connect_failed += 1
+                self.tcp_counters.connect_failed += 1
                 if tls and isinstance(e, ssl.SSLError | TimeoutError):
                     self.stats.tls_handshake_failed += 1
-                self.ratelog(
-                    self.time(), logging.WARNING, "%s connect to %s:%d failed: %s",
+                peer_log.log(
+                    logging.WARNING, self.time(), "%s connect to %s:%d failed: %s",
                     lst.proto, peer.host, peer.port, describe_tls_error(e),
                 )  # fmt: skip
                 conn.pending.clear()
@@ -720,15 +761,17 @@ class SipTransports:
                 start = conn.partial_since if conn.got_message else conn.connected_at
                 if start is not None and now - start > limits.header_timeout:
                     self.stats.header_timeout += 1
+                    self.tcp_counters.con_timeout += 1
                     key = conn.key or (0, "?", 0)
-                    self.ratelog(
-                        now, logging.INFO, "closing %s from %s:%s: no complete message within %g s",
+                    peer_log.log(
+                        logging.INFO, now, "closing %s from %s:%s: no complete message within %g s",
                         conn.kind, key[1], key[2], limits.header_timeout,
                     )  # fmt: skip
                     conn.abort()
                     continue
             if now - conn.last > limits.idle_timeout and conn.transport is not None:
                 self.stats.idle_closed += 1
+                self.tcp_counters.con_timeout += 1
                 conn.transport.close()
                 conn.forget()
         self._sweeper = asyncio.get_running_loop().call_later(self._sweep_period(), self._sweep)

@@ -17,10 +17,13 @@ from typing import Any
 
 from sipfleet.proxy.core import Proxy
 from sipfleet.proxy.net import Peer
+from sipfleet.ratelog import RateLimitedLog
 
 __all__ = ["FastSink", "UdpEndpoint"]
 
 log = logging.getLogger("sipfleet.net")
+# A datagram that trips a bug of ours may come 20,000 times a second.
+_peer_log = RateLimitedLog(log)
 
 _new = tuple.__new__  # a Peer without the namedtuple's Python-level __new__
 
@@ -38,11 +41,14 @@ class UdpEndpoint:
         self.transport = transport
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        now = self.time()
         try:
-            self.proxy.receive(data, _new(Peer, (self.index, addr[0], addr[1])), self.time())
+            self.proxy.receive(data, _new(Peer, (self.index, addr[0], addr[1])), now)
         except Exception:  # our bug: log it loudly, keep serving everyone else
             self.proxy.stats.internal_errors += 1
-            log.exception("internal error handling a datagram from %s:%s", addr[0], addr[1])
+            _peer_log.exception(
+                now, "internal error handling a datagram from %s:%s", addr[0], addr[1]
+            )
 
     def error_received(self, exc: Exception) -> None:
         log.debug("udp error on listener %d: %s", self.index, exc)

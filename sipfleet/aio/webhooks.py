@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from typing import Any
 
@@ -18,10 +19,12 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from sipfleet.aio.events import Event, EventBus
+from sipfleet.ratelog import RateLimitedLog
 
 __all__ = ["WebhookConfig", "Webhooks"]
 
 log = logging.getLogger("sipfleet.webhooks")
+_peer_log = RateLimitedLog(log)  # a dead endpoint fails every event
 
 
 class WebhookConfig(BaseModel):
@@ -107,7 +110,8 @@ class Webhooks:
                         reason = str(e) or type(e).__name__
                     if attempt == cfg.retries:
                         hook.failed += 1
-                        log.warning(
+                        _peer_log.warning(
+                            time.monotonic(),
                             "webhook %s: giving up on %s after %d tries: %s",
                             cfg.url,
                             event["event"],

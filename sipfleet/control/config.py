@@ -11,6 +11,7 @@ Defaults (every transport on)::
     host = "127.0.0.1"
     port = 9060
     token = ""                   # "Authorization: Bearer <token>"; needed off loopback
+    allowed_hosts = []           # Host header names besides the bound address and localhost
     tls_cert = ""                # both set: HTTPS
     tls_key = ""
 
@@ -43,21 +44,29 @@ their UDP/TCP forms refuse non-loopback addresses unless
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 __all__ = [
+    "MIN_TOKEN_LENGTH",
     "BinrpcConfig",
     "ControlConfig",
     "DgramConfig",
     "FifoConfig",
     "HttpConfig",
+    "McpConfig",
     "SocketConfig",
     "is_loopback",
     "parse_hostport",
 ]
+
+
+_HOST_PORT = re.compile(r"(\[[0-9a-f:.]+\]|[a-z0-9_.-]+)(:[0-9]{1,5})?")
+MIN_TOKEN_LENGTH = 16
+"""Shortest HTTP bearer token accepted (a short one is guessed by brute force)."""
 
 
 def is_loopback(host: str) -> bool:
@@ -93,17 +102,60 @@ class _Section(BaseModel):
 class HttpConfig(_Section):
     """``[control.http]``: JSON-RPC 2.0 over HTTP POST, as Kamailio's jsonrpcs + xhttp."""
 
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)  # the token
+
     enabled: bool = True
     host: str = Field("127.0.0.1", description="bind address; off loopback a token is required")
     port: Annotated[int, Field(ge=0, le=65535)] = Field(9060, description="0 = any free port")
     path: str = Field("/RPC", description="POST path (any path starting with it)")
     token: SecretStr | None = Field(
-        None, description="require 'Authorization: Bearer <token>'"
+        None,
+        description=f"require 'Authorization: Bearer <token>'; at least {MIN_TOKEN_LENGTH} "
+        "characters, no whitespace",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="other names clients may use in the Host header, e.g. "
+        '"lb1.example.net" (any port) or "lb1.example.net:8443"; the bound address and '
+        "localhost are always allowed (DNS rebinding)",
     )
     tls_cert: Path | None = Field(None, description="PEM certificate: serve HTTPS")
     tls_key: Path | None = Field(None, description="its PEM key")
 
     _empty_none = field_validator("token", "tls_cert", "tls_key", mode="before")(_opt_path)
+
+    @field_validator("token")
+    @classmethod
+    def _strong_token(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is None:
+            return v
+        secret = v.get_secret_value()
+        if any(c.isspace() or not c.isprintable() for c in secret):
+            raise ValueError(
+                "must not contain whitespace or control characters "
+                "(it is sent as 'Authorization: Bearer <token>')"
+            )
+        if len(secret) < MIN_TOKEN_LENGTH:
+            raise ValueError(
+                f"{len(secret)} characters is too short to be guess-proof; "
+                f"use at least {MIN_TOKEN_LENGTH} (e.g. the output of "
+                "'python3 -c \"import secrets; print(secrets.token_urlsafe(24))\"')"
+            )
+        return v
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, v: list[str]) -> list[str]:
+        out = []
+        for entry in v:
+            name = entry.strip().lower()
+            m = _HOST_PORT.fullmatch(name)
+            if m is None or (m.group(2) and int(m.group(2)[1:]) > 65535):
+                raise ValueError(
+                    f"{entry!r} is not HOST or HOST:PORT (e.g. lb1.example.net, [::1]:9060)"
+                )
+            out.append(name)
+        return out
 
     @model_validator(mode="after")
     def _check(self) -> HttpConfig:
@@ -187,8 +239,34 @@ class SocketConfig(_Section):
         return v
 
 
+class McpConfig(_Section):
+    """``[control.mcp]``: the MCP server for AI agents (/mcp over HTTP; ``sipfleet mcp``).
+
+    Streamable HTTP at /mcp on the control HTTP server (same token rule);
+    ``sipfleet mcp -c FILE`` on stdio reads the guard rails from here too.
+    """
+
+    enabled: bool = Field(True, description="serve MCP at <control.http>/mcp")
+    max_out_share: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        0.5,
+        description="an MCP tool may leave at most this share of a set's destinations unusable "
+        "(drained, disabled, inactive, removed) unless called with force",
+    )
+    max_wait: Annotated[float, Field(gt=0.0)] = Field(
+        3600.0, description="longest drain wait (s) a tool call may ask for"
+    )
+    max_sessions: Annotated[int, Field(ge=1)] = Field(
+        32, description="concurrent MCP sessions over HTTP; more get 503"
+    )
+    session_idle_timeout: Annotated[float, Field(gt=0.0)] = Field(
+        600.0, description="an HTTP MCP session idle this long (s) is closed"
+    )
+
+
 class ControlConfig(_Section):
     """``[control]``: the RPC transports; all on by default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)  # the token
 
     run_dir: Path | None = Field(
         None,
@@ -231,6 +309,7 @@ class ControlConfig(_Section):
     dgram: DgramConfig = DgramConfig()
     binrpc: BinrpcConfig = BinrpcConfig()
     socket: SocketConfig = SocketConfig()
+    mcp: McpConfig = McpConfig()
 
     _empty_none = field_validator("run_dir", mode="before")(_opt_path)
 

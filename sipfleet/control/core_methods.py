@@ -42,6 +42,10 @@ class ServerInfo:
     flags: Sequence[str] = ()
 
     @property
+    def compiler(self) -> str:
+        return f"{platform.python_implementation()} {platform.python_version()}"
+
+    @property
     def full_version(self) -> str:
         machine = platform.machine() or "unknown"
         system = sys.platform
@@ -64,7 +68,7 @@ def register_core_methods(registry: Registry, info: ServerInfo) -> None:
         return {
             "version": f"{info.name} {info.version}",
             "id": info.repo_id,
-            "compiler": f"{platform.python_implementation()} {platform.python_version()}",
+            "compiler": info.compiler,
             "compiled": "",
             "flags": ", ".join(info.flags),
         }

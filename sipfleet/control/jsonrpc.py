@@ -12,11 +12,14 @@ What a caller sees, and why it is not textbook JSON-RPC:
   all (a batch): the method is not run and the result is ``{}``.
 - No ``id``: still answered, without an ``id``. An ``id`` that is a string or
   number is echoed; ``true`` becomes 1; null, objects and arrays become 0.
-- Text after the first JSON value is ignored.
-- Unparseable JSON: Kamailio drops the request (HTTP: closes without a
-  reply). sipfleet answers HTTP and stream callers 400 "Parse Error", which
-  no compatible client can have relied on; FIFO and datagram callers get
-  nothing, as from Kamailio.
+- Text after the first JSON value is ignored; raw control characters (CR,
+  LF, TAB ...) inside strings are kept, as srjson keeps them (kamcli sends
+  raw CR LF in ``tm.t_uac_wait_block``'s headers).
+- Unparseable JSON, or nesting deeper than ``kjson.MAX_DEPTH``: Kamailio
+  drops the request (HTTP: closes without a reply). sipfleet answers HTTP
+  and stream callers 400 "Parse Error", which no compatible client can have
+  relied on; FIFO and datagram callers get nothing, as from Kamailio. Each
+  is counted (``parse_errors``) and logged, rate-limited.
 
 ``JsonStreamReader`` cuts a byte stream into documents the way the jsonrpcs
 FIFO does: a document ends where its outermost braces close.
@@ -26,12 +29,14 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Mapping
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Final
 
 from sipfleet.control.kjson import dumps_compact, dumps_pretty, loads_lenient
 from sipfleet.control.registry import Dialect, Registry, RpcFault, settle
+from sipfleet.ratelog import RateLimitedLog
 
 __all__ = [
     "METHOD_NOT_FOUND",
@@ -101,9 +106,19 @@ def _reason(message: str) -> str:
 class JsonRpcHandler:
     """Turns one JSON-RPC request document into its reply, per jsonrpcs."""
 
-    def __init__(self, registry: Registry, *, pretty: bool = True) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        pretty: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.registry = registry
         self._dumps = dumps_pretty if pretty else dumps_compact
+        self._clock = clock
+        self._peer_log = RateLimitedLog(log)
+        self.parse_errors = 0
+        """Requests that were not JSON (or nested deeper than kjson.MAX_DEPTH)."""
 
     def handle(
         self, data: bytes, *, fifo: bool = False
@@ -115,16 +130,23 @@ class JsonRpcHandler:
         """
         try:
             doc = loads_lenient(data)
-        except ValueError:
+        except ValueError as e:
+            self.parse_errors += 1
+            self._peer_log.warning(
+                self._clock(), "jsonrpc: unparseable request (%d bytes): %s", len(data), e
+            )
             if fifo:
-                log.warning("jsonrpc: dropping unparseable request (%d bytes)", len(data))
                 return None
             return replace(self._fault(_NO_ID, None, PARSE_ERROR), parsed=False)
         reply_name: str | None = None
         if fifo:
             name = doc.get("reply_name") if isinstance(doc, dict) else None
             if not isinstance(name, str) or not valid_reply_name(name):
-                log.warning("jsonrpc fifo: dropping request without a usable reply_name: %r", name)
+                self._peer_log.warning(
+                    self._clock(),
+                    "jsonrpc fifo: dropping request without a usable reply_name: %r",
+                    name if not isinstance(name, str) else name[:64],
+                )
                 return None
             reply_name = name
         rid = _echo_id(doc)

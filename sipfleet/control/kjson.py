@@ -15,10 +15,11 @@ import json
 import math
 import re
 from collections.abc import Mapping, Sequence
+from itertools import accumulate
 
 import orjson
 
-__all__ = ["dumps_compact", "dumps_pretty", "loads_lenient"]
+__all__ = ["MAX_DEPTH", "dumps_compact", "dumps_pretty", "loads_lenient", "nesting_depth"]
 
 _ESCAPES = {
     '"': '\\"',
@@ -114,15 +115,50 @@ def dumps_compact(value: object) -> bytes:
         return dumps_pretty(value).replace(b"\n", b"").replace(b"\t", b"")
 
 
-def loads_lenient(data: bytes) -> object:
-    """Parse one JSON value, ignoring what follows it as cJSON does.
+MAX_DEPTH = 128
+"""Deepest nesting of arrays and objects accepted. A request is a method name
+and a few flat params; the bound keeps a hostile document from recursing the
+parser into a RecursionError (srjson has none and recurses on the C stack)."""
 
-    Raises ValueError when no JSON value starts the input.
+# A string, or an unclosed one to the end: every quote starts a match, and the
+# possessive loop never backtracks, so one pass is linear on any input.
+_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*+(?:"|\\?\Z)', re.S)
+_NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
+_STEP = [0] * 256
+for _c in b"[{":
+    _STEP[_c] = 1
+for _c in b"]}":
+    _STEP[_c] = -1
+_LENIENT = json.JSONDecoder(strict=False)
+
+
+def nesting_depth(data: bytes) -> int:
+    """How deep arrays and objects nest in ``data``, outside strings (linear,
+    C-speed passes)."""
+    brackets = _STRINGS.sub(b"", data).translate(None, _NOT_BRACKETS)
+    if not brackets:
+        return 0
+    return max(0, *accumulate(map(_STEP.__getitem__, brackets)))
+
+
+def loads_lenient(data: bytes) -> object:
+    """Parse one JSON value as srjson (cJSON) does: what follows it is ignored,
+    and raw control characters (CR, LF, TAB ...) inside strings are kept, as
+    kamcli sends them in ``tm.t_uac_wait_block`` headers.
+
+    Raises ValueError when no JSON value starts the input, or when it nests
+    deeper than ``MAX_DEPTH``.
     """
+    depth = nesting_depth(data)
+    if depth > MAX_DEPTH:
+        raise ValueError(f"JSON nested {depth} deep, over {MAX_DEPTH}")
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
         pass
     text = data.decode("utf-8", "replace").lstrip()
-    value, _ = json.JSONDecoder().raw_decode(text)
+    try:
+        value, _ = _LENIENT.raw_decode(text)
+    except RecursionError:  # cannot happen under MAX_DEPTH; never a traceback if it does
+        raise ValueError("JSON nested too deep") from None
     return value

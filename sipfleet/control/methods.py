@@ -28,13 +28,15 @@ Where sipfleet differs from Kamailio, on purpose:
 
 sipfleet's extras have names of their own: ``sipfleet.status`` and
 ``sipfleet.events``. ``dispatcher.oclist`` is Kamailio 6.0's (5.6 has none,
-so its help text is sipfleet's). Not served: ``stats.clear_statistics``,
-whose JSON-RPC answer in Kamailio is only its last line.
+so its help text is sipfleet's). ``stats.fetch``, ``stats.fetchn`` and
+``stats.clear_statistics`` are in ``sipfleet.control.statistics``, over
+this module's ``StatsBook``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import Counter
@@ -52,12 +54,11 @@ from sipfleet.dispatch.errors import DispatcherError
 from sipfleet.dispatch.hashing import rpc_hash
 from sipfleet.dispatch.health import DstEvent
 from sipfleet.dispatch.state import AdminState
-from sipfleet.proxy.dialogs import CONFIRMED, EARLY, Dialog
+from sipfleet.proxy.dialogs import ANSWERED, CONFIRMED, EARLY, Dialog
 from sipfleet.proxy.net import Listener, Peer
 from sipfleet.proxy.router import Target
-from sipfleet.sip.errors import BadMessage
-from sipfleet.sip.message import Message
-from sipfleet.sip.uri import URI, parse_uri
+from sipfleet.proxy.uac import split_routes, uri_in
+from sipfleet.sip.uri import URI
 
 if TYPE_CHECKING:
     from sipfleet.aio.events import EventBus
@@ -67,9 +68,10 @@ if TYPE_CHECKING:
 __all__ = [
     "RPC_CALLER",
     "AppLike",
+    "Stat",
     "StatsBook",
-    "bye_requests",
     "dialog_record",
+    "end_dialog",
     "register_methods",
 ]
 
@@ -83,7 +85,8 @@ RPC_CALLER: ContextVar[str] = ContextVar("sipfleet_rpc_caller", default="rpc")
 #: like Kamailio's ``while (rpc->scan(ctx, "*s", ...))`` (bounded here).
 _MAX_STAT_PARAMS = 32
 
-_KAMAILIO_DLG_STATE = {EARLY: 2, CONFIRMED: 4}  # dlg.list: DLG_STATE_EARLY, _CONFIRMED
+# dlg.list: DLG_STATE_EARLY, _CONFIRMED_NA, _CONFIRMED
+_KAMAILIO_DLG_STATE = {EARLY: 2, ANSWERED: 3, CONFIRMED: 4}
 
 
 class _Router(Protocol):
@@ -125,6 +128,9 @@ class _Stat:
     name: str
     read: Callable[[], int]
     resettable: bool = True  # False: a gauge, Kamailio's STAT_NO_RESET
+
+
+Stat = _Stat  # the public name, for modules adding statistics
 
 
 class StatsBook:
@@ -175,8 +181,42 @@ class StatsBook:
                 if s.resettable:
                     self._baseline[(s.group, s.name)] = s.read()
 
+    def value(self, s: _Stat) -> int:
+        """The value as read now, after any reset."""
+        return self._value(s)
 
-def _app_stats(app: AppLike) -> list[_Stat]:
+    def fetch(self, what: str) -> list[_Stat]:
+        """What ``stats.fetch`` names: ``all``, ``group:``, a bare name, or
+        ``group.name`` / ``group:name`` (kex ``stats_fetch_all``)."""
+        found = self.select(what)
+        if found or what == "all" or what.endswith(":"):
+            return found
+        for sep in (".", ":"):
+            group, dot, name = what.partition(sep)
+            if dot:
+                return [s for s in self._sorted() if s.group == group and s.name == name][:1]
+        return []
+
+    def clear(self, names: Sequence[object]) -> list[str]:
+        """``stats.clear_statistics``: reset, and say ``g:n = new (old)`` per
+        statistic (``g:n = v`` when it did not change; gauges do not)."""
+        out: list[str] = []
+        for what in names:
+            if not isinstance(what, str):
+                break
+            for s in self.select(what):
+                old = self._value(s)
+                if s.resettable:
+                    self._baseline[(s.group, s.name)] = s.read()
+                new = self._value(s)
+                if new == old:
+                    out.append(f"{s.group}:{s.name} = {new}")
+                else:
+                    out.append(f"{s.group}:{s.name} = {new} ({old})")
+        return out
+
+
+def _app_stats(app: AppLike, extra: Callable[[], Iterable[_Stat]] | None = None) -> list[_Stat]:
     proxy = app.proxy
     st = proxy.stats
     dialogs = proxy.dialogs
@@ -204,30 +244,38 @@ def _app_stats(app: AppLike) -> list[_Stat]:
         counter("tmx", "rpl_received", "rcv_replies"),
         counter("tmx", "rpl_relayed", "fwd_replies"),
         _Stat("tmx", "rpl_sent", lambda: st.fwd_replies + st.local_replies),
+        # Replies sipfleet makes itself (Kamailio's sl and tm local replies alike).
+        counter("sl", "sent_replies", "local_replies"),
         _Stat("dialog", "active_dialogs", lambda: dialogs.count - dialogs.early, False),
         _Stat("dialog", "early_dialogs", lambda: dialogs.early, False),
         _Stat("dialog", "expired_dialogs", lambda: dialogs.expired),
         _Stat("dialog", "failed_dialogs", lambda: dialogs.failed),
         _Stat("dialog", "processed_dialogs", lambda: dialogs.processed),
-        counter("sipfleet", "failovers", "failovers"),
+        counter("sipfleet", "relay_denied", "relay_denied"),
+        _Stat("sipfleet", "no_ack_dialogs", lambda: dialogs.no_ack),
         counter("sipfleet", "internal_errors", "internal_errors"),
         counter("sipfleet", "retransmissions", "retransmissions"),
         counter("sipfleet", "timeouts", "timeouts"),
         counter("sipfleet", "transport_errors", "transport_errors"),
         _Stat("sipfleet", "client_transactions", lambda: len(proxy.client_txns), False),
         _Stat("sipfleet", "accepting", lambda: int(proxy.accepting), False),
+        # Kamailio 5.6's dispatcher keeps no statistics; sipfleet's are where
+        # an operator of the dispatcher looks for them (kamcli stats dispatcher).
         _Stat(
-            "sipfleet", "destinations", lambda: sum(1 for _ in app.dispatcher.destinations()), False
+            "dispatcher",
+            "destinations",
+            lambda: sum(1 for _ in app.dispatcher.destinations()),
+            False,
         ),
-        _Stat("sipfleet", "destinations_usable", usable, False),
-        _Stat("sipfleet", "sets", lambda: len(app.dispatcher.snapshot.sets), False),
-        _Stat("sipfleet", "ping_active", lambda: int(app.dispatcher.probing_active), False),
+        _Stat("dispatcher", "destinations_usable", usable, False),
+        _Stat("dispatcher", "sets", lambda: len(app.dispatcher.snapshot.sets), False),
+        _Stat("dispatcher", "ping_active", lambda: int(app.dispatcher.probing_active), False),
+        counter("dispatcher", "failovers", "failovers"),
+        _Stat("dispatcher", "dst_down", _count_of(app.events.counts, "dst-down")),
+        _Stat("dispatcher", "dst_up", _count_of(app.events.counts, "dst-up")),
     ]
-    # The adapters' own counters, when running: connections (tcp:, sipfleet:tls_*)
-    # and the control plane's bound (sipfleet:rpc_*).
-    for part in (getattr(app, "transports", None), getattr(app, "control", None)):
-        if part is not None and hasattr(part, "stat_values"):
-            stats.extend(_Stat(g, n, read, reset) for g, n, read, reset in part.stat_values())
+    if extra is not None:
+        stats.extend(extra())
     counts = app.events.counts
     for kind in list(counts):
         name = "events_" + "".join(c if c.isalnum() else "_" for c in kind)
@@ -242,41 +290,8 @@ def _count_of(counts: Counter[str], kind: str) -> Callable[[], int]:
 # -- dialogs -------------------------------------------------------------------
 
 
-def _uri_in(value: bytes) -> bytes:
-    """The URI of a name-addr or addr-spec header value (Contact, Route)."""
-    v = value.strip()
-    lt = v.find(b"<")
-    if lt >= 0:
-        gt = v.find(b">", lt)
-        return v[lt + 1 : gt if gt > 0 else None].strip()
-    return v.split(b";", 1)[0].strip()
-
-
-def _header_value(line: bytes) -> bytes:
-    return line.partition(b":")[2].strip()
-
-
-def _is_own(proxy: Proxy, value: bytes) -> bool:
-    try:
-        uri = parse_uri(_uri_in(value).decode("utf-8", "surrogateescape"))
-    except BadMessage:
-        return False
-    return (uri.host, uri.effective_port()) in proxy.local_addrs
-
-
-def _split_routes(proxy: Proxy, dlg: Dialog) -> tuple[list[bytes], list[bytes]]:
-    """(toward the callee, toward the caller), in the order a request visits them.
-
-    ``route_set`` is the 2xx's Record-Route set, top first: the entries above
-    ours lie between us and the callee, those below between us and the
-    caller (RFC 3261 12.1.1, 12.1.2). Our own entries (two with a double
-    Record-Route) are left out: the proxy puts its own Via on what it sends.
-    """
-    rr = dlg.route_set
-    ours = [i for i, v in enumerate(rr) if _is_own(proxy, v)]
-    if not ours:  # we are not on the path: act as each side would
-        return list(reversed(rr)), list(rr)
-    return list(reversed(rr[: ours[0]])), list(rr[ours[-1] + 1 :])
+def _is_own(proxy: Proxy) -> Callable[[URI], bool]:
+    return lambda uri: (uri.host, uri.effective_port()) in proxy.local_addrs
 
 
 def _socket_name(lst: Listener | None) -> str:
@@ -295,7 +310,7 @@ def dialog_record(app: AppLike, dlg: Dialog, now_wall: float, now: float) -> dic
     Kamailio's dialog module keeps them."""
     proxy = app.proxy
     base = proxy.dialogs.as_record(dlg, now_wall, now)
-    to_callee, to_caller = _split_routes(proxy, dlg)
+    to_callee, to_caller = split_routes(_is_own(proxy), dlg.route_set)
     confirmed = dlg.state == CONFIRMED
     callee_lst = _listener_of(proxy, dlg.callee_peer)
     if callee_lst is None and isinstance(dlg.dest, Destination):
@@ -308,7 +323,7 @@ def dialog_record(app: AppLike, dlg: Dialog, now_wall: float, now: float) -> dic
             "tag": side["tag"],
             "contact": side["contact"],
             "cseq": side["cseq"],
-            "route_set": ",".join(_uri_in(v).decode("utf-8", "replace") for v in routes),
+            "route_set": ",".join(uri_in(v).decode("utf-8", "replace") for v in routes),
             "socket": _socket_name(lst),
         }
 
@@ -336,97 +351,17 @@ def dialog_record(app: AppLike, dlg: Dialog, now_wall: float, now: float) -> dic
     }
 
 
-@dataclass(frozen=True, slots=True)
-class ByeRequest:
-    """A BYE that ``dlg.end_dlg`` sends to one side of a dialog."""
-
-    side: str  # "callee" or "caller"
-    ruri: str
-    target: Target
-    headers: tuple[bytes, ...]
-
-
-def _with_tag(value: bytes, tag: bytes | None) -> bytes:
-    if tag is None or b";tag=" in value.lower().replace(b" ", b""):
-        return value
-    return value + b";tag=" + tag
-
-
-def _target_of_peer(proxy: Proxy, peer: Peer, uri: URI) -> Target | None:
-    lst = _listener_of(proxy, peer)
-    if lst is None:
-        return None
-    return Target(uri, peer.host, peer.port, lst.proto)
-
-
-def _route_target(value: bytes) -> Target:
-    return Target.from_uri(_uri_in(value).decode("utf-8", "surrogateescape"))
-
-
-def bye_requests(app: AppLike, dlg: Dialog, extra: Sequence[bytes] = ()) -> list[ByeRequest]:
-    """The BYEs ending a confirmed dialog, one toward each side (RFC 3261 15.1.1).
-
-    Toward the callee as the caller would send it (caller's From, callee's
-    To, caller's CSeq + 1, the route set beyond us), toward the caller the
-    mirror image. Each side is reached where the proxy last heard from it
-    (the caller's INVITE, the callee's 2xx), else through the first Route,
-    else at its Contact (where the proxy sends its in-dialog requests).
-    Raises ValueError when a side cannot be addressed.
-    """
-    proxy = app.proxy
-    to_callee, to_caller = _split_routes(proxy, dlg)
-    caller_id = _header_value(dlg.from_line)
-    callee_id = _with_tag(_header_value(dlg.to_line), dlg.to_tag)
-
-    def bye(
-        side: str,
-        contact: bytes,
-        peer: Peer | None,
-        routes: list[bytes],
-        ids: tuple[bytes, bytes],
-        cseq: int,
-    ) -> ByeRequest:
-        text = _uri_in(contact)
-        if not text:
-            raise ValueError(f"the {side} left no Contact")
-        try:
-            uri = parse_uri(text.decode("utf-8", "surrogateescape"))
-        except BadMessage as e:
-            raise ValueError(f"{side} Contact {text!r}: {e.reason}") from None
-        target = _target_of_peer(proxy, peer, uri) if peer is not None else None
-        if target is None and routes:
-            target = _route_target(routes[0])
-        if target is None:
-            host = uri.params.get("maddr") or uri.host
-            target = Target(uri, host, uri.effective_port(), uri.transport)
-        headers = [
-            b"From: " + ids[0],
-            b"To: " + ids[1],
-            b"Call-ID: " + dlg.call_id,
-            b"CSeq: %d BYE" % cseq,
-        ]
-        if routes:
-            headers.append(b"Route: " + b", ".join(routes))
-        return ByeRequest(side, uri.raw, target, (*headers, *extra))
-
-    return [
-        bye(
-            "callee",
-            dlg.callee_contact,
-            dlg.callee_peer,
-            to_callee,
-            (caller_id, callee_id),
-            dlg.caller_cseq + 1,
-        ),
-        bye(
-            "caller",
-            dlg.caller_contact,
-            dlg.caller_peer,
-            to_caller,
-            (callee_id, caller_id),
-            dlg.callee_cseq + 1,
-        ),
-    ]
+def end_dialog(
+    app: AppLike, dlg: Dialog, extra: Sequence[bytes] = (), what: str = "dlg.end_dlg"
+) -> int:
+    """Send a BYE to each side of an answered dialog and end it; returns the BYEs sent."""
+    by = RPC_CALLER.get()
+    call_id = dlg.call_id.decode("utf-8", "replace")
+    sent = app.proxy.end_dialog(
+        dlg, "rpc", app.loop.time(), extra, functools.partial(_bye_done, what, call_id)
+    )
+    app.events.emit("dlg-ended", {"call_id": call_id, "byes": sent, "by": by})
+    return sent
 
 
 def _extra_headers(text: str) -> list[bytes]:
@@ -438,17 +373,33 @@ def _extra_headers(text: str) -> list[bytes]:
 # -- registration ----------------------------------------------------------------
 
 
-def register_methods(registry: Registry, app: AppLike) -> None:
-    """Register every dispatcher.*, dlg.*, stats.* and sipfleet.* method on ``app``."""
-    _Methods(registry, app)
+def register_methods(
+    registry: Registry, app: AppLike, extra_stats: Callable[[], Iterable[_Stat]] | None = None
+) -> StatsBook:
+    """Register every dispatcher.*, dlg.*, stats.* and sipfleet.* method on ``app``.
+
+    ``extra_stats`` adds statistics the process adapter reads (memory, TCP);
+    the returned book serves stats.fetch and friends
+    (``sipfleet.control.statistics``).
+    """
+    from sipfleet.control.explain import register_explain_methods
+
+    book = _Methods(registry, app, extra_stats).stats
+    register_explain_methods(registry, app)
+    return book
 
 
 class _Methods:
     """The handlers, closing over one app; one instance per process."""
 
-    def __init__(self, registry: Registry, app: AppLike) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        app: AppLike,
+        extra_stats: Callable[[], Iterable[_Stat]] | None = None,
+    ) -> None:
         self.app = app
-        self.stats = StatsBook(lambda: _app_stats(app))
+        self.stats = StatsBook(lambda: _app_stats(app, extra_stats))
         # Persisting serialises here, so the last write is always the newest state.
         self._persist_lock = asyncio.Lock()
         self._change_lock = asyncio.Lock()  # add/remove: memory and store change together
@@ -471,9 +422,9 @@ class _Methods:
         smode = mode.lower() if isinstance(mode, str) else ""
         full, short = smode == "full", smode == "short"
         try:
-            records = self.app.dispatcher.list_records(
-                full, short=short, load=self.app.proxy.dialogs
-            )
+            d = self.app.dispatcher
+            load = self.app.proxy.dialogs if d.config.list_runtime else None
+            records = d.list_records(full, short=short, load=load)
         except DispatcherError as e:
             raise _fault(e) from None
         if full:
@@ -666,25 +617,10 @@ class _Methods:
         dlg = dialogs.get(h_entry, h_id)
         if dlg is None:
             raise RpcFault(404, "Dialog not found")
-        if dlg.state != CONFIRMED:
+        if dlg.state not in (CONFIRMED, ANSWERED):
             log.info("dlg.end_dlg %d:%d: not answered yet, left to its INVITE", h_entry, h_id)
             return
-        now = app.loop.time()
-        by = RPC_CALLER.get()
-        try:
-            byes = bye_requests(app, dlg, _extra_headers(extra) if isinstance(extra, str) else ())
-        except ValueError as e:
-            log.warning("dlg.end_dlg %d:%d: no BYE sent: %s", h_entry, h_id, e)
-            byes = []
-        call_id = dlg.call_id.decode("utf-8", "replace")
-        for bye in byes:
-            sent = app.proxy.originate(
-                "BYE", bye.ruri, bye.target, bye.headers, _bye_done(call_id, bye), now
-            )
-            if not sent:
-                log.warning("dlg.end_dlg %s: no listener to reach the %s", call_id, bye.side)
-        dialogs.end(dlg, "rpc", now)
-        app.events.emit("dlg-ended", {"call_id": call_id, "byes": len(byes), "by": by})
+        end_dialog(app, dlg, _extra_headers(extra) if isinstance(extra, str) else ())
 
     # -- stats -----------------------------------------------------------------
 
@@ -872,11 +808,8 @@ def _kamailio_full(records: dict[str, Any]) -> None:
             item["DEST"] = rebuilt
 
 
-def _bye_done(call_id: str, bye: ByeRequest) -> Callable[[int | None, Message | None, float], None]:
-    def done(code: int | None, msg: Message | None, now: float) -> None:
-        if code is None:
-            log.warning("dlg.end_dlg %s: no answer to the BYE to the %s", call_id, bye.side)
-        else:
-            log.info("dlg.end_dlg %s: the %s answered the BYE with %d", call_id, bye.side, code)
-
-    return done
+def _bye_done(what: str, call_id: str, side: str, code: int | None) -> None:
+    if code is None:
+        log.warning("%s %s: no answer to the BYE to the %s", what, call_id, side)
+    else:
+        log.info("%s %s: the %s answered the BYE with %d", what, call_id, side, code)

@@ -140,7 +140,17 @@ class DispatcherConfig(BaseModel):
     ping_reply_codes: str = Field(
         "", description="replies accepted besides 2xx, e.g. 'code=404;class=3'"
     )
-    ping_latency_stats: bool = Field(True, description="keep probe latency statistics")
+    ping_latency_stats: bool = Field(
+        True,
+        description="keep probe latency statistics; dispatcher.list shows them as LATENCY "
+        "(Kamailio ds_ping_latency_stats, off there by default)",
+    )
+    list_runtime: bool = Field(
+        True,
+        description="sipfleet: dispatcher.list shows each destination's active calls as "
+        "RUNTIME {DLGLOAD} (Kamailio shows it only with ds_hash_size > 0); with this and "
+        "ping_latency_stats off the listing is Kamailio's default shape, byte for byte",
+    )
     latency_estimator_alpha: int = Field(
         900,
         gt=0,

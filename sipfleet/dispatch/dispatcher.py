@@ -285,6 +285,48 @@ class Dispatcher:
             raise ValueError("no routing rules")
         return last
 
+    def preview(
+        self,
+        rules: Sequence[tuple[int, int]],
+        keys: SelectKeys,
+        *,
+        now: float,
+        limit: int = 0,
+        hash_string: str | None = None,
+        load: LoadView | None = None,
+        consistent: bool | None = None,
+    ) -> Selection | NoDestination:
+        """``select_routes`` that changes nothing: the round-robin and weight
+        cursors, the random generator and overload-control slots it moves are
+        copies, so the next real pick is the one it would have been."""
+        gen, rng = self._gen, self._rng
+        runs = dict(gen.runs)
+        saved_oc: list[tuple[OverloadState, int]] = []
+        for set_id, _ in rules:
+            run = runs.get(set_id)
+            if run is not None:
+                runs[set_id] = run.copy()
+                for st in run.states:
+                    if st.oc is not None:
+                        saved_oc.append((st.oc, st.oc.ocidx))
+        shadow = random.Random()
+        shadow.setstate(rng.getstate())
+        self._gen, self._rng = _Generation(gen.snapshot, runs), shadow
+        try:
+            return self.select_routes(
+                rules,
+                keys,
+                now=now,
+                limit=limit,
+                hash_string=hash_string,
+                load=load,
+                consistent=consistent,
+            )
+        finally:
+            self._gen, self._rng = gen, rng
+            for oc, idx in saved_oc:
+                oc.ocidx = idx
+
     # -- health: probes, branches, marks -------------------------------------
 
     def next_probe_at(self) -> float | None:

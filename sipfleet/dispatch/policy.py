@@ -174,6 +174,7 @@ class DispatchRouter:
         self.on_events = on_events
         self._resolve = resolve
         self._targets: dict[Destination, Target] = {}
+        self._backends: frozenset[str] | None = None
         self.no_route = (404, "No Route", ())
         self.selections = 0
         self.rejections = 0
@@ -194,6 +195,19 @@ class DispatchRouter:
     def invalidate(self) -> None:
         """Forget cached targets (after a reload)."""
         self._targets.clear()
+        self._backends = None
+
+    def is_backend(self, host: str) -> bool:
+        hosts = self._backends
+        if hosts is None:
+            found: set[str] = set()
+            for dest in self.dispatcher.destinations():
+                t = self.target(dest)
+                if t is not None:
+                    found.add(t.host)
+                    found.add(t.uri.host)
+            hosts = self._backends = frozenset(found)
+        return host in hosts
 
     def target(self, dest: Destination) -> Target | None:
         t = self._targets.get(dest)

@@ -47,6 +47,18 @@ class SetRun:
         self._rwlist: list[int] | None = None
         self.rw_dirty = True
 
+    def copy(self) -> SetRun:
+        """The same entries and states with cursors and tables of its own: a
+        selection on the copy leaves this one as it was (dry runs)."""
+        other = SetRun(self.dset, self.states)
+        other.last = self.last
+        other.wlast = self.wlast
+        other.rwlast = self.rwlast
+        other._wlist = self._wlist
+        other._rwlist = self._rwlist
+        other.rw_dirty = self.rw_dirty
+        return other
+
     def wlist(self, rng: random.Random) -> list[int]:
         """Algorithm 9's table, built once per snapshot (``dp_init_weights``).
 

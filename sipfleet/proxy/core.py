@@ -11,6 +11,24 @@ candidate on configured codes or a first-response timeout. Responses come
 back through the client transaction and go up through the server
 transaction (16.7). CANCEL follows 16.10; ACK for a 2xx and stray 2xx
 retransmissions are forwarded statelessly (16.11).
+
+What is relayed, and where (sipfleet is no open relay):
+
+- An out-of-dialog request (no To-tag) goes only where the Router (routing
+  policy and dispatcher) sends it, or is answered here (OPTIONS to us, 503
+  while stopping). Its Request-URI is never a next hop by itself. Route
+  values naming us are removed; other (pre-loaded) Route values from a
+  source that is not a back end are refused with 403, or removed with
+  ``preloaded_route = "remove"``, and never followed.
+- An in-dialog request (To-tag) must carry a Route of ours (or, from a
+  strict router, our Record-Route URI as its Request-URI). It is forwarded
+  when it belongs to a dialog this node knows, and its next hop is a party
+  or route of that dialog, or a back end; or when our Route value carries a
+  valid signature (sipfleet.proxy.routesig: a dialog set up through us
+  before a restart, or through another node) and the next hop is a back
+  end, or the request comes from one. Otherwise: 481 (no such dialog
+  here) or 403 (forged signature, or a next hop outside the dialog).
+- ACK for a 2xx follows the same rules; what fails them is dropped.
 """
 
 from __future__ import annotations
@@ -24,6 +42,9 @@ from sipfleet.proxy.branch import BranchFactory
 from sipfleet.proxy.dialogs import Dialog, DialogTable
 from sipfleet.proxy.net import Listener, Peer, Sink
 from sipfleet.proxy.router import Decision, Router, Target
+from sipfleet.proxy.routesig import RouteSigner
+from sipfleet.proxy.uac import bye_requests
+from sipfleet.ratelog import RateLimitedLog
 from sipfleet.sip.address import parse_address, split_commas
 from sipfleet.sip.build import make_response
 from sipfleet.sip.errors import BadMessage
@@ -56,7 +77,9 @@ class ProxySettings:
         "limits",
         "max_failover",
         "max_forwards",
+        "preloaded_route",
         "record_route",
+        "route_key",
         "timers",
         "transform_503",
     )
@@ -75,6 +98,8 @@ class ProxySettings:
         max_failover: int = 0,
         transform_503: bool = True,
         dialog_lifetime: float = 7200.0,
+        route_key: bytes | None = None,
+        preloaded_route: str = "remove",
     ) -> None:
         self.timers = timers or TimerConfig()
         self.first_response_timeout = first_response_timeout
@@ -87,6 +112,11 @@ class ProxySettings:
         self.max_failover = max_failover
         self.transform_503 = transform_503
         self.dialog_lifetime = dialog_lifetime
+        # The key of our Record-Route signatures; None: a random one per process.
+        self.route_key = route_key
+        # Pre-loaded Route values (not ours) on out-of-dialog requests from
+        # sources that are not back ends: "remove" (as Kamailio's stock config) or "refuse" (403).
+        self.preloaded_route = preloaded_route
 
 
 class Stats:
@@ -105,6 +135,7 @@ class Stats:
         "local_replies",
         "rcv_replies",
         "rcv_requests",
+        "relay_denied",
         "retransmissions",
         "timeouts",
         "transport_errors",
@@ -114,6 +145,7 @@ class Stats:
 
     def __init__(self) -> None:
         self.bad_msg_hdr = 0
+        self.relay_denied = 0  # requests refused by the relay rules (403/481)
         self.drop_replies = 0
         self.drop_requests = 0
         self.err_requests = 0
@@ -152,6 +184,7 @@ class Context:
         "peer",
         "pending",
         "rr",
+        "rr_token",
         "server",
         "sips",
         "tail",
@@ -178,6 +211,7 @@ class Context:
         self.head = b""  # request line
         self.tail: list[bytes] = []  # edited header lines after our Via/RR
         self.rr = False
+        self.rr_token = b""  # the signature in our Record-Route
         self.sips = False  # RFC 5630: TLS on every hop, so only TLS branches
 
     @property
@@ -248,18 +282,26 @@ class Proxy:
         self.router = router
         self.settings = settings or ProxySettings()
         self.timers = Timers()
-        self.dialogs = DialogTable(self.timers, self.settings.dialog_lifetime)
+        st = self.settings
+        # The ACK of a 2xx passes through us only when we record-route.
+        ack_timeout = 64 * st.timers.t1 if st.record_route else 0.0
+        self.dialogs = DialogTable(self.timers, st.dialog_lifetime, ack_timeout=ack_timeout)
+        self.dialogs.on_ack_timeout = self._on_ack_timeout
+        self.signer = RouteSigner(st.route_key)
         self.stats = Stats()
         self.server_txns: dict[object, ServerTransaction] = {}
         self.client_txns: dict[tuple[str, str], ClientTransaction] = {}
         self._by_peer: dict[Peer, set[ClientTransaction]] = {}
         self.branches = BranchFactory(self.listeners[0].sent_by)
         self._prefix_b = self.branches.prefix.encode()
-        # Our own Record-Route values, recognised in Route without parsing.
+        # Our own Record-Route values, recognised in Route without parsing:
+        # signed (prefix + token + ">") or, from before signatures, exact.
         self._own_routes: dict[bytes, URI] = {}
+        self._own_prefixes: list[tuple[bytes, URI]] = []
         for lst in self.listeners:
             value = lst.rr_line.partition(b": ")[2]
             self._own_routes[value] = parse_uri(value[1:-1].decode())
+            self._own_prefixes.append((lst.route_prefix, self._own_routes[value]))
         self.local_addrs: set[tuple[str, int]] = set()
         for lst in self.listeners:
             self.local_addrs.add((lst.host, lst.port))
@@ -278,8 +320,7 @@ class Proxy:
         self._cb_client_done = self._on_client_terminated
         self._cb_server_done = self._on_server_terminated
         self._cb_fr = self._on_fr_timer
-        self._log_budget = 0.0
-        self._log_at = 0.0
+        self._peer_log = RateLimitedLog(log)
 
     # == entry points ==========================================================
     def receive(self, data: bytes, peer: Peer, now: float) -> None:
@@ -329,11 +370,14 @@ class Proxy:
         on_done: Callable[[int | None, Message | None, float], None],
         now: float,
         timeout: float | None = None,
+        body: bytes = b"",
     ) -> bool:
-        """Send a request of our own (an OPTIONS probe, a BYE of dlg.end_dlg).
+        """Send a request of our own (an OPTIONS probe, a BYE of dlg.end_dlg,
+        a request of tm.t_uac_*).
 
-        ``headers`` carries From, To, Call-ID, CSeq and any Route; Via,
-        Max-Forwards and Content-Length are added. ``on_done(code, response,
+        ``headers`` carries From, To, Call-ID, CSeq and any Route (and the
+        Content-Type of a ``body``); Via, Max-Forwards and Content-Length are
+        added. ``on_done(code, response,
         now)`` is called once: with the final response, or with None when
         none came within ``timeout`` (or Timer F) or the transport failed.
         """
@@ -350,9 +394,9 @@ class Proxy:
                 via_line,
                 b"Max-Forwards: %d" % self.settings.max_forwards,
                 *headers,
-                b"Content-Length: 0",
+                b"Content-Length: %d" % len(body),
                 b"",
-                b"",
+                body,
             )
         )
         origin = _Origin(on_done)
@@ -380,6 +424,46 @@ class Proxy:
         txn.start(now)
         return True
 
+    def end_dialog(
+        self,
+        dlg: Dialog,
+        reason: str,
+        now: float,
+        extra: Sequence[bytes] = (),
+        on_bye: Callable[[str, int | None], None] | None = None,
+    ) -> int:
+        """End an answered or confirmed dialog: a BYE to each side, then the
+        dialog and its load go. Returns how many BYEs were sent; ``on_bye(side,
+        code)`` hears each one's answer (None: none came)."""
+        self._now = now
+        sent = 0
+        try:
+            byes = bye_requests(dlg, self.listeners, self._is_ours, extra)
+        except ValueError as e:
+            self._log(now, "dialog %r: no BYE sent: %s", dlg.call_id[:64], e)
+            byes = []
+        for bye in byes:
+
+            def done(code: int | None, msg: Message | None, t: float, side: str = bye.side) -> None:
+                if on_bye is not None:
+                    on_bye(side, code)
+
+            if self.originate("BYE", bye.ruri, bye.target, bye.headers, done, now):
+                sent += 1
+        self.dialogs.end(dlg, reason, now)
+        return sent
+
+    def _on_ack_timeout(self, dlg: Dialog, now: float) -> None:
+        """A 2xx went up and its ACK never came: hang up both sides, as
+        Kamailio's dialog module does for its timeouts (the table ends it)."""
+        self._log(now, "no ACK for the 2xx of %r: ending the call", dlg.call_id[:64])
+        try:
+            byes = bye_requests(dlg, self.listeners, self._is_ours)
+        except ValueError:
+            return
+        for bye in byes:
+            self.originate("BYE", bye.ruri, bye.target, bye.headers, _ignore_done, now)
+
     # == requests ==============================================================
     def _on_request(self, msg: Message, peer: Peer, now: float) -> None:
         method = msg.method
@@ -387,6 +471,14 @@ class Proxy:
             self._on_ack(msg, peer, now)
             return
         check_request(msg)
+        if method == "OPTIONS" and self._options_for_us(msg):
+            # A keep-alive for us: answered statelessly (RFC 3261 8.2.6.2), so
+            # a flood of them holds no transaction and no memory.
+            top_via = self._top_via_value(msg.via, peer)
+            data = make_response(msg, 200, extra=(_ALLOW,), top_via=top_via)
+            self.stats.local_replies += 1
+            self.sink.send(self._reply_peer(msg, peer), data)
+            return
         key = self._server_key(msg, method)
         txn = self.server_txns.get(key)
         if txn is not None:
@@ -433,25 +525,48 @@ class Proxy:
             tags = b", ".join(msg.values(b"proxy-require"))
             raise BadMessage("Bad Extension", status=420, headers=(b"Unsupported: " + tags,))
 
+    def _options_for_us(self, msg: Message) -> bool:
+        """An out-of-dialog OPTIONS addressed to this proxy (no user part),
+        with no Route beyond us: ours to answer."""
+        if not self.settings.answer_options or msg.to_tag is not None:
+            return False
+        ruri = parse_uri(msg.ruri)
+        if ruri.user is not None or not self._is_ours(ruri):
+            return False
+        if b"route" in msg.first:
+            lines = list(msg.lines)
+            _, _, next_route, _ = self._pop_routes(msg, lines)
+            return next_route is None
+        return True
+
     def _route_request(self, ctx: Context, now: float) -> None:
         msg = ctx.msg
         head = msg.start
         lines = list(msg.lines)
         ruri = msg.ruri
         has_routes = b"route" in msg.first
+        strict_token: bytes | None = None
         # 16.4: a strict router upstream put our Record-Route URI in the R-URI.
-        if has_routes and ";lr" in ruri and self._is_ours(parse_uri(ruri)):
-            routes = msg.values(b"route")
-            last = parse_address(routes[-1], "Route").uri.decode("utf-8", "surrogateescape")
-            ruri = last
-            head = b" ".join((msg.method.encode(), last.encode(), b"SIP/2.0"))
-            _remove_route_values(msg, lines, 1, from_end=True)
-        popped, hint, next_route = self._pop_routes(msg, lines) if has_routes else (0, None, None)
+        if has_routes and ";lr" in ruri:
+            strict = parse_uri(ruri)
+            if self._is_ours(strict):
+                strict_token = (strict.params.get("sf") or "").encode()
+                routes = msg.values(b"route")
+                last = parse_address(routes[-1], "Route").uri.decode("utf-8", "surrogateescape")
+                ruri = last
+                head = b" ".join((msg.method.encode(), last.encode(), b"SIP/2.0"))
+                _remove_route_values(msg, lines, 1, from_end=True)
+        popped, hint, next_route, token = (
+            self._pop_routes(msg, lines) if has_routes else (0, None, None, None)
+        )
         next_hop: URI | None = None
-        if not popped and msg.to_tag is None:
-            # A new request: the dispatcher decides. Pre-loaded Route headers
-            # of others are forwarded untouched but not followed: at an edge
-            # they are not to be trusted (Kamailio's dispatcher does the same).
+        if msg.to_tag is None:
+            # A new request: the Router decides, never the R-URI or a Route.
+            if next_route is not None and not self.router.is_backend(ctx.peer.host):
+                if self.settings.preloaded_route != "remove":
+                    self._deny(ctx, 403, "Preloaded Route Forbidden", now)
+                    return
+                _remove_route_values(msg, lines, 1 << 30)  # ours are gone already
             if msg.method == "OPTIONS" and self.settings.answer_options:
                 uri = parse_uri(ruri)
                 if uri.user is None and self._is_ours(uri):
@@ -460,19 +575,19 @@ class Proxy:
             if not self.accepting:
                 self._reply(ctx, 503, "Shutting Down", extra=(b"Retry-After: 30",))
                 return
-        elif next_route is not None:
-            next_hop = _route_uri(next_route)
-        elif popped:
-            next_hop = parse_uri(ruri)
         else:
-            self._reply(ctx, 404, "Not here")  # in-dialog, yet no Route of ours
-            return
+            if not popped and strict_token is None:
+                self._deny(ctx, 481, "Call/Transaction Does Not Exist", now)
+                return
+            next_hop = _route_uri(next_route) if next_route is not None else parse_uri(ruri)
+            dlg = self.dialogs.find(msg.call_id, msg.from_tag, msg.to_tag)
+            if not self._may_relay(ctx, dlg, token or strict_token, next_hop):
+                return
+            if dlg is not None and msg.method != "ACK":
+                self.dialogs.on_in_dialog(dlg, msg, now)
         # RFC 5630 4.1 / RFC 3261 26.2.2: a SIPS request travels over TLS on
         # every hop; one that reached us over UDP/TCP cannot be made secure.
-        sips = ruri[:5].lower() == "sips:" or (
-            next_route is not None and b"sips:" in next_route[:8].lower()
-        )
-        if sips:
+        if ruri[:5].lower() == "sips:" or (next_hop is not None and next_hop.scheme == "sips"):
             if self.listeners[ctx.peer.listener].proto != "tls":
                 self._reply(ctx, 416, "SIPS Requires TLS")
                 return
@@ -481,8 +596,6 @@ class Proxy:
         ctx.head = head
         ctx.tail = [line for line in lines if line] if b"" in lines else lines
         if next_hop is not None:
-            if msg.method != "ACK" and popped:
-                self.dialogs.on_in_dialog(msg, now)
             proto = next_hop.params.get("transport")
             if proto is None and hint is not None:
                 proto = hint.params.get("transport")
@@ -495,6 +608,8 @@ class Proxy:
             ctx.decision = Decision((target,), frozenset())
         else:
             ctx.rr = self.settings.record_route and msg.method in _RR_METHODS
+            if ctx.rr:
+                ctx.rr_token = self.signer.token(msg.call_id, msg.from_tag or b"")
             ctx.initial = True
             decision = self.router.route(msg, ctx.peer, now)
             if decision.reject is not None:
@@ -503,6 +618,55 @@ class Proxy:
                 return
             ctx.decision = decision
         self._next_branch(ctx, now)
+
+    def _may_relay(
+        self, ctx: Context, dlg: Dialog | None, token: bytes | None, next_hop: URI
+    ) -> bool:
+        """The relay rules for an in-dialog request (see the module docstring);
+        answers the request and returns False when it may not pass."""
+        msg, now = ctx.msg, self._now
+        status = self._relay_verdict(msg, ctx.peer, dlg, token, next_hop)
+        if status == 0:
+            return True
+        if status == 403:
+            self._deny(ctx, 403, "Forbidden", now)
+        else:
+            self._deny(ctx, 481, "Call/Transaction Does Not Exist", now)
+        return False
+
+    def _relay_verdict(
+        self, msg: Message, peer: Peer, dlg: Dialog | None, token: bytes | None, next_hop: URI
+    ) -> int:
+        """0 when an in-dialog request may go to ``next_hop``, else 403 or 481."""
+        host = next_hop.params.get("maddr") or next_hop.host
+        router = self.router
+        if dlg is not None:
+            if router.is_backend(host) or _on_dialog_path(dlg, host):
+                return 0
+            return 403
+        if not token:
+            return 481
+        if not self.signer.verify(token, msg.call_id, msg.from_tag, msg.to_tag):
+            return 403
+        if router.is_backend(peer.host) or router.is_backend(host):
+            return 0
+        return 403
+
+    def _deny(self, ctx: Context, status: int, reason: str, now: float) -> None:
+        self.stats.relay_denied += 1
+        msg, peer = ctx.msg, ctx.peer
+        self._log(
+            now,
+            "%d %s to %s:%d: %s %s (Call-ID %r)",
+            status,
+            reason,
+            peer.host,
+            peer.port,
+            msg.method,
+            msg.ruri[:128],
+            msg.call_id[:64],
+        )
+        self._reply(ctx, status, reason)
 
     def _edit_common(self, ctx: Context, lines: list[bytes]) -> None:
         """16.6 items 3 (Max-Forwards) and the received/rport of the top Via."""
@@ -548,10 +712,11 @@ class Proxy:
         via_line = lst.via_prefix + b";branch=" + branch_id.encode()
         parts = [ctx.head, via_line]
         if ctx.rr:
-            parts.append(lst.rr_line)
+            token = ctx.rr_token + b">"
+            parts.append(lst.rr_head + token)
             inbound = self.listeners[ctx.peer.listener]
             if inbound is not lst:
-                parts.append(inbound.rr_line)  # double Record-Route (RFC 5658)
+                parts.append(inbound.rr_head + token)  # double Record-Route (RFC 5658)
         parts.extend(ctx.tail)
         parts.append(b"")
         parts.append(msg.body)
@@ -873,17 +1038,25 @@ class Proxy:
             if b"route" not in msg.first:
                 self.stats.drop_requests += 1
                 return
-            popped, hint, next_route = self._pop_routes(msg, lines)
-            if not popped:
+            popped, hint, next_route, token = self._pop_routes(msg, lines)
+            if not popped or msg.to_tag is None:
                 self.stats.drop_requests += 1
                 return
             next_hop = _route_uri(next_route) if next_route is not None else parse_uri(msg.ruri)
             mf = msg.max_forwards
-            msg.call_id  # noqa: B018
+            dlg = self.dialogs.find(msg.call_id, msg.from_tag, msg.to_tag)
+            verdict = self._relay_verdict(msg, peer, dlg, token, next_hop)
         except BadMessage as e:
             self.stats.drop_requests += 1
             self._log(now, "dropped bad ACK: %s", e.reason)
             return
+        if verdict:
+            self.stats.drop_requests += 1
+            self.stats.relay_denied += 1
+            self._log(now, "dropped ACK from %s:%d: not relayed (%d)", peer.host, peer.port, verdict)
+            return
+        if dlg is not None:
+            self.dialogs.on_ack(dlg, now)
         if mf == 0:
             self.stats.drop_requests += 1
             return
@@ -971,15 +1144,19 @@ class Proxy:
             return raw + b";received=" + peer.host.encode()
         return raw
 
-    def _pop_routes(self, msg: Message, lines: list[bytes]) -> tuple[int, URI | None, bytes | None]:
+    def _pop_routes(
+        self, msg: Message, lines: list[bytes]
+    ) -> tuple[int, URI | None, bytes | None, bytes | None]:
         """16.4: drop the Route values that name us from the top of the route set.
 
         Returns how many were dropped, the last of them (its transport says
-        how to reach the next hop of a double Record-Route) and the next
-        Route value. Emptied lines are left as b"" so indexes stay valid.
+        how to reach the next hop of a double Record-Route), the next Route
+        value, and the signature our values carried (routesig). Emptied
+        lines are left as b"" so indexes stay valid.
         """
         popped = 0
         hint: URI | None = None
+        token: bytes | None = None
         own = self._own_routes
         for i, name in enumerate(msg.names):
             if name != b"route":
@@ -989,18 +1166,27 @@ class Proxy:
             for v in values:
                 uri = own.get(v)
                 if uri is None:
+                    for prefix, puri in self._own_prefixes:
+                        if v.startswith(prefix) and v.endswith(b">"):
+                            uri = puri
+                            token = v[len(prefix) : -1]
+                            break
+                if uri is None:
                     uri = _route_uri(v)
                     if not self._is_ours(uri):
                         break
+                    sf = uri.params.get("sf")
+                    if sf:
+                        token = sf.encode()
                 hint = uri
                 k += 1
             popped += k
             if k < len(values):
                 if k:
                     lines[i] = b"Route: " + b", ".join(values[k:])
-                return popped, hint, values[k]
+                return popped, hint, values[k], token
             lines[i] = b""
-        return popped, hint, None
+        return popped, hint, None, token
 
     def _is_ours(self, uri: URI) -> bool:
         return (uri.host, uri.effective_port()) in self.local_addrs
@@ -1055,13 +1241,9 @@ class Proxy:
         return peer
 
     def _log(self, now: float, fmt: str, *args: object) -> None:
-        """At most ~10 lines a second for the peer's faults, so floods can't fill disks."""
-        if now - self._log_at >= 1.0:
-            self._log_at = now
-            self._log_budget = 10.0
-        if self._log_budget > 0:
-            self._log_budget -= 1
-            log.info(fmt, *args)
+        """Lines a peer can trigger: rate-limited per call site, with a count of
+        what was suppressed, so floods can't fill disks."""
+        self._peer_log.info(now, fmt, *args)
 
 
 def _conclude(br: Branch) -> None:
@@ -1126,6 +1308,28 @@ def _origin_timeout(now: float, txn: ClientTransaction) -> None:
 
 def _ignore_response(txn: ClientTransaction, msg: Message, now: float) -> None:
     pass
+
+
+def _ignore_done(code: int | None, msg: Message | None, now: float) -> None:
+    pass
+
+
+def _on_dialog_path(dlg: Dialog, host: str) -> bool:
+    """``host`` is a party of the dialog or on its route set: where its
+    requests may go."""
+    for peer in (dlg.caller_peer, dlg.callee_peer):
+        if peer is not None and peer.host == host:
+            return True
+    for value in (dlg.caller_contact, dlg.callee_contact, *dlg.route_set):
+        if not value:
+            continue
+        try:
+            uri = _route_uri(value)
+        except BadMessage:
+            continue
+        if (uri.params.get("maddr") or uri.host) == host:
+            return True
+    return False
 
 
 def _ignore_failure(txn: ClientTransaction, code: int, now: float) -> None:

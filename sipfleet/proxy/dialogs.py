@@ -9,11 +9,21 @@ timeouts included), or its lifetime running out without a BYE.
 
 Dialogs are keyed by Call-ID; a BYE from either side finds its dialog by
 Call-ID and whichever tag it carries.
+
+A 2xx makes a dialog *answered* (Kamailio's confirmed-not-acknowledged); its
+ACK makes it *confirmed*. An answered dialog counts as load (Kamailio counts
+early dialogs too) but is not persisted; if its ACK does not come within
+``ack_timeout`` (64*T1, RFC 3261 13.3.1.4) it ends, and the proxy sends a BYE
+to both sides, so a flood of un-ACKed INVITEs leaves no phantom calls.
+
+``h_entry`` and ``h_id`` (``dlg.list``, ``dlg.end_dlg``) are stable across a
+restart: ``h_entry`` is a CRC of the Call-ID, ``h_id`` is persisted and never
+reused while a dialog lives (new ids start above every restored one).
 """
 
 from __future__ import annotations
 
-import itertools
+import zlib
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Final
 
@@ -29,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = ["Dialog", "DialogTable"]
 
 EARLY: Final = 1  # Kamailio's DLG_STATE_EARLY ... CONFIRMED (dlg.list "state")
+ANSWERED: Final = 3  # a 2xx went up, its ACK has not come (DLG_STATE_CONFIRMED_NA)
 CONFIRMED: Final = 4
 DELETED: Final = 5
 _HASH_SIZE: Final = 4096  # Kamailio's dialog hash size: h_entry is a slot in it
@@ -66,7 +77,7 @@ class Dialog:
         self.from_tag = from_tag
         self.to_tag: bytes | None = None
         self.state = EARLY
-        self.h_entry = hash(call_id) % _HASH_SIZE
+        self.h_entry = zlib.crc32(call_id) % _HASH_SIZE
         self.h_id = h_id
         self.start = start
         self.lifetime = 0.0
@@ -104,9 +115,15 @@ class DialogTable:
         lifetime: float = 7200.0,
         max_dialogs: int = 1_000_000,
         on_end: Callable[[Dialog, str], None] | None = None,
+        ack_timeout: float = 0.0,
     ) -> None:
         self.timers = timers
         self.lifetime = lifetime
+        # 0: a 2xx confirms at once (the ACK does not pass through us when we
+        # do not record-route).
+        self.ack_timeout = ack_timeout
+        #: called when an answered dialog's ACK never came, before it ends
+        self.on_ack_timeout: Callable[[Dialog, float], None] | None = None
         self.max_dialogs = max_dialogs  # bounds memory if BYEs never come
         self.on_end = on_end
         self.on_idle: Callable[[object], None] | None = None
@@ -115,10 +132,12 @@ class DialogTable:
         self.loads: dict[str, int] = {}
         self.count = 0
         self.early = 0
+        self.answered = 0
         self.processed = 0
         self.expired = 0
         self.failed = 0
-        self._ids = itertools.count(1)
+        self.no_ack = 0
+        self._next_id = 1
 
     # -- LoadView for the dispatcher ------------------------------------------
     def load(self, key: str) -> int:
@@ -132,7 +151,8 @@ class DialogTable:
             if self.count >= self.max_dialogs:
                 return
             msg = ctx.msg
-            dlg = Dialog(msg.call_id, msg.from_tag or b"", next(self._ids), now)
+            dlg = Dialog(msg.call_id, msg.from_tag or b"", self._next_id, now)
+            self._next_id += 1
             dlg.ctx = ctx
             dlg.from_line = msg.lines[msg.first[b"from"]]
             dlg.to_line = msg.lines[msg.first[b"to"]]
@@ -162,7 +182,6 @@ class DialogTable:
         if 200 <= status < 300 and msg is not None:
             if target is not None and target.dest is not dlg.dest:
                 self._count_on(dlg, target)  # a late 2xx from a branch we gave up on
-            dlg.state = CONFIRMED
             self.early -= 1
             dlg.to_tag = msg.to_tag
             dlg.to_line = msg.lines[msg.first[b"to"]] if b"to" in msg.first else dlg.to_line
@@ -173,17 +192,36 @@ class DialogTable:
             dlg.route_set = rr
             dlg.callee_peer = peer
             dlg.ctx = None
-            if self.on_confirm is not None:
-                self.on_confirm(dlg)
+            if self.ack_timeout > 0:
+                dlg.state = ANSWERED
+                self.answered += 1
+                if dlg.timer is not None:
+                    dlg.timer.cancel()
+                dlg.timer = self.timers.add(now, self.ack_timeout, self._ack_expire, dlg)
+            else:
+                self._confirm(dlg)
             return
         self.failed += 1
         self.end(dlg, "failed", now)
 
-    def on_in_dialog(self, msg: Message, now: float) -> Dialog | None:
-        """An in-dialog request passed through: BYE ends its dialog."""
-        dlg = self.find(msg.call_id, msg.from_tag, msg.to_tag)
-        if dlg is None:
-            return None
+    def on_ack(self, dlg: Dialog, now: float) -> None:
+        """The ACK of the 2xx passed through: the dialog is confirmed."""
+        if dlg.state != ANSWERED:
+            return
+        self.answered -= 1
+        if dlg.timer is not None:
+            dlg.timer.cancel()
+        remaining = max(dlg.lifetime - (now - dlg.start), 0.0)
+        dlg.timer = self.timers.add(now, remaining, self._expire, dlg)
+        self._confirm(dlg)
+
+    def _confirm(self, dlg: Dialog) -> None:
+        dlg.state = CONFIRMED
+        if self.on_confirm is not None:
+            self.on_confirm(dlg)
+
+    def on_in_dialog(self, dlg: Dialog, msg: Message, now: float) -> None:
+        """An in-dialog request of ``dlg`` passed through: BYE ends it."""
         if msg.method == "BYE":
             self.end(dlg, "bye", now)
         elif dlg.state == CONFIRMED:
@@ -192,7 +230,6 @@ class DialogTable:
                 dlg.caller_cseq = max(dlg.caller_cseq, cseq)
             else:
                 dlg.callee_cseq = max(dlg.callee_cseq, cseq)
-        return dlg
 
     # -- lookups and ending ---------------------------------------------------------
     def find(self, call_id: bytes, tag_a: bytes | None, tag_b: bytes | None) -> Dialog | None:
@@ -218,6 +255,8 @@ class DialogTable:
             return
         if dlg.state == EARLY:
             self.early -= 1
+        elif dlg.state == ANSWERED:
+            self.answered -= 1
         dlg.state = DELETED
         self._uncount(dlg)
         if dlg.timer is not None:
@@ -253,8 +292,8 @@ class DialogTable:
         return {
             "starting": 0,
             "connecting": self.early,
-            "answering": 0,
-            "ongoing": self.count - self.early,
+            "answering": self.answered,
+            "ongoing": self.count - self.early - self.answered,
             "all": self.count,
         }
 
@@ -265,6 +304,7 @@ class DialogTable:
         self._insert(dlg)
         if dlg.state == EARLY:
             self.early += 1
+        self._next_id = max(self._next_id, dlg.h_id + 1)
         if dlg.load_key is not None:
             self.loads[dlg.load_key] = self.loads.get(dlg.load_key, 0) + 1
 
@@ -342,6 +382,16 @@ class DialogTable:
         dlg.timer = None
         self.expired += 1
         self.end(dlg, "expired", now)
+
+    def _ack_expire(self, now: float, dlg: Dialog) -> None:
+        """64*T1 after the 2xx and no ACK: a phantom call (RFC 3261 13.3.1.4)."""
+        dlg.timer = None
+        if dlg.state != ANSWERED:
+            return
+        self.no_ack += 1
+        if self.on_ack_timeout is not None:
+            self.on_ack_timeout(dlg, now)
+        self.end(dlg, "no-ack", now)
 
 
 def _uri_of(line: bytes) -> str:

@@ -33,6 +33,8 @@ class Listener:
         "port",
         "proto",
         "reliable",
+        "route_prefix",
+        "rr_head",
         "rr_line",
         "sent_by",
         "via_prefix",
@@ -53,6 +55,11 @@ class Listener:
         self.via_prefix = b"Via: SIP/2.0/" + self.proto.upper().encode() + b" " + self.sent_by
         transport = b"" if self.proto == "udp" else b";transport=" + self.proto.encode()
         self.rr_line = b"Record-Route: <sip:" + self.sent_by + transport + b";lr>"
+        # Our Record-Route carries a signature (sipfleet.proxy.routesig): the
+        # line is rr_head + token + b">", and a Route value of ours starts with
+        # route_prefix, recognised without parsing.
+        self.route_prefix = b"<sip:" + self.sent_by + transport + b";lr;sf="
+        self.rr_head = b"Record-Route: " + self.route_prefix
 
     def __repr__(self) -> str:
         return f"Listener({self.proto}:{self.advertise})"

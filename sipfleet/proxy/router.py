@@ -75,6 +75,12 @@ class Router(Protocol):
         transport failure)."""
         ...
 
+    def is_backend(self, host: str) -> bool:
+        """``host`` (an IP literal, or a name as configured) is one of our back
+        ends: trusted to send in-dialog requests anywhere, and a next hop that
+        any in-dialog request may reach."""
+        ...
+
 
 class RoundRobinRouter:
     """Round-robin over a fixed list, failing over to the rest in order."""
@@ -84,6 +90,7 @@ class RoundRobinRouter:
     ) -> None:
         self.targets = [Target.from_uri(d) for d in destinations]
         self.failover_codes = failover_codes
+        self._hosts = frozenset(t.host for t in self.targets)
         self._next = 0
 
     def route(self, msg: Message, source: Peer, now: float) -> Decision:
@@ -96,3 +103,6 @@ class RoundRobinRouter:
 
     def outcome(self, target: Target, status: int, now: float) -> None:
         pass
+
+    def is_backend(self, host: str) -> bool:
+        return host in self._hosts

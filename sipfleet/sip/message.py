@@ -321,8 +321,13 @@ def parse(data: bytes, limits: Limits = DEFAULT_LIMITS, datagram: bool = True) -
     del lines[0]
     if len(lines) > limits.max_header_count:
         raise BadMessage("Too many header fields")
-    if len(head) > limits.max_line_length and max(map(len, lines)) > limits.max_line_length:
-        raise BadMessage("Header line too long")
+    if len(head) > limits.max_line_length:
+        if len(start) > limits.max_line_length:
+            if start.startswith(b"SIP/"):
+                raise BadMessage("Status line too long")
+            raise BadMessage("Request-URI Too Long", status=414)  # RFC 3261 21.4.12
+        if max(map(len, lines)) > limits.max_line_length:  # lines: not empty, head is long
+            raise BadMessage("Header line too long")
     if not _COMPACT_KEYS.isdisjoint(names):
         names = [COMPACT.get(n, n) for n in names]
     body = data[end + 4 :]

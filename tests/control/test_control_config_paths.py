@@ -56,6 +56,13 @@ def test_defaults_turn_every_transport_on_locally():
         ({"dgram": {"udp": "9062"}}, "expected HOST:PORT"),
         ({"http": {"port": 70000}}, "less than or equal to 65535"),
         ({"bogus": 1}, "Extra inputs are not permitted"),
+        ({"http": {"token": "s3cret"}}, "6 characters is too short to be guess-proof"),
+        ({"http": {"token": " " * 20}}, "must not contain whitespace"),
+        ({"http": {"token": "\t\n"}}, "must not contain whitespace"),
+        ({"http": {"token": "a" * 15}}, "15 characters is too short"),
+        ({"http": {"token": "correct horse battery"}}, "must not contain whitespace"),
+        ({"http": {"allowed_hosts": ["http://x.example"]}}, "is not HOST or HOST:PORT"),
+        ({"http": {"allowed_hosts": ["x.example:99999"]}}, "is not HOST or HOST:PORT"),
     ],
 )
 def test_bad_configs_are_refused_clearly(data, message):
@@ -64,9 +71,19 @@ def test_bad_configs_are_refused_clearly(data, message):
 
 
 def test_remote_binds_with_a_token_or_explicit_consent():
-    c = ControlConfig.model_validate({"http": {"host": "0.0.0.0", "token": "s3cret"}})
-    assert c.http.token is not None and c.http.token.get_secret_value() == "s3cret"
+    c = ControlConfig.model_validate({"http": {"host": "0.0.0.0", "token": "s3cret-s3cret-s3cret"}})
+    assert c.http.token is not None and c.http.token.get_secret_value() == "s3cret-s3cret-s3cret"
     assert "s3cret" not in repr(c)
+    ok = ControlConfig.model_validate(
+        {"http": {"token": "x" * 16, "allowed_hosts": ["LB1.example.net", "[::1]:9060"]}}
+    )
+    assert ok.http.allowed_hosts == ["lb1.example.net", "[::1]:9060"]
+
+
+def test_a_refused_token_is_not_echoed():
+    with pytest.raises(ValidationError) as e:
+        ControlConfig.model_validate({"http": {"token": "hunter2"}})
+    assert "hunter2" not in str(e.value)
     ControlConfig.model_validate(
         {"binrpc": {"tcp": "0.0.0.0:2049"}, "allow_remote_unauthenticated": True}
     )

@@ -20,7 +20,13 @@ from sipfleet.control.jsonrpc import (
     JsonStreamReader,
     valid_reply_name,
 )
-from sipfleet.control.kjson import dumps_compact, dumps_pretty, loads_lenient
+from sipfleet.control.kjson import (
+    MAX_DEPTH,
+    dumps_compact,
+    dumps_pretty,
+    loads_lenient,
+    nesting_depth,
+)
 from sipfleet.control.registry import Param, Registry, RpcFault
 
 VECTORS = Path(__file__).parent / "vectors"
@@ -319,6 +325,75 @@ def test_lenient_loader():
     assert loads_lenient(b'{"a": 1}{"b": 2}') == {"a": 1}
     with pytest.raises(ValueError):
         loads_lenient(b"garbage")
+
+
+def test_lenient_loader_keeps_raw_control_characters_in_strings():
+    # kamcli's tm.t_uac_wait_block puts raw CR LF between headers, as srjson accepts.
+    raw = b'{"params": ["a\r\nb", "c\td\x01e", "\\\\"], "k\n": 1}'
+    assert loads_lenient(raw) == {"params": ["a\r\nb", "c\td\x01e", "\\"], "k\n": 1}
+
+
+@pytest.mark.parametrize(
+    ("data", "depth"),
+    [
+        (b"1", 0),
+        (b"[[1], {}]", 2),
+        (b'{"a": "[[[{{{"}', 1),
+        (b'["\\"[[", 1]', 1),  # an escaped quote does not end the string
+        (b'["\\\\", [[]]]', 3),  # an escaped backslash does
+        (b'[["a[[[[', 2),  # an unclosed string holds no structure
+        (b"[" * 100_000, 100_000),
+    ],
+)
+def test_nesting_depth(data, depth):
+    assert nesting_depth(data) == depth
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"[" * 100_000,
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"jsonrpc":"2.0","method":"core.version","params":' + b"[" * 5000 + b"]" * 5000 + b"}",
+        b"{" * 3000,
+        b'{"a":' * 200 + b"1" + b"}" * 200 + b"\x01",  # deep and not strict JSON either
+    ],
+)
+def test_too_deep_is_a_value_error(data):
+    with pytest.raises(ValueError):
+        loads_lenient(data)
+    assert nesting_depth(data) > MAX_DEPTH
+
+
+def test_deep_json_is_a_counted_parse_error():
+    handler = JsonRpcHandler(build())
+    reply = handler.handle(b"[" * 100_000)
+    assert isinstance(reply, JsonRpcReply)
+    assert (reply.status, reply.reason, reply.parsed) == (400, "Parse Error", False)
+    assert handler.handle(b"[" * 100_000, fifo=True) is None
+    assert handler.parse_errors == 2
+    ok = b"[" * MAX_DEPTH + b"]" * MAX_DEPTH
+    assert loads_lenient(ok) is not None
+
+
+def test_raw_crlf_in_params_is_answered():
+    reply = answer(
+        b'{"jsonrpc":"2.0","method":"dispatcher.set_state","params":["a\r\n",1,"x\ty"],"id":1}'
+    )
+    assert orjson.loads(reply.body)["result"] == "a\r\n/1/x\ty"
+
+
+def test_parse_errors_are_logged_rate_limited(caplog):
+    clock = [0.0]
+    handler = JsonRpcHandler(build(), clock=lambda: clock[0])
+    with caplog.at_level("INFO", logger="sipfleet.control.jsonrpc"):
+        for i in range(5000):
+            clock[0] = i * 0.001  # 5,000 bad requests in 5 s
+            handler.handle(b"{bad")
+    lines = [r.getMessage() for r in caplog.records]
+    assert handler.parse_errors == 5000
+    assert 10 <= len(lines) <= 10 + 5 * 10 * 2
+    assert any("suppressed" in line for line in lines)
 
 
 # -- stream framing, as the jsonrpcs FIFO reads ------------------------------

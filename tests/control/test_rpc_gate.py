@@ -62,7 +62,8 @@ def _post(url: str, method: str) -> tuple[int, dict[str, object]]:
     host, port = hostport.rsplit(":", 1)
     conn = http.client.HTTPConnection(host, int(port), timeout=10)
     try:
-        conn.request("POST", "/RPC", json.dumps({"jsonrpc": "2.0", "method": method, "id": 1}))
+        body = json.dumps({"jsonrpc": "2.0", "method": method, "id": 1})
+        conn.request("POST", "/RPC", body, {"Content-Type": "application/json"})
         resp = conn.getresponse()
         return resp.status, json.loads(resp.read())
     finally:

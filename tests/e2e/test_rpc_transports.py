@@ -354,14 +354,17 @@ def test_http_statuses(sipfleet):
     conn.close()
 
 
+TOKEN = "s3cret-s3cret-s3cret"
+
+
 def test_http_bearer_token(tmp_path):
-    with ref.sipfleet_running(tmp_path, build, config={"http": {"token": "s3cret"}}) as control:
+    with ref.sipfleet_running(tmp_path, build, config={"http": {"token": TOKEN}}) as control:
         body = {"jsonrpc": "2.0", "method": "core.version", "id": 1}
         assert control.post(body).status == 401
         assert control.post(body, headers={"Authorization": "Bearer wrong"}).status == 401
-        assert control.post(body, headers={"Authorization": "Bearer s3cret"}).status == 200
+        assert control.post(body, headers={"Authorization": f"Bearer {TOKEN}"}).status == 200
         url = f"http://127.0.0.1:{control.http_port}/RPC"
-        doc = control.call_soon(call_http(url, "core.version", token="s3cret"))
+        doc = control.call_soon(call_http(url, "core.version", token=TOKEN))
         assert doc["result"].startswith("sipfleet")
         with pytest.raises(RpcUnreachable, match="401"):
             control.call_soon(call_http(url, "core.version"))

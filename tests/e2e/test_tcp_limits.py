@@ -117,7 +117,7 @@ def test_5000_connections_and_100_slow_loris_do_not_lock_out_a_trunk(sipp_env):
             s.close()
     log = _stderr(proxy)
     assert "tcp_max_connections_per_source" in log  # the refusals are logged...
-    assert log.count("refusing tcp connection") <= 200  # ...at a bounded rate
+    assert log.count("tcp connection limit reached, refusing") <= 200  # ...at a bounded rate
     assert "no complete message within 4 s" in log
     assert uas.stop().successful == 100
 

@@ -133,6 +133,10 @@ def test_dialog_expires_when_bye_never_comes():
         net.at(p)
     ua, peer = uas(5070)
     net.send(ua.respond(inv, 200), peer)
+    net.send(
+        net.uac.request("ACK", "sip:127.0.0.1:5070", call_id="exp", to_tag="uas-tag", routes=[RR]),
+        UAC,
+    )
     assert len(net.proxy.dialogs) == 1
     net.tick(3599)
     assert len(net.proxy.dialogs) == 1

@@ -39,8 +39,8 @@ CASES: list[Case] = [
     Case(
         "wsinv.dat",
         "3.1.1.1",
-        "forward",
-        None,
+        "reject",
+        481,
         "RFC: 'All elements should treat this as a well-formed request'; of "
         "UnknownHeaderWithUnusualValue: 'Proxies would forward this header field unchanged.' "
         "Unfold continuation lines (13 here); allow WS before ':' ('TO :', 'Via  :', "
@@ -49,8 +49,9 @@ CASES: list[Case] = [
         "values (3 Vias in all); 'branch=' with its value on the next line; leading zeros "
         "(Max-Forwards 0068 = 68, CSeq 0009 with INVITE on a continuation line); empty Subject; "
         "escaped quotes in display names. Top Via branch 390skdjuw has no z9hG4bK: RFC 2543 "
-        "transaction matching. To has a tag and the top Route;lr is not ours: in-dialog "
-        "request, next hop from the Route (loose routing).",
+        "transaction matching. To has a tag and the top Route;lr is not ours: an in-dialog "
+        "request for no dialog of ours, which a proxy at the edge must not relay to the Route "
+        "(an open relay): parsed whole, then answered 481 through its RFC 2543 transaction.",
     ),
     Case(
         "intmeth.dat",

@@ -62,7 +62,8 @@ def test_torture(case):
         assert fwd.body == parse(data).body
     elif case.kind == "reject":
         assert elsewhere == []
-        assert [m.status for m in to_source] == [case.status], case.note
+        # An INVITE refused after its transaction exists has had its 100 Trying.
+        assert [m.status for m in to_source if m.status != 100] == [case.status], case.note
         if case.status == 420:
             assert to_source[0].get(b"unsupported")
     elif case.kind == "parse-ok-then-drop":
