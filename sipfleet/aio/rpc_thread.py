@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sipfleet.aio.rpc_http import HttpServer
 from sipfleet.aio.rpc_servers import ControlServers, start_control
@@ -30,11 +30,12 @@ from sipfleet.control.jsonrpc import JsonRpcHandler
 from sipfleet.control.methods import RPC_CALLER
 from sipfleet.control.registry import Handler, Registry, RpcFault
 
-__all__ = ["BUSY", "ControlPlane", "RpcGate"]
+__all__ = ["BUSY", "ControlPlane", "RpcGate", "on_loop", "soon_on"]
 
 log = logging.getLogger("sipfleet.rpc")
 
 BUSY = RpcFault(503, "Server Busy")
+T = TypeVar("T")
 _SWITCH_INTERVAL = 0.0005
 
 
@@ -191,6 +192,29 @@ class ControlPlane:
         await asyncio.to_thread(thread.join, 10.0)
         if not thread.is_alive():
             loop.close()
+
+
+async def on_loop(loop: asyncio.AbstractEventLoop, fn: Callable[..., T], *args: object) -> T:
+    """``fn(*args)`` run on ``loop`` (the SIP loop, where the state lives), awaited
+    from any loop: what a control-plane handler on its own thread uses to read
+    or change state without racing the SIP loop."""
+    if asyncio.get_running_loop() is loop:
+        return fn(*args)
+
+    async def call() -> T:
+        return fn(*args)
+
+    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(call(), loop))
+
+
+def soon_on(loop: asyncio.AbstractEventLoop, fn: Callable[..., object]) -> Callable[..., None]:
+    """A callback that runs ``fn`` on ``loop`` whichever thread calls it: e.g. an
+    EventBus subscriber (called on the SIP loop) feeding a queue of the control loop."""
+
+    def call(*args: object) -> None:
+        loop.call_soon_threadsafe(fn, *args)
+
+    return call
 
 
 class _CpuShare:

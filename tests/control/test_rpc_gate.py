@@ -111,3 +111,35 @@ def test_own_thread_serves_http_elsewhere_and_runs_methods_on_the_sip_loop(
         assert plane.loop is None
 
     asyncio.run(main())
+
+
+def test_on_loop_and_soon_on_cross_threads() -> None:
+    """A handler on the control thread reads state on the SIP loop (on_loop), and a
+    SIP-loop callback feeds the control loop's queue (soon_on)."""
+    from sipfleet.aio.rpc_thread import on_loop, soon_on
+
+    async def main() -> None:
+        sip = asyncio.get_running_loop()
+        sip_thread = threading.get_ident()
+        other = asyncio.new_event_loop()
+        t = threading.Thread(target=other.run_forever, daemon=True)
+        t.start()
+        try:
+
+            async def on_other() -> tuple[int, int]:
+                q: asyncio.Queue[int] = asyncio.Queue()
+                put = soon_on(asyncio.get_running_loop(), q.put_nowait)
+                where = await on_loop(sip, threading.get_ident)
+                sip.call_soon_threadsafe(put, 7)  # as an EventBus callback on the SIP loop
+                return where, await asyncio.wait_for(q.get(), 5)
+
+            fut = asyncio.run_coroutine_threadsafe(on_other(), other)
+            where, got = await asyncio.wrap_future(fut)
+            assert where == sip_thread and got == 7
+            assert await on_loop(sip, threading.get_ident) == sip_thread  # same loop: direct
+        finally:
+            other.call_soon_threadsafe(other.stop)
+            t.join(5)
+            other.close()
+
+    asyncio.run(main())
