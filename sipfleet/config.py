@@ -8,6 +8,8 @@ overrides for the common keys and CLI flags mapped onto the same fields.
     [tls]          certificates and TLS policy for tls: listeners and back ends
     [control]      RPC transports (sipfleet.control.config)
     [[webhook]]    where events are POSTed (sipfleet.aio.webhooks)
+    [[discovery]]  sets whose members follow DNS records (sipfleet.dispatch.discovery)
+    [dns]          the resolvers discovery asks
     [log]          logging
 """
 
@@ -31,7 +33,9 @@ from pydantic import (
 from sipfleet.aio.webhooks import WebhookConfig
 from sipfleet.control.config import ControlConfig
 from sipfleet.dispatch.config import DispatcherConfig
+from sipfleet.dispatch.discovery import DiscoveryConfig, DnsConfig
 from sipfleet.dispatch.routing import RouteConfig
+from sipfleet.store.url import StoreLocation, parse_location
 
 __all__ = ["Config", "ConfigError", "ListenSpec", "ProxyConfig", "TlsConfig", "load_config"]
 
@@ -243,6 +247,22 @@ class StoreConfig(_Model):
         "sqlite", description="sqlite: Kamailio's dispatcher table in a file; list: a list file"
     )
     path: str = Field("sipfleet.db", description="the database or list file (relative: to cwd)")
+    url: str = Field(
+        "",
+        description="a database instead of type and path: postgresql://USER:PASS@HOST:PORT/DB, "
+        "mysql://... (MariaDB too), sqlite:///PATH or a file path; other schemes are refused",
+    )
+    timeout: float = Field(
+        5.0, gt=0, le=60, description="database servers: seconds to connect or to answer"
+    )
+    pool_size: int = Field(4, ge=1, le=64, description="database servers: pooled connections")
+    check_interval: float = Field(
+        1.0,
+        ge=0,
+        le=3600,
+        description="database servers without NOTIFY (MySQL, MariaDB): seconds between checks "
+        "of the dispatcher table for changes by others, 0 = only at reload",
+    )
     persist_dialogs: bool = Field(
         True,
         description="keep open dialogs in the store so a restart keeps call-load and dlg.list",
@@ -254,6 +274,18 @@ class StoreConfig(_Model):
     )
 
 
+    @model_validator(mode="after")
+    def _check_location(self) -> StoreConfig:
+        self.location()  # a URL sipfleet cannot serve is refused here, with what is accepted
+        return self
+
+    def location(self) -> StoreLocation:
+        """Where the store is: ``url`` if set, else ``path`` (a URL there works too)."""
+        if self.url:
+            return parse_location(self.url)
+        return parse_location(self.path, file_kind=self.type)
+
+
 class Config(_Model):
     proxy: ProxyConfig = Field(default_factory=ProxyConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
@@ -262,6 +294,8 @@ class Config(_Model):
     tls: TlsConfig = Field(default_factory=TlsConfig)
     control: ControlConfig = Field(default_factory=ControlConfig)
     webhook: list[WebhookConfig] = Field(default_factory=list)
+    discovery: list[DiscoveryConfig] = Field(default_factory=list)
+    dns: DnsConfig = Field(default_factory=DnsConfig)
     log: LogConfig = Field(default_factory=LogConfig)
 
     @model_validator(mode="after")
@@ -278,7 +312,7 @@ ENV_OVERRIDES: dict[str, str] = {
     "SIPFLEET_LISTEN": "proxy.listen",
     "SIPFLEET_LOG_LEVEL": "log.level",
     "SIPFLEET_FIRST_RESPONSE_TIMEOUT": "proxy.first_response_timeout",
-    "SIPFLEET_DB": "store.path",
+    "SIPFLEET_DB": "store.url",
     "SIPFLEET_ALGORITHM": "dispatcher.algorithm",
     "SIPFLEET_PING_INTERVAL": "dispatcher.ping_interval",
     "SIPFLEET_RUN_DIR": "control.run_dir",

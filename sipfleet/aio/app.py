@@ -21,18 +21,20 @@ from collections.abc import Callable
 from typing import Any
 
 from sipfleet import ratelog
+from sipfleet.aio.discovery import DiscoveryService
 from sipfleet.aio.events import EventBus
+from sipfleet.aio.operator import OperatorViews
 from sipfleet.aio.resolver import resolve_destination
 from sipfleet.aio.rpc_thread import ControlPlane
 from sipfleet.aio.sip import ConnLimits, SipTransports
 from sipfleet.aio.tls import TlsContexts, TlsError
 from sipfleet.aio.webhooks import Webhooks
-from sipfleet.config import Config, StoreConfig
+from sipfleet.config import Config
 from sipfleet.control.core_methods import ServerInfo, register_core_methods
 from sipfleet.control.methods import Stat
 from sipfleet.control.paths import prepare_run_dir
 from sipfleet.control.registry import Registry
-from sipfleet.dispatch.destination import Destination, DestinationSpec
+from sipfleet.dispatch.destination import Destination
 from sipfleet.dispatch.dispatcher import Dispatcher, ReloadResult
 from sipfleet.dispatch.health import DstEvent
 from sipfleet.dispatch.routing import DispatchRouter
@@ -41,10 +43,9 @@ from sipfleet.proxy.core import Proxy, ProxySettings
 from sipfleet.proxy.dialogs import CONFIRMED, Dialog
 from sipfleet.proxy.net import Listener, Peer
 from sipfleet.sip.message import Limits, Message
-from sipfleet.store.base import DestinationStore
-from sipfleet.store.dialogs import DialogRecord, DialogStore
-from sipfleet.store.listfile import ListFileStore
-from sipfleet.store.sqlite import SqliteStore
+from sipfleet.store.base import AsyncStore
+from sipfleet.store.dialogs import DialogRecord
+from sipfleet.store.open import EXAMPLE_DESTINATIONS, open_store
 from sipfleet.transaction.server import TimerConfig
 
 __all__ = ["EXAMPLE_DESTINATIONS", "App", "open_store", "run"]
@@ -68,11 +69,9 @@ _DELETE_DELAY = 0.01  # ... and ended ones this late (a crash must not resurrect
 _MAX_PENDING_WRITES = 200_000  # bounds memory if the disk stalls
 _TICK_MAX = 0.05  # timers fire at most this late; every SIP timer is >= 0.5 s
 
-#: What a new embedded store starts with: the two back ends of the README.
-EXAMPLE_DESTINATIONS = (
-    DestinationSpec(1, "sip:127.0.0.1:5070", 0, 0, "duid=media-1", "example back end"),
-    DestinationSpec(1, "sip:127.0.0.1:5071", 0, 0, "duid=media-2", "example back end"),
-)
+
+#: Config sections a SIGHUP does not apply (logged when changed); [[discovery]] and [dns] too.
+_RESTART_SECTIONS = ("proxy", "store", "control", "webhook", "discovery", "dns")
 
 
 def build_settings(cfg: Config, route_key: bytes | None = None) -> ProxySettings:
@@ -136,20 +135,6 @@ def route_key(cfg: Config) -> bytes:
     return key
 
 
-def open_store(cfg: StoreConfig) -> DestinationStore:
-    """The configured store; a new, empty SQLite one gets the examples."""
-    if cfg.type == "list":
-        return ListFileStore(cfg.path)
-    fresh = not os.path.exists(cfg.path) or os.path.getsize(cfg.path) == 0
-    store = SqliteStore(cfg.path)
-    if fresh:
-        store.init()
-    if fresh and cfg.seed_examples and not store.load():
-        store.replace(EXAMPLE_DESTINATIONS)
-        log.info("new store %s seeded with the example destinations", cfg.path)
-    return store
-
-
 class App:
     """One sipfleet process: call ``serve()``."""
 
@@ -159,6 +144,7 @@ class App:
         self.loop = asyncio.get_running_loop()
         self.started_wall = time.time()
         self.events = EventBus()
+        self.operator = OperatorViews(self, self.loop)  # /metrics and the dashboard
         self.webhooks = Webhooks(list(cfg.webhook), self.events)
         self.listeners = [
             Listener(i, spec.proto, spec.host, spec.port, spec.advertise)
@@ -172,7 +158,7 @@ class App:
             conn_limits(cfg),
             self.tls,
         )
-        self.store: DestinationStore | None = None
+        self.store: AsyncStore | None = None
         self.dispatcher: Dispatcher = None  # type: ignore[assignment]  # set in start()
         self.router: DispatchRouter = None  # type: ignore[assignment]
         self.proxy: Proxy = None  # type: ignore[assignment]
@@ -187,7 +173,9 @@ class App:
         self._stopping = False
         self._reload_lock = asyncio.Lock()
         self._drained_reported: dict[tuple[int, str], float | None] = {}
-        self.dialog_store: DialogStore | None = None
+        self._persisting = False  # open dialogs are written to the store
+        self._dialog_writing: asyncio.Task[None] | None = None  # one batch at a time
+        self._follow: asyncio.Task[None] | None = None
         self._persist: asyncio.TimerHandle | None = None
         self._dialog_writes: dict[tuple[bytes, bytes], Dialog | None] = {}
         self._dialog_writes_dropped = 0
@@ -195,14 +183,20 @@ class App:
         self._checkpointing = False
         self._checkpoint: asyncio.TimerHandle | None = None
         self._delete_soon: asyncio.TimerHandle | None = None
+        self.discovery: DiscoveryService | None = None  # [[discovery]]: members from DNS
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
         cfg = self.cfg
         now = self.loop.time()
-        self.store = await asyncio.to_thread(open_store, cfg.store)
-        specs = await asyncio.to_thread(self.store.load)
-        details = await asyncio.to_thread(self.store.load_admin_details)
+        self.store = store = await open_store(cfg.store)
+        try:
+            specs = await store.load()
+            details = await store.load_admin_details()
+        except BaseException:
+            await store.close()
+            self.store = None
+            raise
         self.dispatcher = await asyncio.to_thread(
             functools.partial(
                 Dispatcher,
@@ -230,8 +224,10 @@ class App:
         self.transports.attach(self.proxy)
         await self.transports.start()
         self._register_methods()
+        routes = self.operator.http_routes(cfg.control.http.path)  # /metrics, the dashboard
         # Off the SIP loop, bounded: an RPC storm cannot starve SIP.
-        self.control = await ControlPlane(self.registry, cfg.control).start()
+        self.control = await ControlPlane(self.registry, cfg.control, http_routes=routes).start()
+        self.operator.start()
         await self.webhooks.start()
         for lst in self.listeners:
             log.info("listening on %s:%s", lst.proto, lst.advertise)
@@ -245,13 +241,17 @@ class App:
         for name in _accel.stale():
             log.warning("compiled %s is older than its source: run scripts/build_accel.py", name)
         log.info(
-            "%d destinations in %d sets from %s store %s",
+            "%d destinations in %d sets from %s",
             sum(1 for _ in self.dispatcher.destinations()),
             len({d.set_id for d in self.dispatcher.destinations()}),
-            cfg.store.type,
-            cfg.store.path,
+            store,
         )
+        self._follow = self.loop.create_task(self._follow_store(store))
         self._on_dst_events(self.dispatcher.initial_events())
+        # [[discovery]]: members from DNS (sipfleet.aio.discovery)
+        self.discovery = DiscoveryService(self, cfg.discovery, cfg.dns, lock=self._reload_lock)
+        self.discovery.register(self.registry)
+        self.discovery.start()
         self._schedule_tick()
         self._schedule_probe(0.0)
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -269,8 +269,11 @@ class App:
         self._gc_handle = self.loop.call_later(_GC_CHECK, self._collect)
 
     def _register_methods(self) -> None:
-        flags = ("USE_TCP", "USE_UDP", "USE_IPV6", *(("USE_TLS",) if self.tls else ()))
-        info = ServerInfo(started_at=self.started_wall, flags=flags)
+        info = ServerInfo(
+            started_at=self.started_wall,
+            flags=("USE_TCP", "USE_UDP", "USE_IPV6", *(("USE_TLS",) if self.tls else ())),
+            alerts=self._alerts,
+        )
         register_core_methods(self.registry, info)
         from sipfleet.aio.node import NodeInfo
         from sipfleet.control.dlg_methods import register_dlg_methods
@@ -338,25 +341,37 @@ class App:
         self._stopped.set()
 
     async def close(self) -> None:
+        if self.discovery is not None:  # [[discovery]]
+            await self.discovery.close()
         handles = (self._tick, self._probe, self._gc_handle, self._persist, self._delete_soon)
         for handle in (*handles, self._checkpoint):
             if handle is not None:
                 handle.cancel()
-        if self.dialog_store is not None:
+        if self._follow is not None:
+            self._follow.cancel()
+        if self.store is not None and self._persisting:
+            if self._dialog_writing is not None:
+                await self._dialog_writing
             self._write_dialogs()
+            if self._dialog_writing is not None:
+                await self._dialog_writing
+            self._persisting = False
             while self._checkpointing:
                 await asyncio.sleep(0.01)
-            await asyncio.to_thread(self.dialog_store.checkpoint)
-            self.dialog_store.close()
+            try:
+                await self.store.checkpoint()
+            except Exception as e:
+                log.error("dialog store: %s", e)
         gc.enable()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             self.loop.remove_signal_handler(sig)
+        await self.operator.close()
         if self.control is not None:
             await self.control.close()
         await self.webhooks.close()
         await self.transports.close()
         if self.store is not None:
-            await asyncio.to_thread(self.store.close)
+            await self.store.close()
 
     # -- timers, probing, the collector ------------------------------------------
     def _schedule_tick(self) -> None:
@@ -439,6 +454,7 @@ class App:
         self, dest: Destination, sent: float, code: int | None, msg: Message | None, now: float
     ) -> None:
         rtt = now - sent if code is not None else None
+        self.operator.telemetry.probe(dest.key, code, rtt)
         events = self.dispatcher.on_probe_result(dest, code, rtt, now)
         if events:
             self._on_dst_events(events)
@@ -448,26 +464,34 @@ class App:
             self.events.emit(ev.kind, ev.data())
 
     # -- reload -----------------------------------------------------------------
-    async def reload(self, by: str = "rpc") -> ReloadResult:
+    async def reload(self, by: str = "rpc", *, rate_limited: bool = True) -> ReloadResult:
         """Reread the store and swap the destination list atomically.
 
         Within ``reload_delta`` of the last reload it raises Kamailio's
         DispatcherError(500, "Ongoing reload"); a bad store raises
-        (500, "Reload Failed").
+        (500, "Reload Failed"). ``rate_limited=False`` (a reload the store
+        asked for) neither checks nor stamps that window, so an operator's
+        reload right after an edit is not refused because of it.
         """
         from sipfleet.dispatch.errors import DispatcherError
 
         async with self._reload_lock:
             assert self.store is not None
             d = self.dispatcher
-            d.begin_reload(self.loop.time())
+            if rate_limited:
+                d.begin_reload(self.loop.time())
+            t0 = time.perf_counter()
             try:
-                specs = await asyncio.to_thread(self.store.load)
+                specs = await self.store.load()
+                if self.discovery is not None:  # [[discovery]]: members from DNS stay
+                    specs = self.discovery.merge(specs)
                 snapshot = await asyncio.to_thread(d.build, specs)
             except Exception as e:
                 log.error("reload failed: %s", e)
+                self.operator.telemetry.reloaded(False, time.perf_counter() - t0)
                 raise DispatcherError(500, "Reload Failed", str(e)) from e
             result = d.install(snapshot)
+            self.operator.telemetry.reloaded(True, time.perf_counter() - t0)
             self.router.invalidate()
             log.info(
                 "reloaded by %s: %d added, %d removed, %d kept",
@@ -478,6 +502,28 @@ class App:
             )
             self._on_dst_events(list(result.events))
             return result
+
+    async def _follow_store(self, store: AsyncStore) -> None:
+        """Reload when the store says its destinations changed (a NOTIFY, a
+        changed checksum, the server back after an outage), at most once per
+        ``reload_delta``: changes within it are taken by one reload at its end."""
+        last = -1e9
+        try:
+            async for _ in store.changes():
+                wait = last + self.cfg.dispatcher.reload_delta - self.loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                last = self.loop.time()
+                try:
+                    await self.reload(by="store-change", rate_limited=False)
+                except Exception as e:
+                    # Routing goes on with the last snapshot; the store says
+                    # again when it is back (and this reload is retried then).
+                    log.warning("reload on a store change failed: %s", e)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("internal error following the store's changes")
 
     def _on_sighup(self) -> None:
         async def go() -> None:
@@ -501,7 +547,7 @@ class App:
             log.error("SIGHUP: config not reloaded: %s", e)
             return
         old = self.cfg
-        kept = ["proxy", "store", "control", "webhook"]
+        kept = list(_RESTART_SECTIONS)
         if self.tls is not None:
             try:
                 self.tls.reload(new.tls)
@@ -512,23 +558,36 @@ class App:
         self.dispatcher.reconfigure(new.dispatcher)
         self.router.set_routes(new.route)
         logging.getLogger().setLevel(new.log.level.upper())
-        for section in ("proxy", "store", "control", "webhook"):
+        for section in _RESTART_SECTIONS:
             if getattr(old, section) != getattr(new, section):
                 log.warning("SIGHUP: [%s] changed: takes effect at the next restart", section)
         self.cfg = new.model_copy(update={s: getattr(old, s) for s in kept})
         log.info("SIGHUP: configuration reloaded ([[route]], [dispatcher], [log], [tls])")
 
     def status(self) -> dict[str, Any]:
-        return {"dialogs": len(self.proxy.dialogs), "accepting": self.proxy.accepting}
+        return {
+            "dialogs": len(self.proxy.dialogs),
+            "accepting": self.proxy.accepting,
+            "store": self.store_status(),
+        }
+
+    def _alerts(self) -> dict[str, object]:
+        st = self.store_status()
+        if st is None or st.get("ok", True):
+            return {}
+        return {"store": f"unreachable since {_iso(st.get('down_since'))}: {st.get('error')}"}
+
+    def store_status(self) -> dict[str, Any] | None:
+        """The store's health ({"url", "ok", "error", ...}), None without a store."""
+        return self.store.status() if self.store is not None else None
 
     # -- dialogs that survive a restart -----------------------------------------------
     async def _open_dialog_store(self) -> None:
         cfg = self.cfg.store
-        if not cfg.persist_dialogs:
+        if not cfg.persist_dialogs or self.store is None:
             return
-        path = cfg.path if cfg.type == "sqlite" else cfg.path + ".dialogs.db"
-        self.dialog_store = await asyncio.to_thread(DialogStore, path)
-        records = await asyncio.to_thread(self.dialog_store.load, time.time())
+        self._persisting = True
+        records = await self.store.load_dialogs(time.time())
         now, wall = self.loop.time(), time.time()
         table = self.proxy.dialogs
         for r in records:
@@ -591,7 +650,7 @@ class App:
                     "uri": dlg.dest.uri if isinstance(dlg.dest, Destination) else None,
                 },
             )
-        if self.dialog_store is None:
+        if not self._persisting:
             return
         key = (dlg.call_id, dlg.from_tag)
         if key in self._dialogs_stored:
@@ -614,10 +673,13 @@ class App:
         self._write_dialogs()
 
     def _write_dialogs(self) -> None:
-        """One transaction on the loop itself (see sipfleet.store.dialogs)."""
-        store = self.dialog_store
-        if store is None or not self._dialog_writes:
+        """Hand the queued writes to the store as one batch, one batch at a
+        time (SQLite writes it on the loop itself: see sipfleet.store.dialogs)."""
+        store = self.store
+        if store is None or not self._persisting or not self._dialog_writes:
             return
+        if self._dialog_writing is not None:
+            return  # taken when the batch in flight is done
         writes, self._dialog_writes = self._dialog_writes, {}
         puts = [self._dialog_record(d) for d in writes.values() if d is not None]
         deletes = [k for k, d in writes.items() if d is None]
@@ -627,21 +689,30 @@ class App:
                 stored.discard(k)
             else:
                 stored.add(k)
+        self._dialog_writing = self.loop.create_task(self._apply_dialogs(store, puts, deletes))
+
+    async def _apply_dialogs(
+        self, store: AsyncStore, puts: list[DialogRecord], deletes: list[tuple[bytes, bytes]]
+    ) -> None:
         try:
-            store.apply(puts, deletes)
+            await store.apply_dialogs(puts, deletes)
         except Exception as e:
             log.error("cannot persist dialogs: %s", e)
+        finally:
+            self._dialog_writing = None
+        if self._dialog_writes and self._delete_soon is None:
+            self._delete_soon = self.loop.call_later(_DELETE_DELAY, self._flush_deletes)
 
     def _checkpoint_dialogs(self) -> None:
         self._checkpoint = self.loop.call_later(_CHECKPOINT_PERIOD, self._checkpoint_dialogs)
-        store = self.dialog_store
+        store = self.store
         if store is None or self._checkpointing:
             return
 
         async def go() -> None:
             self._checkpointing = True
             try:
-                await asyncio.to_thread(store.checkpoint)
+                await store.checkpoint()
             except Exception as e:
                 log.error("dialog store: %s", e)
             finally:
@@ -665,9 +736,15 @@ class App:
         for d in changed:
             if self.store is not None:
                 st = self.dispatcher.state(d)
-                await asyncio.to_thread(
-                    self.store.save_admin_state, d.key, admin, st.admin_since, by
-                )
+                try:
+                    await self.store.save_admin_state(d.key, admin, st.admin_since, by)
+                except Exception as e:
+                    # The change holds in memory; a database store retries the
+                    # write when it is back (see its status()).
+                    log.error("cannot persist the admin state of %s: %s", d.uri, e)
+                    self.events.emit(
+                        "store-error", {"operation": "save_admin_state", "error": str(e)}
+                    )
             self.events.emit(
                 "state-changed",
                 {"set": d.set_id, "uri": d.uri, "duid": d.duid, "state": admin.value, "by": by},

@@ -17,6 +17,11 @@ on the operator's machine can reach a loopback port:
 A POST to the RPC path must also say ``Content-Type: application/json``
 (415 otherwise): a cross-site form or ``text/plain`` fetch cannot set it
 without a CORS preflight, which is never granted.
+
+Other features add their own paths (``/metrics``, the dashboard, ``/mcp``)
+as ``HttpRoute`` entries, matched before the RPC path and behind the same
+guard; a route marked public (a page shell or asset that carries no data)
+skips only the token.
 """
 
 from __future__ import annotations
@@ -41,10 +46,6 @@ from sipfleet.control.methods import RPC_CALLER
 from sipfleet.ratelog import RateLimitedLog
 
 __all__ = ["JSON_TYPES", "HttpGuard", "HttpRoute", "HttpServer", "make_http_app", "start_http"]
-
-#: A route a front end adds to the control HTTP server (e.g. /mcp, /metrics):
-#: (method or "*", path, handler). The guard (Host, Origin, token) covers it too.
-HttpRoute = tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]
 
 log = logging.getLogger(__name__)
 _peer_log = RateLimitedLog(log)
@@ -173,8 +174,9 @@ class HttpGuard:
             return False
         return (a[0], a[1] or default) == (b[0], b[1] or default)
 
-    def refusal(self, request: web.Request) -> web.Response | None:
-        """The answer refusing ``request``, or None when it may proceed."""
+    def refusal(self, request: web.Request, token: bool = True) -> web.Response | None:
+        """The answer refusing ``request``, or None when it may proceed;
+        ``token=False`` for public routes (Host and Origin still checked)."""
         host = request.headers.get("Host")
         if host is not None and not self.host_allowed(host):
             return self._refuse(
@@ -189,7 +191,7 @@ class HttpGuard:
             return self._refuse(
                 request, 403, "Forbidden", f"cross-origin request from {origin[:100]!r} refused"
             )
-        if self._expected is not None:
+        if token and self._expected is not None:
             given = request.headers.get("Authorization", "").encode("utf-8", "replace")
             if not hmac.compare_digest(given, self._expected):
                 response = self._refuse(request, 401, "Unauthorized", "Unauthorized")
@@ -213,7 +215,8 @@ class HttpGuard:
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: _Handler) -> web.StreamResponse:
-        refused = self.refusal(request)
+        public = request.match_info.route.resource in request.app.get(PUBLIC, ())
+        refused = self.refusal(request, token=not public)
         if refused is not None:
             refused.headers["Server"] = request.app.get(SERVER_HEADER, "sipfleet")
             return refused
@@ -222,6 +225,17 @@ class HttpGuard:
 
 SERVER_HEADER: web.AppKey[str] = web.AppKey("server_header", str)
 GUARD: web.AppKey[HttpGuard] = web.AppKey("guard", HttpGuard)
+PUBLIC: web.AppKey[frozenset[object]] = web.AppKey("public", frozenset)
+
+
+@dataclass(frozen=True)
+class HttpRoute:
+    """One more path on the control HTTP server (``make_http_app(extra=...)``)."""
+
+    method: str  # "GET", "POST", "*" ...
+    path: str  # an aiohttp route path, e.g. "/metrics" or "/ui/{name}"
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    public: bool = False  # True: served without the token (it must carry no data)
 
 
 def make_http_app(
@@ -237,6 +251,15 @@ def make_http_app(
     in by ``start_http``) runs before every route, this one's and later ones."""
     server_header = f"sipfleet ({package_version()})"
     guard = guard or HttpGuard(token=token)
+
+    def with_server(route: HttpRoute) -> _Handler:
+        async def serve(request: web.Request) -> web.StreamResponse:
+            response = await route.handler(request)
+            if not response.prepared:  # a stream has sent its headers already
+                response.headers.setdefault("Server", server_header)
+            return response
+
+        return serve
 
     async def dispatch(request: web.Request) -> web.StreamResponse:
         headers = {"Server": server_header}
@@ -269,8 +292,12 @@ def make_http_app(
     app = web.Application(client_max_size=max_request_bytes, middlewares=[guard.middleware])
     app[SERVER_HEADER] = server_header
     app[GUARD] = guard
-    for method, route_path, route in extra:
-        app.router.add_route(method, route_path, route)
+    public: set[object] = set()
+    for route in extra:  # before the catch-all: aiohttp matches in order
+        added = app.router.add_route(route.method, route.path, with_server(route))
+        if route.public:
+            public.add(added.resource)
+    app[PUBLIC] = frozenset(public)
     app.router.add_route("*", "/{tail:.*}", dispatch)
     return app
 
@@ -293,6 +320,9 @@ async def start_http(
     extra: Sequence[HttpRoute] = (),
 ) -> HttpServer:
     token = cfg.token.get_secret_value() if cfg.token else None
+    app = make_http_app(
+        handler, path=cfg.path, token=token, max_request_bytes=max_request_bytes, extra=extra
+    )
     ssl_ctx: ssl.SSLContext | None = None
     if cfg.tls_cert and cfg.tls_key:
         ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

@@ -11,6 +11,7 @@ a half-reachable control plane is worse than a clear error at startup.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -18,7 +19,7 @@ from typing import Protocol
 from sipfleet.aio.rpc_binrpc import start_ctl_tcp, start_ctl_udp, start_ctl_unix
 from sipfleet.aio.rpc_dgram import start_dgram_udp, start_dgram_unix
 from sipfleet.aio.rpc_fifo import FifoServer
-from sipfleet.aio.rpc_http import HttpServer, start_http
+from sipfleet.aio.rpc_http import HttpRoute, HttpServer, start_http
 from sipfleet.aio.rpc_unix import Perms
 from sipfleet.control.binrpc import BinRpcHandler
 from sipfleet.control.config import ControlConfig, parse_hostport
@@ -56,7 +57,13 @@ class ControlServers:
                 log.exception("control: error while closing a transport")
 
 
-async def start_control(registry: Registry, config: ControlConfig | None = None) -> ControlServers:
+async def start_control(
+    registry: Registry,
+    config: ControlConfig | None = None,
+    *,
+    http_routes: Sequence[HttpRoute] = (),
+) -> ControlServers:
+    """Start every enabled transport; ``http_routes`` are more paths on the HTTP one."""
     config = config or ControlConfig()
     run_dir = prepare_run_dir(config.run_dir)
     log.info("control: run directory %s (%s)", run_dir.path, run_dir.source)
@@ -117,7 +124,7 @@ async def start_control(registry: Registry, config: ControlConfig | None = None)
                 from sipfleet.mcp.http import McpHttp
 
                 mcp = McpHttp(jsonrpc, config.mcp, config.http)
-            extra = mcp.routes if mcp is not None else []
+            extra = [*http_routes, *(mcp.routes if mcp is not None else [])]
             http = await start_http(jsonrpc, config.http, max_request_bytes=limit, extra=extra)
             # Closed in reverse: MCP sessions (long-lived streams) end before the server waits
             # for its handlers.

@@ -19,11 +19,11 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sipfleet.aio.rpc_http import HttpServer
+from sipfleet.aio.rpc_http import HttpRoute, HttpServer
 from sipfleet.aio.rpc_servers import ControlServers, start_control
 from sipfleet.control.config import ControlConfig
 from sipfleet.control.jsonrpc import JsonRpcHandler
@@ -61,13 +61,16 @@ class RpcGate:
         for name in registry.names():
             m = registry.get(name)
             assert m is not None
-            gated.add(
+            g = gated.add(
                 name,
                 functools.partial(self.call, m.handler),
                 doc=m.doc,
                 params=m.params,
                 bad_params=m.bad_params,
             )
+            # One count of calls per method (what /metrics reads), whichever
+            # registry the transports call through.
+            object.__setattr__(g, "calls", m.calls)
         return gated
 
     def call(self, handler: Handler, *args: object) -> object:
@@ -116,8 +119,13 @@ async def _run(handler: Handler, args: tuple[object, ...], caller: str) -> objec
 class ControlPlane:
     """Every transport over one registry, on its own loop and thread (or the SIP loop)."""
 
-    def __init__(self, registry: Registry, cfg: ControlConfig) -> None:
+    def __init__(
+        self, registry: Registry, cfg: ControlConfig, http_routes: Sequence[HttpRoute] = ()
+    ) -> None:
         self.cfg = cfg
+        # Extra HTTP paths (/metrics, the dashboard) run on the transports' loop:
+        # what they read of the state they read through on_loop()/soon_on().
+        self.http_routes = list(http_routes)
         self.sip_loop = asyncio.get_running_loop()
         self.gate = RpcGate(self.sip_loop, cfg.max_inflight, cfg.max_queued)
         self.registry = self.gate.wrap(registry)
@@ -146,7 +154,9 @@ class ControlPlane:
 
     async def start(self) -> ControlPlane:
         if not self.cfg.own_thread:
-            self.servers = await start_control(self.registry, self.cfg)
+            self.servers = await start_control(
+                self.registry, self.cfg, http_routes=self.http_routes
+            )
             return self
         # While the control thread holds the GIL, the SIP loop waits up to the
         # switch interval (5 ms by default) for each wake-up: keep that short.
@@ -158,7 +168,7 @@ class ControlPlane:
         self._thread.start()
         try:
             fut = asyncio.run_coroutine_threadsafe(
-                start_control(self.registry, self.cfg), self.loop
+                start_control(self.registry, self.cfg, http_routes=self.http_routes), self.loop
             )
             self.servers = await asyncio.wrap_future(fut)
         except BaseException:

@@ -25,7 +25,11 @@ __all__ = ["run_cmd"]
     type=click.Path(dir_okay=False),
     help="Serve a Kamailio dispatcher list file. [store] type=list, path",
 )
-@click.option("--db", "db_file", type=click.Path(dir_okay=False), help="SQLite store file. [store] path")
+@click.option(
+    "--db",
+    "db_file",
+    help="SQLite file, sqlite:///PATH, postgresql://USER:PASS@HOST:PORT/DB or mysql://... [store] url",
+)
 @click.option("--algorithm", type=int, help="Default algorithm (Kamailio ids). [dispatcher] algorithm")
 @click.option(
     "--ping-interval", type=float, help="Seconds between OPTIONS probes, 0 = off. [dispatcher] ping_interval"
@@ -58,8 +62,7 @@ def run_cmd(
         overrides["store.type"] = "list"
         overrides["store.path"] = list_file
     if db_file:
-        overrides["store.type"] = "sqlite"
-        overrides["store.path"] = db_file
+        overrides["store.url"] = db_file
     if algorithm is not None:
         overrides["dispatcher.algorithm"] = algorithm
     if ping_interval is not None:

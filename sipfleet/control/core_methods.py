@@ -40,6 +40,9 @@ class ServerInfo:
     version: str = field(default_factory=package_version)
     repo_id: str = "unknown"
     flags: Sequence[str] = ()
+    #: Trouble to report in core.info, e.g. {"store": "unreachable: ..."}; empty
+    #: when all is well, so core.info keeps Kamailio's shape then.
+    alerts: Callable[[], dict[str, object]] = dict
 
     @property
     def compiler(self) -> str:
@@ -71,6 +74,7 @@ def register_core_methods(registry: Registry, info: ServerInfo) -> None:
             "compiler": info.compiler,
             "compiled": "",
             "flags": ", ".join(info.flags),
+            **info.alerts(),
         }
 
     registry.add("core.version", version, doc="Returns the version string of the server.")

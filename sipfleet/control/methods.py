@@ -4,7 +4,7 @@ Names, parameters, help texts (``system.methodHelp`` of Kamailio 5.6.3),
 result shapes, strings and fault codes are Kamailio's, compared with the
 real one in tests/e2e. This module is the glue between the registry and
 the running process (``sipfleet.aio.app.App``): the state lives in the
-pure core, the blocking store is called in a worker thread.
+pure core, the store is the process's ``AsyncStore``.
 
 Where sipfleet differs from Kamailio, on purpose:
 
@@ -41,13 +41,20 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sipfleet import __version__
-from sipfleet.control.registry import Dialect, Method, Param, ParamKind, Registry, RpcFault
+from sipfleet.control.registry import (
+    RPC_CALLER,
+    Dialect,
+    Method,
+    Param,
+    ParamKind,
+    Registry,
+    RpcFault,
+)
 from sipfleet.dispatch.destination import Destination, DestinationSpec, StateKey, normalize_uri
 from sipfleet.dispatch.dispatcher import Dispatcher, ReloadResult
 from sipfleet.dispatch.errors import DispatcherError
@@ -63,7 +70,7 @@ from sipfleet.sip.uri import URI
 if TYPE_CHECKING:
     from sipfleet.aio.events import EventBus
     from sipfleet.proxy.core import Proxy
-    from sipfleet.store.base import DestinationStore
+    from sipfleet.store.base import AsyncStore
 
 __all__ = [
     "RPC_CALLER",
@@ -76,10 +83,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("sipfleet.rpc")
-
-#: Who is calling, for events and logs. Transports may set it per request
-#: (e.g. "kamcmd unix:/run/sipfleet/sipfleet_ctl"); "rpc" when they do not.
-RPC_CALLER: ContextVar[str] = ContextVar("sipfleet_rpc_caller", default="rpc")
 
 #: Extra names stats.get_statistics / reset_statistics read after the first,
 #: like Kamailio's ``while (rpc->scan(ctx, "*s", ...))`` (bounded here).
@@ -104,7 +107,7 @@ class AppLike(Protocol):
     @property
     def proxy(self) -> Proxy: ...
     @property
-    def store(self) -> DestinationStore | None: ...
+    def store(self) -> AsyncStore | None: ...
     @property
     def events(self) -> EventBus: ...
     @property
@@ -487,16 +490,18 @@ class _Methods:
                     st = d.state(dest)
                     writes.append((key, st.admin, st.admin_since, st.admin_by))
 
-            def save() -> None:
-                for key, admin, when, who in writes:
-                    store.save_admin_state(key, admin, when, who)
-
-            try:
-                await asyncio.to_thread(save)
-            except Exception as e:
-                log.error("cannot persist the admin state of %d destinations: %s", len(writes), e)
+            error: Exception | None = None
+            for key, admin, when, who in writes:
+                try:
+                    await store.save_admin_state(key, admin, when, who)
+                except Exception as e:  # the others are still tried (and kept for a retry)
+                    error = e
+            if error is not None:
+                log.error(
+                    "cannot persist the admin state of %d destinations: %s", len(writes), error
+                )
                 self.app.events.emit(
-                    "store-error", {"operation": "save_admin_state", "error": str(e)}
+                    "store-error", {"operation": "save_admin_state", "error": str(error)}
                 )
                 return False
         return True
@@ -544,7 +549,7 @@ class _Methods:
             if store is not None:
                 spec = DestinationSpec(group, normalize_uri(address), flags, priority, attrs)
                 try:
-                    await asyncio.to_thread(store.add, spec)
+                    await store.add(spec)
                 except Exception as e:
                     self._undo(before, "add", e)
                     raise RpcFault(500, "Adding dispatcher dst failed") from None
@@ -568,7 +573,7 @@ class _Methods:
             store = app.store
             if store is not None:
                 try:
-                    await asyncio.to_thread(store.remove, group, address)
+                    await store.remove(group, address)
                 except Exception as e:
                     self._undo(before, "remove", e)
                     raise RpcFault(500, "Removing dispatcher dst failed") from None
@@ -648,7 +653,7 @@ class _Methods:
             "ping_active": d.probing_active,
             "dialogs": len(dialogs),
             "early_dialogs": dialogs.early,
-            "store": repr(store) if store is not None else None,
+            "store": store.status() if store is not None else None,
             "events": dict(app.events.counts),
         }
 

@@ -25,13 +25,16 @@ import enum
 import inspect
 import logging
 import math
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
 __all__ = [
     "INTERNAL_ERROR",
     "INVALID_PARAMS",
+    "RPC_CALLER",
     "Dialect",
     "Handler",
     "Method",
@@ -43,6 +46,11 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: Who is calling, for events, logs and the per-transport call counts. Transports
+#: set it per request ("http 127.0.0.1", "binrpc", "fifo"...): its first word names
+#: the transport; "rpc" when none did (an in-process caller).
+RPC_CALLER: ContextVar[str] = ContextVar("sipfleet_rpc_caller", default="rpc")
 
 
 class RpcFault(Exception):
@@ -123,6 +131,9 @@ class Method:
     doc: str
     params: tuple[Param, ...] = ()
     bad_params: RpcFault = field(default=INVALID_PARAMS)
+    #: Calls by transport (the first word of RPC_CALLER): bounded by the
+    #: transports sipfleet has, which set it.
+    calls: Counter[str] = field(default_factory=Counter, compare=False, repr=False)
 
     def scan(self, raw: Sequence[object], dialect: Dialect) -> list[object]:
         """Read ``raw`` per the spec; raises the method's ``bad_params`` fault."""
@@ -142,6 +153,7 @@ class Method:
 
     def invoke(self, raw: Sequence[object], dialect: Dialect) -> object:
         """Scan and call the handler; the result may be an awaitable."""
+        self.calls[RPC_CALLER.get().partition(" ")[0]] += 1
         return self.handler(*self.scan(raw, dialect))
 
 
@@ -267,6 +279,9 @@ class Registry:
 
     def get(self, name: str) -> Method | None:
         return self._methods.get(name)
+
+    def methods(self) -> list[Method]:
+        return list(self._methods.values())
 
     def names(self) -> list[str]:
         """Every method name, sorted as Kamailio lists them."""

@@ -61,11 +61,13 @@ StateKey: TypeAlias = tuple[int, str]
 
 
 class Address(NamedTuple):
-    """A resolved next hop: IP literal, port and transport."""
+    """A resolved next hop: IP literal, port and transport; ``others`` are the
+    name's other addresses (requests from them come from this back end too)."""
 
     ip: str
     port: int
     transport: str
+    others: tuple[str, ...] = ()
 
 
 # Parsed URI facts, a plain tuple (one per distinct URI text):

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sipfleet.dispatch.destination import Destination
+from sipfleet.dispatch.destination import Destination, StateKey
 from sipfleet.dispatch.dispatcher import Dispatcher
 from sipfleet.dispatch.health import DstEvent
 from sipfleet.dispatch.select import LoadView, Selection
@@ -26,7 +26,14 @@ if TYPE_CHECKING:
     from sipfleet.proxy.net import Peer
     from sipfleet.sip.message import Message
 
-__all__ = ["DispatchRouter", "RoutingPolicy"]
+__all__ = ["DEST_COUNTS", "DispatchRouter", "RoutingPolicy"]
+
+#: What ``DispatchRouter.counts`` holds per destination, by index: new requests
+#: routed there first, branches there that ended with a code that fails over,
+#: then branch outcomes (a final reply, or a local 408 / 503) by class 1xx-6xx.
+DEST_COUNTS = ("routed", "failovers", "1xx", "2xx", "3xx", "4xx", "5xx", "6xx")
+_ROUTED = 0
+_FAILOVERS = 1
 
 
 class _Compiled:
@@ -178,6 +185,9 @@ class DispatchRouter:
         self.no_route = (404, "No Route", ())
         self.selections = 0
         self.rejections = 0
+        #: Per destination (by key), see DEST_COUNTS: bounded by the destinations
+        #: loaded (pruned at each reload), read by the metrics at scrape time.
+        self.counts: dict[StateKey, list[int]] = {}
 
     def set_routes(self, routes: Sequence[RouteConfig]) -> None:
         """A new ``[[route]]`` list (SIGHUP); none configured = the default route."""
@@ -191,11 +201,21 @@ class DispatchRouter:
         self.policy = RoutingPolicy(
             routes, frozenset(cfg.failover_codes), cfg.max_failover_attempts + 1
         )
+        codes: set[int] = set()
+        for r in self.policy.routes:
+            codes |= r.failover
+        self._failover_codes = frozenset(codes)
 
     def invalidate(self) -> None:
-        """Forget cached targets (after a reload)."""
+        """Forget cached targets (after a reload), and the counts of
+        destinations no longer loaded."""
         self._targets.clear()
         self._backends = None
+        counts = self.counts
+        if counts:
+            loaded = {d.key for d in self.dispatcher.destinations()}
+            for key in [k for k in counts if k not in loaded]:
+                del counts[key]
 
     def is_backend(self, host: str) -> bool:
         hosts = self._backends
@@ -206,8 +226,23 @@ class DispatchRouter:
                 if t is not None:
                     found.add(t.host)
                     found.add(t.uri.host)
+                if dest.address is None:
+                    # Every address of a name, not only the one we send to
+                    # (Kamailio's ds_is_from_list checks the first: issue 4338).
+                    try:
+                        addr = self.dispatcher.state(dest).resolved
+                    except KeyError:
+                        addr = None
+                    if addr is not None:
+                        found.update(addr.others)
             hosts = self._backends = frozenset(found)
         return host in hosts
+
+    def _count(self, key: StateKey) -> list[int]:
+        c = self.counts.get(key)
+        if c is None:
+            c = self.counts[key] = [0, 0, 0, 0, 0, 0, 0, 0]
+        return c
 
     def target(self, dest: Destination) -> Target | None:
         t = self._targets.get(dest)
@@ -280,12 +315,20 @@ class DispatchRouter:
             self.rejections += 1
             return Decision(reject=r.reject, route=cfg.name)
         self.selections += 1
+        first = targets[0].dest
+        if isinstance(first, Destination):
+            self._count(first.key)[_ROUTED] += 1
         return Decision(targets, r.failover, len(targets), route=cfg.name)
 
     def outcome(self, target: Target, status: int, now: float) -> None:
         dest = target.dest
         if not isinstance(dest, Destination):
             return
+        c = self._count(dest.key)
+        if 100 <= status < 700:
+            c[status // 100 + 1] += 1
+        if status in self._failover_codes:
+            c[_FAILOVERS] += 1
         events = self.dispatcher.on_branch_result(dest, None if status == 408 else status, now)
         if events and self.on_events is not None:
             self.on_events(events)

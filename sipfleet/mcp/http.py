@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from sipfleet.aio.asgi import serve_asgi
+from sipfleet.aio.rpc_http import HttpRoute
 from sipfleet.control.config import HttpConfig, McpConfig, is_loopback
 from sipfleet.control.jsonrpc import JsonRpcHandler
 
@@ -48,9 +49,9 @@ class McpHttp:
         self.requests = 0
 
     @property
-    def routes(self) -> list[tuple[str, str, Any]]:
-        """(method, path, handler) for the control HTTP server."""
-        return [("*", MCP_PATH, self.handle), ("*", MCP_PATH + "/", self.handle)]
+    def routes(self) -> list[HttpRoute]:
+        """Its paths on the control HTTP server."""
+        return [HttpRoute("*", MCP_PATH, self.handle), HttpRoute("*", MCP_PATH + "/", self.handle)]
 
     async def _start(self) -> AsgiApp:
         from mcp.server.transport_security import TransportSecuritySettings

@@ -48,7 +48,15 @@ from sipfleet.ratelog import RateLimitedLog
 from sipfleet.sip.address import parse_address, split_commas
 from sipfleet.sip.build import make_response
 from sipfleet.sip.errors import BadMessage
-from sipfleet.sip.message import COMPACT, DEFAULT_LIMITS, Limits, Message, check_request, parse
+from sipfleet.sip.message import (
+    COMPACT,
+    DEFAULT_LIMITS,
+    KNOWN_METHODS,
+    Limits,
+    Message,
+    check_request,
+    parse,
+)
 from sipfleet.sip.uri import URI, parse_uri
 from sipfleet.sip.via import Via, split_first
 from sipfleet.transaction.client import ClientTransaction
@@ -124,6 +132,7 @@ class Stats:
 
     __slots__ = (
         "bad_msg_hdr",
+        "by_method",
         "drop_replies",
         "drop_requests",
         "err_requests",
@@ -136,6 +145,7 @@ class Stats:
         "rcv_replies",
         "rcv_requests",
         "relay_denied",
+        "reply_classes",
         "retransmissions",
         "timeouts",
         "transport_errors",
@@ -162,9 +172,14 @@ class Stats:
         self.transport_errors = 0
         self.uac_transactions = 0
         self.uas_transactions = 0
+        # Requests received by method (any other method counts as OTHER: a peer
+        # names it) and replies received by class (index 1-6: 1xx-6xx).
+        self.by_method: dict[str, int] = dict.fromkeys((*sorted(KNOWN_METHODS), "OTHER"), 0)
+        self.reply_classes = [0] * 7
 
     def as_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self.__slots__}
+        """The plain counters."""
+        return {n: v for n in self.__slots__ if isinstance(v := getattr(self, n), int)}
 
 
 class Context:
@@ -337,9 +352,12 @@ class Proxy:
         try:
             if msg.is_request:
                 self.stats.rcv_requests += 1
+                by = self.stats.by_method
+                by[msg.method if msg.method in by else "OTHER"] += 1
                 self._on_request(msg, peer, now)
             else:
                 self.stats.rcv_replies += 1
+                self.stats.reply_classes[msg.status // 100] += 1
                 self._on_response(msg, now)
         except BadMessage as e:
             self._bad_message(data, peer, e, now, msg)

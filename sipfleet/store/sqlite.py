@@ -24,7 +24,7 @@ from sipfleet.dispatch.state import AdminState
 from sipfleet.store._util import state_key
 from sipfleet.store.base import AdminDetail, StoreError
 
-__all__ = ["DISPATCHER_TABLE_VERSION", "SCHEMA", "SqliteStore"]
+__all__ = ["DISPATCHER_TABLE_VERSION", "SCHEMA", "SqliteStore", "spec_row"]
 
 #: Kamailio's dispatcher table version this schema is.
 DISPATCHER_TABLE_VERSION = 4
@@ -269,6 +269,10 @@ def _row(spec: DestinationSpec) -> tuple[int, str, int, int, str, str]:
     if len(spec.description) > MAX_DESCRIPTION:
         raise StoreError(f"{where}: description longer than {MAX_DESCRIPTION} characters")
     return (spec.set_id, spec.uri, spec.flags, spec.priority, spec.attrs, spec.description)
+
+
+#: A destination as a dispatcher table row, checked against Kamailio's column widths.
+spec_row = _row
 
 
 def _ensure_parent(path: str) -> None:

@@ -135,7 +135,7 @@ def test_set_state_by_uri_and_by_duid(server: Server) -> None:
     assert run("set-state", "disabled", "1", "--duid", "media-1", *rd)[0] == 0
     flags = [r["flags"] for r in flatten_list(json.loads(run("list", *rd)[1]))]
     assert flags == ["AX", "DX", "DX"]
-    assert server.app.store is not None and len(server.app.store.load_admin_states()) == 2
+    assert len(server.app.sync_store.load_admin_states()) == 2
     assert run("set-state", "x", "1", "all", *rd) == (1, "", "error: 500 - Unknown State Value\n")
     assert run("set-state", "a", "1", "sip:127.0.0.1:9", *rd)[2] == (
         "error: 500 - State Update Failed\n"

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from sipfleet.aio.rpc_http import GUARD, make_http_app
+from sipfleet.aio.rpc_http import GUARD, HttpRoute, make_http_app
 from sipfleet.control.jsonrpc import JsonRpcHandler
 from sipfleet.control.registry import Registry
 from sipfleet.mcp.guard import check_take_out, find_targets, set_summary
@@ -71,7 +71,7 @@ def test_extra_routes_follow_the_token_rule() -> None:
 
     async def go() -> list[tuple[int, str]]:
         app = make_http_app(
-            JsonRpcHandler(Registry()), token="s3cret", extra=[("*", "/mcp", hello)]
+            JsonRpcHandler(Registry()), token="s3cret", extra=[HttpRoute("*", "/mcp", hello)]
         )
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()

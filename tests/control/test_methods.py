@@ -46,6 +46,7 @@ from sipfleet.proxy.dialogs import CONFIRMED, EARLY, Dialog
 from sipfleet.proxy.net import Listener, Peer
 from sipfleet.sip.message import parse
 from sipfleet.store.base import StoreError
+from sipfleet.store.local import LocalStore
 from sipfleet.store.sqlite import SqliteStore
 
 VECTORS = Path(__file__).parent / "vectors"
@@ -117,7 +118,8 @@ class FakeApp:
         self.loop = loop
         self.started_wall = time.time() - 42
         self.events = EventBus()
-        self.store: FakeStore | None = store
+        self.sync_store = store
+        self.store: LocalStore | None = LocalStore(store)  # as App holds it
         config = DispatcherConfig(**{"ping_interval": 0, **cfg})
         self.dispatcher = Dispatcher(
             config, store.load(), now=loop.time(), admin_states=store.load_admin_states()
@@ -137,7 +139,7 @@ class FakeApp:
         d.begin_reload(self.loop.time())
         assert self.store is not None
         try:
-            specs = await asyncio.to_thread(self.store.load)
+            specs = await self.store.load()
             snapshot = d.build(specs)
         except Exception as e:
             raise DispatcherError(500, "Reload Failed", str(e)) from e

@@ -14,7 +14,7 @@ import pytest
 
 from sipfleet.aio.rpc_thread import BUSY, ControlPlane, RpcGate
 from sipfleet.control.config import ControlConfig
-from sipfleet.control.registry import Registry, RpcFault
+from sipfleet.control.registry import Dialect, Registry, RpcFault
 
 
 def _registry(gate_open: asyncio.Event, seen: list[int]) -> Registry:
@@ -141,5 +141,18 @@ def test_on_loop_and_soon_on_cross_threads() -> None:
             other.call_soon_threadsafe(other.stop)
             t.join(5)
             other.close()
+
+    asyncio.run(main())
+
+
+def test_the_gated_registry_counts_calls_on_the_original_methods() -> None:
+    async def main() -> None:
+        reg = _registry(asyncio.Event(), [])
+        gated = RpcGate(asyncio.get_running_loop(), 4, 4).wrap(reg)
+        method = gated.get("test.quick")
+        assert method is not None
+        assert await method.invoke([], Dialect.JSON) == 1  # type: ignore[misc]
+        original = reg.get("test.quick")
+        assert original is not None and sum(original.calls.values()) == 1
 
     asyncio.run(main())

@@ -249,6 +249,7 @@ class Fleet(harness.Proxy):  # type: ignore[misc,name-defined]
             self.sections["proxy"]["shutdown_timeout"] = 30.0
         self.sections["control"] = {"run_dir": str(self.run_dir)}
         self.sections["control.http"] = {"enabled": True, "port": self.http_port}
+        self.token: str | None = None  # sent as a Bearer token when set
         self.starts = 0
 
     def new_ports(self) -> None:
@@ -339,9 +340,10 @@ class Fleet(harness.Proxy):  # type: ignore[misc,name-defined]
     # -- JSON-RPC ----------------------------------------------------------------------
     def rpc(self, method: str, *params: Any, timeout: float = 5.0) -> Any:
         body = json.dumps({"jsonrpc": "2.0", "method": method, "params": list(params), "id": 1})
-        req = urllib.request.Request(
-            self.url, body.encode(), {"Content-Type": "application/json"}, method="POST"
-        )
+        headers = {"Content-Type": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        req = urllib.request.Request(self.url, body.encode(), headers, method="POST")
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
                 doc = json.loads(resp.read())

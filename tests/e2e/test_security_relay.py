@@ -184,8 +184,11 @@ def test_unacked_2xx_flood_leaves_no_load_and_nothing_to_restore(sipp_env, endpo
         attacker.send(
             _request("INVITE", f"sip:svc@127.0.0.1:{proxy.port}", attacker, i), proxy.port
         )
-    fleet.wait_for("every INVITE answered", lambda: proxy.loads().get(uri) == n, 10)
-    assert proxy.rpc("dlg.stats_active")["answering"] == n
+    # Load counts a call from its INVITE on; "answering" once its 2xx went up.
+    fleet.wait_for(
+        "every INVITE answered", lambda: proxy.rpc("dlg.stats_active")["answering"] == n, 10
+    )
+    assert proxy.loads().get(uri) == n
     t0 = time.monotonic()
     fleet.wait_for("the phantom calls to end", lambda: proxy.loads().get(uri, 0) == 0, 64 * t1 + 5)
     assert time.monotonic() - t0 <= 64 * t1 + 1.0
@@ -204,7 +207,9 @@ def test_unacked_2xx_flood_leaves_no_load_and_nothing_to_restore(sipp_env, endpo
         attacker.send(
             _request("INVITE", f"sip:svc@127.0.0.1:{proxy.port}", attacker, i), proxy.port
         )
-    fleet.wait_for("the second flood answered", lambda: proxy.loads().get(uri) == 50, 10)
+    fleet.wait_for(
+        "the second flood answered", lambda: proxy.rpc("dlg.stats_active")["answering"] == 50, 10
+    )
     time.sleep(0.5)  # past the dialog store's write-behind batch
     proxy.restart()
     assert proxy.rpc("dlg.list") == [] and proxy.loads().get(uri, 0) == 0
