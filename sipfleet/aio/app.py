@@ -27,6 +27,7 @@ from sipfleet.aio.operator import OperatorViews
 from sipfleet.aio.resolver import resolve_destination
 from sipfleet.aio.rpc_thread import ControlPlane
 from sipfleet.aio.sip import ConnLimits, SipTransports
+from sipfleet.aio.systemd import Notifier
 from sipfleet.aio.tls import TlsContexts, TlsError
 from sipfleet.aio.webhooks import Webhooks
 from sipfleet.config import Config
@@ -233,11 +234,7 @@ class App:
             log.info("listening on %s:%s", lst.proto, lst.advertise)
         from sipfleet import _accel
 
-        compiled = sum(_accel.status().values())
-        log.info(
-            "core: %s",
-            f"compiled with mypyc ({compiled} modules)" if compiled else "pure Python",
-        )
+        log.info("core: %s", _accel.describe())
         for name in _accel.stale():
             log.warning("compiled %s is older than its source: run scripts/build_accel.py", name)
         log.info(
@@ -267,6 +264,16 @@ class App:
         self._gc_full_at = self.loop.time() + _GC_FULL_PERIOD
         self._gc_due = self.loop.time() + _GC_PERIOD
         self._gc_handle = self.loop.call_later(_GC_CHECK, self._collect)
+        # systemd (Type=notify): ready now; watchdog pings come from this loop.
+        self.systemd = Notifier.from_env()
+
+        def sd_status() -> str:
+            state = "serving" if self.proxy.accepting else "stopping"
+            dests = sum(1 for _ in self.dispatcher.destinations())
+            return f"{state}: {len(self.proxy.dialogs)} dialogs, {dests} destinations"
+
+        self.systemd.ready(sd_status())
+        self.systemd.start_watchdog(self.loop, sd_status)
 
     def _register_methods(self) -> None:
         info = ServerInfo(
@@ -330,6 +337,9 @@ class App:
             timeout,
             len(self.proxy.dialogs),
         )
+        self.systemd.stopping(
+            f"graceful stop: {len(self.proxy.dialogs)} dialogs, up to {timeout:.0f} s", timeout
+        )
         self.loop.create_task(self._drain_self(timeout))
 
     async def _drain_self(self, timeout: float) -> None:
@@ -363,6 +373,7 @@ class App:
             except Exception as e:
                 log.error("dialog store: %s", e)
         gc.enable()
+        self.systemd.close()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             self.loop.remove_signal_handler(sig)
         await self.operator.close()
@@ -527,11 +538,13 @@ class App:
 
     def _on_sighup(self) -> None:
         async def go() -> None:
+            self.systemd.reloading()
             self.reconfigure()
             try:
                 await self.reload(by="SIGHUP")
             except Exception as e:
                 log.error("SIGHUP reload: %s", e)
+            self.systemd.ready("reloaded by SIGHUP")
 
         self.loop.create_task(go())
 
