@@ -7,6 +7,8 @@ overrides for the common keys and CLI flags mapped onto the same fields.
     [[route]]      routing policy (sipfleet.dispatch.routing)
     [tls]          certificates and TLS policy for tls: listeners and back ends
     [control]      RPC transports (sipfleet.control.config)
+    [security] [[trunk]] [overload] [limits]
+                   edge security and bounds (sipfleet.security.config)
     [[webhook]]    where events are POSTed (sipfleet.aio.webhooks)
     [[discovery]]  sets whose members follow DNS records (sipfleet.dispatch.discovery)
     [dns]          the resolvers discovery asks
@@ -35,6 +37,7 @@ from sipfleet.control.config import ControlConfig
 from sipfleet.dispatch.config import DispatcherConfig
 from sipfleet.dispatch.discovery import DiscoveryConfig, DnsConfig
 from sipfleet.dispatch.routing import RouteConfig
+from sipfleet.security.config import LimitsConfig, OverloadConfig, SecurityConfig, TrunkConfig
 from sipfleet.store.url import StoreLocation, parse_location
 
 __all__ = ["Config", "ConfigError", "ListenSpec", "ProxyConfig", "TlsConfig", "load_config"]
@@ -273,7 +276,6 @@ class StoreConfig(_Model):
         "sip:127.0.0.1:5070 and :5071",
     )
 
-
     @model_validator(mode="after")
     def _check_location(self) -> StoreConfig:
         self.location()  # a URL sipfleet cannot serve is refused here, with what is accepted
@@ -297,6 +299,20 @@ class Config(_Model):
     discovery: list[DiscoveryConfig] = Field(default_factory=list)
     dns: DnsConfig = Field(default_factory=DnsConfig)
     log: LogConfig = Field(default_factory=LogConfig)
+    security: SecurityConfig = Field(default_factory=SecurityConfig)
+    trunk: list[TrunkConfig] = Field(default_factory=list)
+    overload: OverloadConfig = Field(default_factory=OverloadConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+
+    @model_validator(mode="after")
+    def _trunk_routes(self) -> Config:
+        names = {r.name for r in self.route}
+        for t in self.trunk:
+            if t.route is not None and t.route not in names:
+                raise ValueError(
+                    f"trunk {t.name!r} names route {t.route!r}: no [[route]] has that name"
+                )
+        return self
 
     @model_validator(mode="after")
     def _tls_needs_a_certificate(self) -> Config:

@@ -12,6 +12,7 @@ from sipfleet.cli.health import health_cmd
 from sipfleet.cli.mcp import mcp_cmd
 from sipfleet.cli.rpc import rpc_cmd
 from sipfleet.cli.run import run_cmd
+from sipfleet.cli.security import security_group
 from sipfleet.cli.top import top_cmd
 
 __all__ = ["cli", "main"]
@@ -52,6 +53,7 @@ cli.add_command(mcp_cmd)
 cli.add_command(top_cmd)
 cli.add_command(demo_cmd)
 cli.add_command(health_cmd)
+cli.add_command(security_group)
 
 
 def main() -> None:
