@@ -202,6 +202,7 @@ class Context:
         "rr",
         "rr_token",
         "server",
+        "sips",
         "tail",
         "top_via",
     )
@@ -227,6 +228,7 @@ class Context:
         self.tail: list[bytes] = []  # edited header lines after our Via/RR
         self.rr = False
         self.rr_token = b""  # the signature in our Record-Route
+        self.sips = False  # RFC 5630: TLS on every hop, so only TLS branches
 
     @property
     def answered(self) -> bool:
@@ -609,6 +611,13 @@ class Proxy:
                 return
             if dlg is not None and msg.method != "ACK":
                 self.dialogs.on_in_dialog(dlg, msg, now)
+        # RFC 5630 4.1 / RFC 3261 26.2.2: a SIPS request travels over TLS on
+        # every hop; one that reached us over UDP/TCP cannot be made secure.
+        if ruri[:5].lower() == "sips:" or (next_hop is not None and next_hop.scheme == "sips"):
+            if self.listeners[ctx.peer.listener].proto != "tls":
+                self._reply(ctx, 416, "SIPS Requires TLS")
+                return
+            ctx.sips = True
         self._edit_common(ctx, lines)
         ctx.head = head
         ctx.tail = [line for line in lines if line] if b"" in lines else lines
@@ -724,6 +733,9 @@ class Proxy:
         self._answer_best(ctx, now)
 
     def _send_branch(self, ctx: Context, target: Target, now: float) -> bool:
+        if ctx.sips and target.proto != "tls":
+            ctx.finals.append((480, None))  # never downgrade a SIPS request (RFC 5630 4.1)
+            return False
         lst = self._out.get((target.proto, 6 if ":" in target.host else 4))
         if lst is None:
             ctx.finals.append((503, None))
