@@ -259,6 +259,9 @@ class App:
         self.transports.attach(self.proxy)
         await self.transports.start()
         self._register_methods()
+        # Every method is registered before the control plane answers its first call.
+        self.discovery = DiscoveryService(self, cfg.discovery, cfg.dns, lock=self._reload_lock)
+        self.discovery.register(self.registry)
         routes = self.operator.http_routes(cfg.control.http.path)  # /metrics, the dashboard
         # Off the SIP loop, bounded: an RPC storm cannot starve SIP.
         self.control = await ControlPlane(self.registry, cfg.control, http_routes=routes).start()
@@ -279,10 +282,7 @@ class App:
         )
         self._follow = self.loop.create_task(self._follow_store(store))
         self._on_dst_events(self.dispatcher.initial_events())
-        # [[discovery]]: members from DNS (sipfleet.aio.discovery)
-        self.discovery = DiscoveryService(self, cfg.discovery, cfg.dns, lock=self._reload_lock)
-        self.discovery.register(self.registry)
-        self.discovery.start()
+        self.discovery.start()  # [[discovery]]: members from DNS (sipfleet.aio.discovery)
         self._schedule_tick()
         self._schedule_probe(0.0)
         self._lag_due = self.loop.time() + _LAG_PERIOD
