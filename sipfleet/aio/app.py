@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sipfleet import ratelog
+from sipfleet.aio.cluster import Cluster
 from sipfleet.aio.discovery import DiscoveryService
 from sipfleet.aio.events import EventBus
 from sipfleet.aio.operator import OperatorViews
@@ -74,6 +75,10 @@ def build_settings(cfg: Config, route_key: bytes | None = None) -> ProxySettings
     for a in p.aliases:
         host, _, port = a.rpartition(":") if a.count(":") == 1 else (a, "", "")
         aliases.append((host or a, int(port) if port else 5060))
+    for spec in p.listen:  # [cluster] advertise names every node: it is ours too
+        shared = cfg.cluster.advertise_hostport(spec.port)
+        if shared is not None:
+            aliases.append((shared[0].lower(), shared[1]))
     return ProxySettings(
         timers=TimerConfig(p.t1, p.t2, p.t4),
         first_response_timeout=p.first_response_timeout,
@@ -122,7 +127,14 @@ class App:
         self.operator = OperatorViews(self, self.loop)  # /metrics and the dashboard
         self.webhooks = Webhooks(list(cfg.webhook), self.events)
         self.listeners = [
-            Listener(i, spec.proto, spec.host, spec.port, spec.advertise)
+            Listener(
+                i,
+                spec.proto,
+                spec.host,
+                spec.port,
+                spec.advertise,
+                cfg.cluster.advertise_hostport(spec.port),  # [cluster] advertise
+            )
             for i, spec in enumerate(cfg.proxy.listen)
         ]
         self.transports = SipTransports(
@@ -157,6 +169,7 @@ class App:
         self._checkpoint: asyncio.TimerHandle | None = None
         self._delete_soon: asyncio.TimerHandle | None = None
         self.discovery: DiscoveryService | None = None  # [[discovery]]: members from DNS
+        self.cluster: Cluster | None = None  # [cluster]: sipfleet.aio.cluster
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
@@ -194,6 +207,8 @@ class App:
         self.proxy.dialogs.on_idle = self._on_dest_idle
         self.proxy.dialogs.on_end = self._dialog_ended
         await self._open_dialog_store()
+        if cfg.cluster.enabled:  # [cluster]: shared admin state and call-load
+            self._start_cluster()
         self.transports.attach(self.proxy)
         await self.transports.start()
         self._register_methods()
@@ -238,6 +253,24 @@ class App:
         gc.disable()
         self._gc_full_at = self.loop.time() + _GC_FULL_PERIOD
         self._gc_handle = self.loop.call_later(_GC_PERIOD, self._collect)
+
+    def _start_cluster(self) -> None:
+        cfg = self.cfg.cluster
+        lst = self.listeners[0]
+        self.cluster = cluster = Cluster(self, cfg, cfg.node or f"{lst.host}:{lst.port}")
+        self.router.load = cluster.view
+        self.proxy.on_foreign_bye = cluster.foreign_bye
+        table = self.proxy.dialogs
+        persist = table.on_confirm
+
+        def confirmed(dlg: Dialog) -> None:
+            if persist is not None:
+                persist(dlg)
+            cluster.dialog_confirmed(dlg)
+
+        table.on_confirm = confirmed
+        self.webhooks.claim = cluster.claim
+        cluster.start()
 
     def _register_methods(self) -> None:
         info = ServerInfo(
@@ -303,6 +336,8 @@ class App:
     async def close(self) -> None:
         if self.discovery is not None:  # [[discovery]]
             await self.discovery.close()
+        if self.cluster is not None:  # [cluster]
+            await self.cluster.close()
         handles = (self._tick, self._probe, self._gc_handle, self._persist, self._delete_soon)
         for handle in (*handles, self._checkpoint):
             if handle is not None:
@@ -518,13 +553,21 @@ class App:
             "dialogs": len(self.proxy.dialogs),
             "accepting": self.proxy.accepting,
             "store": self.store_status(),
+            "cluster": self.cluster.status() if self.cluster is not None else None,
         }
 
     def _alerts(self) -> dict[str, object]:
+        out: dict[str, object] = {}
         st = self.store_status()
-        if st is None or st.get("ok", True):
-            return {}
-        return {"store": f"unreachable since {_iso(st.get('down_since'))}: {st.get('error')}"}
+        if st is not None and not st.get("ok", True):
+            out["store"] = f"unreachable since {_iso(st.get('down_since'))}: {st.get('error')}"
+        cl = self.cluster
+        if cl is not None and not cl.ok:  # [cluster]
+            out["cluster"] = (
+                f"Redis unreachable since {_iso(cl.down_since)}: {cl.error}; "
+                "routing on local counts"
+            )
+        return out
 
     def store_status(self) -> dict[str, Any] | None:
         """The store's health ({"url", "ok", "error", ...}), None without a store."""
@@ -599,6 +642,8 @@ class App:
                     "uri": dlg.dest.uri if isinstance(dlg.dest, Destination) else None,
                 },
             )
+        if self.cluster is not None and reason in ("bye", "expired", "bye-elsewhere"):
+            self.cluster.dialog_ended(dlg)  # [cluster] its record in Redis goes
         if not self._persisting:
             return
         key = (dlg.call_id, dlg.from_tag)

@@ -325,6 +325,9 @@ class Proxy:
         for lst in self.listeners:
             self._out.setdefault((lst.proto, lst.family), lst)
         self.accepting = True
+        # [cluster]: a BYE relayed by signature for a dialog this node does not
+        # know (set up through another node); must not call back into the core.
+        self.on_foreign_bye: Callable[[Message], None] | None = None
         self._now = 0.0  # the time of the input being handled
         # Bound once: every transaction holds these, and a bound method made
         # per transaction is one more object for the collector to scan.
@@ -601,6 +604,8 @@ class Proxy:
                 return
             if dlg is not None and msg.method != "ACK":
                 self.dialogs.on_in_dialog(dlg, msg, now)
+            elif dlg is None and msg.method == "BYE" and self.on_foreign_bye is not None:
+                self.on_foreign_bye(msg)  # [cluster] another node's dialog: it frees its load
         self._edit_common(ctx, lines)
         ctx.head = head
         ctx.tail = [line for line in lines if line] if b"" in lines else lines
