@@ -13,7 +13,10 @@
 
 A node's "shared address" is a UDP forwarder standing in for a VIP (``Vip``): the
 UACs send to it, Record-Route names it (``[cluster] advertise``), and it forwards
-to whichever node is "active" (the test switches it, as a VIP fails over).
+requests to whichever node is "active" (the test switches it, as a VIP fails over).
+SIPp's UAS answers every request of a call to the address its INVITE came from,
+not to the top Via as RFC 3261 18.2.2 says; run with ``-rsa VIP`` it answers to the
+forwarder, which sends responses on by their top Via, as a compliant UAS would.
 """
 
 from __future__ import annotations
@@ -67,14 +70,25 @@ class Vip:
                 continue
             except OSError:
                 return
-            if self.target is not None:
-                self.sock.sendto(data, (fleet.HOST, self.target))
+            port = _via_port(data) if data.startswith(b"SIP/2.0 ") else self.target
+            if port is not None:
+                self.sock.sendto(data, (fleet.HOST, port))
                 self.forwarded += 1
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=2)
         self.sock.close()
+
+
+def _via_port(response: bytes) -> int | None:
+    """The sent-by port of a response's top Via (where RFC 3261 18.2.2 sends it)."""
+    for line in response.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() in (b"via", b"v"):
+            sent_by = value.split()[1].split(b";")[0].split(b",")[0]
+            return int(sent_by.rpartition(b":")[2])
+    return None
 
 
 @pytest.fixture
@@ -276,7 +290,7 @@ def test_any_node_carries_any_dialog_and_a_dead_nodes_load_expires(
     sipp_env, pg_server, redis_server, vip: Vip
 ) -> None:
     db = pg_server.kamailio_db()
-    x = fleet.uas(sipp_env)
+    x = fleet.uas(sipp_env, extra=["-rsa", vip.address])
     insert(pg_server, db, x.uri, "duid=x")
     p = prefix()
     a = node(sipp_env, db, redis_server, p, "A", advertise=vip.address)
