@@ -22,6 +22,7 @@ from typing import Any
 
 from sipfleet import ratelog
 from sipfleet.aio.cluster import Cluster
+from sipfleet.aio.cluster import check_installed as check_cluster_installed
 from sipfleet.aio.discovery import DiscoveryService
 from sipfleet.aio.events import EventBus
 from sipfleet.aio.operator import OperatorViews
@@ -66,7 +67,7 @@ _TICK_MAX = 0.05  # timers fire at most this late; every SIP timer is >= 0.5 s
 
 
 #: Config sections a SIGHUP does not apply (logged when changed); [[discovery]] and [dns] too.
-_RESTART_SECTIONS = ("proxy", "store", "control", "webhook", "discovery", "dns")
+_RESTART_SECTIONS = ("proxy", "store", "control", "webhook", "discovery", "dns", "cluster")
 
 
 def build_settings(cfg: Config, route_key: bytes | None = None) -> ProxySettings:
@@ -175,6 +176,8 @@ class App:
     async def start(self) -> None:
         cfg = self.cfg
         now = self.loop.time()
+        if cfg.cluster.enabled:  # [cluster]: refuse at once without the redis client
+            check_cluster_installed()
         self.store = store = await open_store(cfg.store)
         try:
             specs = await store.load()

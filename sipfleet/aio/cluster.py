@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from sipfleet.proxy.dialogs import Dialog, DialogTable
     from sipfleet.sip.message import Message
 
-__all__ = ["Cluster", "ClusterLoad"]
+__all__ = ["Cluster", "ClusterLoad", "check_installed"]
 
 log = logging.getLogger("sipfleet.cluster")
 _down_log = RateLimitedLog(log, per_second=0.2, burst=1)  # a dead Redis fails every try
@@ -58,6 +58,18 @@ _bad_log = RateLimitedLog(log)  # a peer's malformed message
 _MAX_NODES = 256  # remote nodes tracked; more are refused and counted
 _MAX_PENDING = 10_000  # BYEs and dialog writes queued while Redis is slow or down
 _BACKOFF_MAX = 5.0
+
+
+def check_installed() -> None:
+    """Raise StoreError (a clean "cannot start") when the redis client is missing."""
+    try:
+        import redis.asyncio  # noqa: F401
+    except ImportError as e:
+        from sipfleet.store.base import StoreError
+
+        raise StoreError(
+            f"[cluster] needs the redis client ({e.name}): pip install 'sipfleet[cluster]'"
+        ) from e
 
 
 class ClusterLoad:
