@@ -272,12 +272,18 @@ class Cluster:
             return
         d = self.app.dispatcher
         for dest in d.destinations():
+            st = d.state(dest)
             detail = details.get(dest.key)
             if detail is None:
-                continue
+                # No row: enabled (an undrain deletes it). Members that DNS
+                # discovery drains are this node's own doing, not the store's.
+                if st.admin is AdminState.ENABLED or st.admin_by == "discovery":
+                    continue
+                detail = (AdminState.ENABLED, time.time(), "cluster-resync")
             admin, since, by = detail
-            if d.state(dest).admin is not admin:
+            if st.admin is not admin:
                 d.set_admin_of(dest.set_id, dest.uri, admin, since=since, by=by)
+                self.applied_admin += 1
 
     # -- publishing ------------------------------------------------------------------
     def _msg(self, body: dict[str, Any]) -> bytes:

@@ -32,6 +32,7 @@ from typing import Any
 
 import fleet
 import pytest
+import redis
 from dbservers import PgServer, pg_server_fixture  # noqa: F401  (fixture)
 from redisserver import RedisServer, redis_server_fixture  # noqa: F401  (fixture)
 
@@ -247,16 +248,17 @@ def _max_overlap(lines: list[Any]) -> int:
 
 def test_redis_killed_mid_run(sipp_env, pg_server, redis_server) -> None:
     db = pg_server.kamailio_db()
-    x = fleet.uas(sipp_env)
-    y = fleet.uas(sipp_env)
-    insert(pg_server, db, x.uri, "duid=x")
-    insert(pg_server, db, y.uri, "duid=y")
+    x, y, z = (fleet.uas(sipp_env) for _ in range(3))
+    for name, u in (("x", x), ("y", y), ("z", z)):
+        insert(pg_server, db, u.uri, f"duid={name}")
     p = prefix()
     disp = {"algorithm": 10}
     a = node(sipp_env, db, redis_server, p, "A", dispatcher=disp)
     b = node(sipp_env, db, redis_server, p, "B", dispatcher=disp)
     joined([a, b])
 
+    a.rpc("dispatcher.drain", 1, x.uri)
+    fleet.wait_for("B to hear of the drain", lambda: admin_of(b, x.uri) == "draining", 2)
     u1 = fleet.uac(sipp_env, "uac_logged.xml", a, calls=30, rate=6, duration_ms=1500)
     u2 = fleet.uac(sipp_env, "uac_logged.xml", b, calls=30, rate=6, duration_ms=1500)
     time.sleep(1.0)
@@ -264,14 +266,17 @@ def test_redis_killed_mid_run(sipp_env, pg_server, redis_server) -> None:
     try:
         fleet.wait_for("A to say Redis is down", lambda: not cluster(a)["ok"], 5)
         assert "cluster" in a.rpc("core.info")
-        # An admin change while Redis is down still works (the store has it).
+        # Admin changes while Redis is down still work (the store has them).
         a.rpc("dispatcher.drain", 1, y.uri)
+        b.rpc("dispatcher.undrain", 1, x.uri)
         time.sleep(1.5)
     finally:
         redis_server.start()
     joined([a, b])
-    # The drain made while Redis was down reaches B from the store on reconnect.
+    # Changes made while Redis was down reach the others from the store on reconnect:
+    # a drain, and an undrain (no row in the store) of a drain they had heard of.
     fleet.wait_for("B to reread the drain", lambda: admin_of(b, y.uri) == "draining", 5)
+    fleet.wait_for("A to reread the undrain", lambda: admin_of(a, x.uri) == "enabled", 5)
     a.rpc("dispatcher.undrain", 1, y.uri)
     r1, r2 = u1.wait(), u2.wait()
     assert r1.failed == 0 and r2.failed == 0, (r1.summary(), r2.summary())
@@ -303,8 +308,18 @@ def test_any_node_carries_any_dialog_and_a_dead_nodes_load_expires(
     u = fleet.uac(sipp_env, "uac_logged.xml", vip.address, calls=3, rate=10, duration_ms=2500)
     fleet.wait_for("A to hold 3 calls", lambda: a.rpc("dlg.stats_active")["ongoing"] == 3, 5)
     fleet.wait_for("B to count them", lambda: cluster(b)["remote_load"].get("x") == 3, 3)
-    vip.target = b.port
-    r = u.wait()
+    rc = redis.Redis.from_url(redis_server.url)
+    try:
+        fleet.wait_for(
+            "A's dialogs in Redis",
+            lambda: [rc.get(k) for k in rc.scan_iter(match=p + "dlg:*")] == [b"A"] * 3,
+            3,
+        )
+        vip.target = b.port
+        r = u.wait()
+        fleet.wait_for("the records gone", lambda: not list(rc.scan_iter(match=p + "dlg:*")), 3)
+    finally:
+        rc.close()
     assert r.failed == 0 and r.successful == 3, r.summary()
     t_bye = time.monotonic()
     fleet.wait_for("A's dialogs ended by B", lambda: not cluster(a)["local_load"], 3, 0.02)
