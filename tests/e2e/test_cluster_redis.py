@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import socket
 import statistics
 import threading
@@ -35,6 +36,7 @@ import pytest
 import redis
 from dbservers import PgServer, pg_server_fixture  # noqa: F401  (fixture)
 from redisserver import RedisServer, redis_server_fixture  # noqa: F401  (fixture)
+from test_ops_acceptance import HookServer
 
 pytestmark = pytest.mark.e2e
 sipp_env = fleet.harness.sipp_env
@@ -99,13 +101,11 @@ def vip() -> Any:
     v.close()
 
 
-def insert(
-    pg: PgServer, url: str, uri: str, attrs: str = "", set_id: int = 1, prio: int = 0
-) -> None:
+def insert(pg: PgServer, url: str, uri: str, attrs: str = "", flags: int = 0) -> None:
     pg.sql(
         url,
         "INSERT INTO dispatcher (setid, destination, flags, priority, attrs, description) "
-        f"VALUES ({set_id}, '{uri}', 0, {prio}, '{attrs}', 'cluster test')",
+        f"VALUES (1, '{uri}', {flags}, 0, '{attrs}', 'cluster test')",
     )
 
 
@@ -118,12 +118,14 @@ def node(
     *,
     dispatcher: dict[str, Any] | None = None,
     advertise: str = "",
+    webhooks: list[dict[str, Any]] | None = None,
 ) -> fleet.Fleet:
     f = fleet.Fleet(
         env._dir(name),
         [],
         {"first_response_timeout": 1.0, "route_secret": SECRET},
         {"reload_delta": RELOAD_DELTA, **(dispatcher or {})},
+        webhooks=webhooks or [],
     )
     f.sections["store"] = {"url": db, "timeout": 1.0, "persist_dialogs": False}
     f.sections["cluster"] = {
@@ -346,3 +348,40 @@ def test_any_node_carries_any_dialog_and_a_dead_nodes_load_expires(
     assert rb.failed == 0 and rb.successful == 10, rb.summary()
     assert ra.failed == 0 and ra.successful == 3, ra.summary()
     fleet.wait_for("B's own calls done", lambda: not cluster(b)["local_load"], 5)
+
+
+def test_webhook_fires_once_per_event_cluster_wide(sipp_env, pg_server, redis_server) -> None:
+    """Both nodes probe a UAS that stops answering: each sees it go down, the webhook
+    gets one dst-down; a drain on A: one state-changed (B applies it silently)."""
+    hooks = HookServer()
+    hooks.start()
+    try:
+        db = pg_server.kamailio_db()
+        x = fleet.uas(sipp_env, probe=True)
+        insert(pg_server, db, x.uri, "duid=x", flags=8)
+        p = prefix()
+        probing = {"ping_interval": 1, "probing_mode": 1, "probing_threshold": 1}
+        hook = [{"url": hooks.url, "events": ["dst-down", "state-changed"]}]
+        a, b = (
+            node(sipp_env, db, redis_server, p, n, dispatcher=probing, webhooks=hook)
+            for n in ("A", "B")
+        )
+        joined([a, b])
+        x.signal(signal.SIGSTOP)
+        try:
+            for f in (a, b):
+                fleet.wait_for(
+                    "each node to see x down",
+                    lambda f=f: f.rpc("sipfleet.status")["events"].get("dst-down"),
+                    8,
+                )
+        finally:
+            x.signal(signal.SIGCONT)
+        a.rpc("dispatcher.drain", 1, x.uri)
+        fleet.wait_for("the state-changed post", lambda: hooks.events("state-changed"), 5)
+        time.sleep(0.5)  # a second post would come now
+        assert len(hooks.events("dst-down")) == 1, hooks.events()
+        assert len(hooks.events("state-changed")) == 1, hooks.events()
+        assert sum(cluster(f)["event_claims_lost"] for f in (a, b)) == 1
+    finally:
+        hooks.stop()
