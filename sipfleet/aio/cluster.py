@@ -123,6 +123,7 @@ class Cluster:
         self.pending_dropped = 0
         self.claims_lost = 0
         self._published: dict[str, int] | None = None
+        self._own = orjson.dumps({"n": node})[:-1] + b","  # how our messages start
         self._byes: deque[tuple[bytes, bytes | None, bytes | None]] = deque(maxlen=_MAX_PENDING)
         self._dlg_writes: dict[bytes, float | None] = {}  # call-id -> expires (None: delete)
         self._wake = asyncio.Event()
@@ -287,8 +288,8 @@ class Cluster:
 
     # -- publishing ------------------------------------------------------------------
     def _msg(self, body: dict[str, Any]) -> bytes:
-        body["n"] = self.node
-        return orjson.dumps(body)
+        # The node first: our own messages come back to us and are skipped unparsed.
+        return orjson.dumps({"n": self.node, **body})
 
     async def _publish_loop(self, r: Any) -> None:
         beat = self.app.loop.time() + self.cfg.heartbeat
@@ -308,16 +309,19 @@ class Cluster:
         if not force and loads == self._published:
             return
         snap = dict(loads)
-        ttl = max(int(self.cfg.load_ttl * 1000), 1)
-        pipe = r.pipeline(transaction=True)
-        pipe.delete(self._load_key)
-        if snap:
-            pipe.hset(self._load_key, mapping=snap)
+        msg = self._msg({"t": "load", "l": snap})
+        if not force:
+            # A change between heartbeats: the others hear it; the hash (read by
+            # nodes that connect) catches up at the heartbeat. One command, not five.
+            await r.publish(self.channel, msg)
         else:
-            pipe.hset(self._load_key, "", 0)  # an empty hash would not exist: the node would
-        pipe.pexpire(self._load_key, ttl)
-        pipe.publish(self.channel, self._msg({"t": "load", "l": snap}))
-        await pipe.execute()
+            pipe = r.pipeline(transaction=True)
+            pipe.delete(self._load_key)
+            # an empty hash would not exist: a node with no calls is still a node
+            pipe.hset(self._load_key, mapping=snap or {"": 0})
+            pipe.pexpire(self._load_key, max(int(self.cfg.load_ttl * 1000), 1))
+            pipe.publish(self.channel, msg)
+            await pipe.execute()
         self._published = snap
         self.sent += 1
 
@@ -420,6 +424,8 @@ class Cluster:
 
     # -- receiving -------------------------------------------------------------------
     def _on_message(self, data: bytes) -> None:
+        if data.startswith(self._own):
+            return
         try:
             msg = orjson.loads(data)
             node = msg["n"]
