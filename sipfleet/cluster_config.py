@@ -18,7 +18,10 @@ class ClusterConfig(BaseModel):
         description="redis://[:PASSWORD@]HOST:PORT/DB (rediss:// with TLS); empty = no cluster",
     )
     node: str = Field(
-        "", description="this node's name in the cluster; empty = host:port of the first listener"
+        "",
+        max_length=128,
+        description="this node's name in the cluster, unique; empty = host:port of the first "
+        "listener (the host name for a wildcard address)",
     )
     advertise: str = Field(
         "",

@@ -45,7 +45,7 @@ def make(node: str = "A") -> tuple[Cluster, Any]:
 
 
 def msg(node: str, **body: Any) -> bytes:
-    return orjson.dumps({"n": node, **body})
+    return orjson.dumps({"n": node, "i": "other", **body})
 
 
 def test_remote_loads_are_summed_and_added_to_local_counts() -> None:
@@ -65,6 +65,8 @@ def test_own_and_malformed_messages_are_skipped() -> None:
     c, _ = make()
     c._on_message(c._msg({"t": "load", "l": {"a": 9}}))
     assert c.view.load("a") == 0 and c.received == 0
+    c._on_message(msg("A", t="load", l={"a": 9}))  # another process named as we are
+    assert c.view.load("a") == 0 and c.name_clashes == 1
     for bad in (b"not json", b"{}", msg("B", t="load", l={"a": "x"}), msg("B", t="admin", s=[[1]])):
         c._on_message(bad)
     assert c.bad == 4 and c.view.load("a") == 0

@@ -16,6 +16,7 @@ import gc
 import logging
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -260,7 +261,8 @@ class App:
     def _start_cluster(self) -> None:
         cfg = self.cfg.cluster
         lst = self.listeners[0]
-        self.cluster = cluster = Cluster(self, cfg, cfg.node or f"{lst.host}:{lst.port}")
+        host = lst.host if lst.host not in ("0.0.0.0", "::") else socket.gethostname()
+        self.cluster = cluster = Cluster(self, cfg, cfg.node or f"{host}:{lst.port}")
         self.router.load = cluster.view
         self.proxy.on_foreign_bye = cluster.foreign_bye
         table = self.proxy.dialogs

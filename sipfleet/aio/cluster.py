@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -123,7 +124,9 @@ class Cluster:
         self.pending_dropped = 0
         self.claims_lost = 0
         self._published: dict[str, int] | None = None
-        self._own = orjson.dumps({"n": node})[:-1] + b","  # how our messages start
+        self._instance = os.urandom(6).hex()  # tells two nodes given one name apart
+        self._own = orjson.dumps({"n": node, "i": self._instance})[:-1] + b","
+        self.name_clashes = 0
         self._byes: deque[tuple[bytes, bytes | None, bytes | None]] = deque(maxlen=_MAX_PENDING)
         self._dlg_writes: dict[bytes, float | None] = {}  # call-id -> expires (None: delete)
         self._wake = asyncio.Event()
@@ -289,7 +292,7 @@ class Cluster:
     # -- publishing ------------------------------------------------------------------
     def _msg(self, body: dict[str, Any]) -> bytes:
         # The node first: our own messages come back to us and are skipped unparsed.
-        return orjson.dumps({"n": self.node, **body})
+        return orjson.dumps({"n": self.node, "i": self._instance, **body})
 
     async def _publish_loop(self, r: Any) -> None:
         beat = self.app.loop.time() + self.cfg.heartbeat
@@ -435,6 +438,14 @@ class Cluster:
             _bad_log.warning(time.monotonic(), "cluster: bad message on %s", self.channel)
             return
         if node == self.node:
+            # Not ours (those are skipped above): another process has our name,
+            # and its counts would overwrite ours in Redis.
+            self.name_clashes += 1
+            _bad_log.error(
+                time.monotonic(),
+                "cluster: another node is also named %r: give each a [cluster] node name",
+                node,
+            )
             return
         self.received += 1
         try:
@@ -523,6 +534,7 @@ class Cluster:
             "nodes_refused": self.nodes_refused,
             "pending_dropped": self.pending_dropped,
             "event_claims_lost": self.claims_lost,
+            "name_clashes": self.name_clashes,
         }
 
 
