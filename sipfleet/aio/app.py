@@ -762,7 +762,7 @@ class App:
         return [self._drain_entry(d, st) for d, st in self.dispatcher.locate(set_id, address)]
 
     def _drain_entry(self, d: Destination, st: DestState) -> dict[str, Any]:
-        active = self.proxy.dialogs.load(d.load_key)
+        active = self.router.load.load(d.load_key)  # [cluster]: every node's calls
         draining = st.admin is AdminState.DRAINING
         return {
             "SET": d.set_id,
@@ -786,7 +786,7 @@ class App:
             st = self.dispatcher.state(d)
         except KeyError:
             return
-        if st.admin is AdminState.DRAINING and self.proxy.dialogs.load(d.load_key) == 0:
+        if st.admin is AdminState.DRAINING and self.router.load.load(d.load_key) == 0:
             if self._drained_reported.get(d.key) == st.admin_since:
                 return
             self._drained_reported[d.key] = st.admin_since

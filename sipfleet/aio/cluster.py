@@ -491,7 +491,15 @@ class Cluster:
         for r in self.remote.values():
             for k, v in r.loads.items():
                 total[k] = total.get(k, 0) + v
+        gone = [k for k in self.view.remote if k not in total]
         self.view.remote = total
+        # A drain is done when the calls of every node have ended: the last
+        # ones may end elsewhere (each node reports it; webhooks post it once).
+        d = self.app.dispatcher
+        for key in gone:
+            for dest, st in d.locate(None, key):
+                if st.admin is AdminState.DRAINING and dest.load_key == key:
+                    self.app._check_drained(dest)
 
     async def _expire_loop(self) -> None:
         """The others' reports expire ``load_ttl`` after they were heard (Redis up or not)."""

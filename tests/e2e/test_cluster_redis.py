@@ -317,11 +317,24 @@ def test_any_node_carries_any_dialog_and_a_dead_nodes_load_expires(
             lambda: [rc.get(k) for k in rc.scan_iter(match=p + "dlg:*")] == [b"A"] * 3,
             3,
         )
+        # A drain on B waits for A's calls too: they are B's to count.
+        b.rpc("dispatcher.drain", 1, x.uri)
+        [entry] = b.rpc("dispatcher.drain_status", 1, x.uri)
+        assert (entry["ACTIVE_CALLS"], entry["DRAINED"]) == (3, False), entry
         vip.target = b.port
         r = u.wait()
         fleet.wait_for("the records gone", lambda: not list(rc.scan_iter(match=p + "dlg:*")), 3)
     finally:
         rc.close()
+    for f in (a, b):
+        fleet.wait_for(
+            "drained everywhere",
+            lambda f=f: f.rpc("dispatcher.drain_status", 1, x.uri)[0]["DRAINED"],
+            3,
+        )
+        assert f.rpc("sipfleet.status")["events"].get("drained") == 1
+    b.rpc("dispatcher.undrain", 1, x.uri)
+    fleet.wait_for("undrained on A", lambda: admin_of(a, x.uri) == "enabled", 2)
     assert r.failed == 0 and r.successful == 3, r.summary()
     t_bye = time.monotonic()
     fleet.wait_for("A's dialogs ended by B", lambda: not cluster(a)["local_load"], 3, 0.02)
