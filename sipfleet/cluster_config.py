@@ -49,7 +49,10 @@ class ClusterConfig(BaseModel):
         0.5, gt=0, le=30, description="seconds a Redis command or connect may take"
     )
     key_prefix: str = Field(
-        "sipfleet:", max_length=64, description="prefix of every Redis key and channel"
+        "sipfleet:",
+        max_length=64,
+        pattern=r"^[A-Za-z0-9:_.\-]*$",
+        description="prefix of every Redis key and channel (letters, digits, : _ . -)",
     )
     event_window: float = Field(
         10.0,

@@ -99,6 +99,7 @@ def test_advertise_forms(value: str, port: int, want: tuple[str, int] | None) ->
         ({"redis": "redis://x", "heartbeat": 5, "load_ttl": 5}, "load_ttl"),
         ({"advertise": "vip:notaport"}, "HOST[:PORT]"),
         ({"advertise": "vip:0"}, "HOST[:PORT]"),
+        ({"key_prefix": "a*b"}, "key_prefix"),
     ],
 )
 def test_bad_cluster_config_is_refused(fields: dict[str, object], error: str) -> None:
