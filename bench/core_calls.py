@@ -73,6 +73,9 @@ def respond(req: bytes, status: int, reason: str, n: int) -> bytes:
     return b"\r\n".join(lines)
 
 
+GATE = "none"  # --gate: none, open (every caller counted), trunk (callers are a [[trunk]])
+
+
 def _proxy(sink: Sink) -> Proxy:
     """The proxy as ``sipfleet run`` builds it: dispatcher, routing policy, dialogs."""
     dispatcher = Dispatcher(
@@ -82,6 +85,14 @@ def _proxy(sink: Sink) -> Proxy:
     proxy = Proxy([Listener(0, "udp", "127.0.0.1", 5060)], sink, router)
     router.load = proxy.dialogs
     proxy.branches._salt = "bench"  # same branches in the recording and the replay
+    if GATE != "none":
+        from sipfleet.security.gate import Gate
+        from sipfleet.security.settings import SecuritySettings, TrunkSpec
+
+        trunks = [TrunkSpec("bench", ["127.0.0.0/8"])] if GATE == "trunk" else []
+        # No back ends named: the UAC and UAS share 127.0.0.1 here, and a back
+        # end's traffic would skip every check.
+        proxy.gate = Gate(SecuritySettings(trunks=trunks, pike_density=10**9))
     return proxy
 
 
@@ -141,7 +152,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--calls", type=int, default=20000)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--gate", choices=["none", "open", "trunk"], default="none")
     a = ap.parse_args()
+    global GATE
+    GATE = a.gate
     if a.profile:
         prof = cProfile.Profile()
         prof.enable()
@@ -150,7 +164,7 @@ def main() -> None:
         pstats.Stats(prof).sort_stats("tottime").print_stats(25)
     else:
         us = run(a.calls)
-    print(f"core: {us:.1f} us per call ({a.calls} calls)")
+    print(f"core: {us:.1f} us per call ({a.calls} calls, gate {a.gate})")
 
 
 if __name__ == "__main__":

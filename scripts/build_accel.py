@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
-"""Compile sipfleet's per-message core with mypyc, in place.
+"""Compile sipfleet's per-message core with mypyc, in place, for the checkout.
 
-The core is plain, strictly typed Python; mypyc turns the same source into C
-extension modules (about 1.7x faster per call), which Python imports instead
-of the .py files next to them. Nothing else changes: without a compiler, or
-with SIPFLEET_PURE=1, sipfleet runs as pure Python.
-
-Rebuilds only when a listed .py is newer than its extension; on failure it
-removes the extensions so no stale one is imported.
+The same build as every install of the package: ``setup.py build_ext
+--inplace``, whose definition (the modules of ``sipfleet/_accel.py``, the
+shared runtime ``sipfleet/_core__mypyc``, the fallback to pure Python)
+``pip install .``, ``pip wheel .`` and the editable install use too. This
+script only adds what a checkout needs: rebuild when a listed .py is newer
+than its extension, and remove the extensions when the build fails, so no
+stale one is imported. Without a compiler, or with SIPFLEET_PURE=1,
+sipfleet runs as pure Python.
 
     .venv/bin/python scripts/build_accel.py [--force] [--clean]
 """
@@ -29,6 +30,11 @@ sys.path.insert(0, str(ROOT))
 from sipfleet._accel import MODULES  # noqa: E402
 
 SUFFIX = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
+RUNTIME = ROOT / "sipfleet" / ("_core__mypyc" + SUFFIX)  # setup.py's GROUP
+
+# Before the runtime moved into the package, this script put it into
+# site-packages and noted its name here: remove such leftovers.
+OLD_RUNTIME_NOTE = ROOT / "build-accel.runtime"
 
 
 def _ext(module: str) -> Path:
@@ -39,23 +45,16 @@ def _src(module: str) -> Path:
     return ROOT / (module.replace(".", "/") + ".py")
 
 
-# mypyc's shared runtime is a top-level module: it goes to this interpreter's
-# site-packages, where the compiled modules can import it whatever the cwd.
-SITE = Path(sysconfig.get_paths()["platlib"])
-
-
-RUNTIME_NOTE = ROOT / "build-accel.runtime"  # the name of our runtime module in SITE
-
-
 def clean() -> None:
     for module in MODULES:
         _ext(module).unlink(missing_ok=True)
+    RUNTIME.unlink(missing_ok=True)
     for so in glob.glob(str(ROOT / ("*__mypyc" + SUFFIX))):
         os.unlink(so)
-    if RUNTIME_NOTE.exists():
-        # Only ours: other mypyc-compiled packages (mypy itself) have theirs too.
-        (SITE / RUNTIME_NOTE.read_text().strip()).unlink(missing_ok=True)
-        RUNTIME_NOTE.unlink()
+    if OLD_RUNTIME_NOTE.exists():
+        site = Path(sysconfig.get_paths()["platlib"])
+        (site / OLD_RUNTIME_NOTE.read_text().strip()).unlink(missing_ok=True)
+        OLD_RUNTIME_NOTE.unlink()
     shutil.rmtree(ROOT / "build", ignore_errors=True)
 
 
@@ -77,29 +76,25 @@ def main() -> int:
         clean()
         print("build_accel: pure Python (extensions removed)")
         return 0
-    if not a.force and not stale():
+    if not a.force and not stale() and RUNTIME.exists():
         print("build_accel: compiled core is up to date")
         return 0
-    mypyc = Path(sys.executable).with_name("mypyc")
-    if not mypyc.exists() or shutil.which(os.environ.get("CC", "gcc")) is None:
-        clean()
-        print("build_accel: no mypyc or C compiler; running as pure Python", file=sys.stderr)
-        return 0
     clean()
-    files = [str(_src(m).relative_to(ROOT)) for m in MODULES]
-    print(f"build_accel: compiling {len(files)} modules with mypyc ...", flush=True)
+    print(f"build_accel: compiling {len(MODULES)} modules with mypyc (setup.py) ...", flush=True)
     proc = subprocess.run(
-        [str(mypyc), *files], cwd=ROOT, capture_output=True, text=True, check=False
+        [sys.executable, "setup.py", "build_ext", "--inplace"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
     )
-    if proc.returncode != 0 or stale():
+    shutil.rmtree(ROOT / "build", ignore_errors=True)
+    if proc.returncode != 0 or stale() or not RUNTIME.exists():
         clean()
         sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
-        print("build_accel: compilation failed; running as pure Python", file=sys.stderr)
-        return 1
-    for so in glob.glob(str(ROOT / ("*__mypyc" + SUFFIX))):
-        shutil.move(so, SITE / Path(so).name)
-        RUNTIME_NOTE.write_text(Path(so).name + "\n")
-    shutil.rmtree(ROOT / "build", ignore_errors=True)
+        print("build_accel: no compiled core; running as pure Python", file=sys.stderr)
+        # setup.py fell back by itself (no compiler, no mypyc): said why above.
+        return 1 if proc.returncode != 0 else 0
     print("build_accel: done")
     return 0
 

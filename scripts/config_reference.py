@@ -75,7 +75,8 @@ def section(name: str, model: type[BaseModel], out: list[str], array: bool = Fal
             continue
         doc = (field.description or "").replace("|", "\\|").replace("\n", " ")
         kind = _type(field.annotation).replace("|", "or")
-        rows.append(f"| `{key}` | {kind} | `{_default(field)}` | {doc} |")
+        default = _default(field).replace("|", "\\|")
+        rows.append(f"| `{key}` | {kind} | `{default}` | {doc} |")
     title = f"[[{name}]]" if array else f"[{name}]"
     out.append(f"### `{title}`\n")
     if model.__doc__ and not model.__doc__.startswith(model.__name__ + "("):

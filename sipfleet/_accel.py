@@ -1,7 +1,10 @@
-"""Which modules mypyc compiles (scripts/build_accel.py), and whether they are.
+"""Which modules mypyc compiles, and whether they are.
 
 These are the modules every SIP message passes through. They stay plain
 Python; compiled, Python imports the extension next to each .py instead.
+``setup.py`` compiles them whenever the package is built (``pip install``,
+``pip wheel``, ``python -m build``, the editable install) and
+``scripts/build_accel.py`` rebuilds them in the checkout.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
-__all__ = ["MODULES", "stale", "status"]
+__all__ = ["MODULES", "describe", "stale", "status"]
 
 MODULES: tuple[str, ...] = (
     "sipfleet.sip.errors",
@@ -23,6 +26,11 @@ MODULES: tuple[str, ...] = (
     "sipfleet.transaction.timers",
     "sipfleet.transaction.server",
     "sipfleet.transaction.client",
+    "sipfleet.security.settings",
+    "sipfleet.security.trunks",
+    "sipfleet.security.bans",
+    "sipfleet.security.sources",
+    "sipfleet.security.gate",
     "sipfleet.proxy.net",
     "sipfleet.proxy.router",
     "sipfleet.proxy.branch",
@@ -56,6 +64,16 @@ def status() -> dict[str, bool]:
         path = getattr(mod, "__file__", "") or ""
         out[name] = not path.endswith(".py")
     return out
+
+
+def describe() -> str:
+    """Which core runs, for the start log line, ``--version`` and ``core.info``."""
+    compiled = sum(status().values())
+    if compiled == len(MODULES):
+        return f"compiled with mypyc ({compiled} modules)"
+    if compiled:
+        return f"partly compiled with mypyc ({compiled} of {len(MODULES)} modules)"
+    return "pure Python"
 
 
 def stale() -> list[str]:

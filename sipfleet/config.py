@@ -6,6 +6,8 @@ overrides for the common keys and CLI flags mapped onto the same fields.
     [dispatcher]   algorithms, failover, probing, reload (sipfleet.dispatch.config)
     [[route]]      routing policy (sipfleet.dispatch.routing)
     [control]      RPC transports (sipfleet.control.config)
+    [security] [[trunk]] [overload] [limits]
+                   edge security and bounds (sipfleet.security.config)
     [[webhook]]    where events are POSTed (sipfleet.aio.webhooks)
     [[discovery]]  sets whose members follow DNS records (sipfleet.dispatch.discovery)
     [dns]          the resolvers discovery asks
@@ -35,6 +37,7 @@ from sipfleet.control.config import ControlConfig
 from sipfleet.dispatch.config import DispatcherConfig
 from sipfleet.dispatch.discovery import DiscoveryConfig, DnsConfig
 from sipfleet.dispatch.routing import RouteConfig
+from sipfleet.security.config import LimitsConfig, OverloadConfig, SecurityConfig, TrunkConfig
 from sipfleet.store.url import StoreLocation, parse_location
 
 __all__ = ["Config", "ConfigError", "ListenSpec", "ProxyConfig", "load_config"]
@@ -59,7 +62,9 @@ class ListenSpec(_Model):
         """``udp:127.0.0.1:5060``, ``tcp:[::1]:5060``, ``udp:0.0.0.0`` ..."""
         proto, sep, rest = text.partition(":")
         if not sep or proto.lower() not in ("udp", "tcp"):
-            raise ValueError(f"listen address {text!r}: expected udp:HOST[:PORT] or tcp:HOST[:PORT]")
+            raise ValueError(
+                f"listen address {text!r}: expected udp:HOST[:PORT] or tcp:HOST[:PORT]"
+            )
         adv = None
         if "/" in rest:  # udp:0.0.0.0:5060/203.0.113.7 advertises a public name
             rest, adv = rest.split("/", 1)
@@ -207,7 +212,6 @@ class StoreConfig(_Model):
         "sip:127.0.0.1:5070 and :5071",
     )
 
-
     @model_validator(mode="after")
     def _check_location(self) -> StoreConfig:
         self.location()  # a URL sipfleet cannot serve is refused here, with what is accepted
@@ -231,6 +235,20 @@ class Config(_Model):
     dns: DnsConfig = Field(default_factory=DnsConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     log: LogConfig = Field(default_factory=LogConfig)
+    security: SecurityConfig = Field(default_factory=SecurityConfig)
+    trunk: list[TrunkConfig] = Field(default_factory=list)
+    overload: OverloadConfig = Field(default_factory=OverloadConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+
+    @model_validator(mode="after")
+    def _trunk_routes(self) -> Config:
+        names = {r.name for r in self.route}
+        for t in self.trunk:
+            if t.route is not None and t.route not in names:
+                raise ValueError(
+                    f"trunk {t.name!r} names route {t.route!r}: no [[route]] has that name"
+                )
+        return self
 
 
 # Environment variable -> dotted config key.
@@ -239,6 +257,7 @@ ENV_OVERRIDES: dict[str, str] = {
     "SIPFLEET_LOG_LEVEL": "log.level",
     "SIPFLEET_FIRST_RESPONSE_TIMEOUT": "proxy.first_response_timeout",
     "SIPFLEET_DB": "store.url",
+    "SIPFLEET_STORE_URL": "store.url",  # the Helm chart passes its Secret this way
     "SIPFLEET_ALGORITHM": "dispatcher.algorithm",
     "SIPFLEET_PING_INTERVAL": "dispatcher.ping_interval",
     "SIPFLEET_RUN_DIR": "control.run_dir",

@@ -11,6 +11,8 @@ destinations.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import functools
 import gc
 import logging
@@ -30,6 +32,7 @@ from sipfleet.aio.operator import OperatorViews
 from sipfleet.aio.resolver import resolve_destination
 from sipfleet.aio.rpc_servers import ControlServers, start_control
 from sipfleet.aio.sip import SipTransports
+from sipfleet.aio.systemd import Notifier
 from sipfleet.aio.webhooks import Webhooks
 from sipfleet.config import Config
 from sipfleet.control.core_methods import ServerInfo, register_core_methods
@@ -43,6 +46,9 @@ from sipfleet.dispatch.state import AdminState, DestState
 from sipfleet.proxy.core import Proxy, ProxySettings
 from sipfleet.proxy.dialogs import CONFIRMED, Dialog
 from sipfleet.proxy.net import Listener, Peer
+from sipfleet.security.config import to_settings
+from sipfleet.security.gate import Gate
+from sipfleet.sip.build import set_server_header
 from sipfleet.sip.message import Limits, Message
 from sipfleet.store.base import AsyncStore
 from sipfleet.store.dialogs import DialogRecord
@@ -65,10 +71,24 @@ _CHECKPOINT_PERIOD = 5.0  # the log is written back this often, off the loop
 _DELETE_DELAY = 0.01  # ... and ended ones this late (a crash must not resurrect them)
 _MAX_PENDING_WRITES = 200_000  # bounds memory if the disk stalls
 _TICK_MAX = 0.05  # timers fire at most this late; every SIP timer is >= 0.5 s
+_LAG_PERIOD = 0.1  # how often the event loop's lag is measured for overload shedding
+_TRIM_AFTER = 5000  # open transactions at a peak after which freed memory goes back to the OS
 
 
 #: Config sections a SIGHUP does not apply (logged when changed); [[discovery]] and [dns] too.
-_RESTART_SECTIONS = ("proxy", "store", "control", "webhook", "discovery", "dns", "cluster")
+_RESTART_SECTIONS = (
+    "proxy",
+    "store",
+    "control",
+    "webhook",
+    "discovery",
+    "dns",
+    "security",
+    "trunk",
+    "overload",
+    "limits",
+    "cluster",
+)
 
 
 def build_settings(cfg: Config, route_key: bytes | None = None) -> ProxySettings:
@@ -115,6 +135,11 @@ def route_key(cfg: Config) -> bytes:
     with os.fdopen(fd, "wb") as f:
         f.write(key)
     return key
+
+
+def build_gate(cfg: Config) -> Gate:
+    """The core's edge security from [security], [[trunk]], [overload], [limits]."""
+    return Gate(to_settings(cfg.security, cfg.trunk, cfg.overload, cfg.limits))
 
 
 class App:
@@ -172,6 +197,10 @@ class App:
         self._delete_soon: asyncio.TimerHandle | None = None
         self.discovery: DiscoveryService | None = None  # [[discovery]]: members from DNS
         self.cluster: Cluster | None = None  # [cluster]: sipfleet.aio.cluster
+        self.gate = build_gate(cfg)
+        self._lag: asyncio.TimerHandle | None = None
+        self._lag_due = 0.0
+        self._txn_peak = 0
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
@@ -202,12 +231,19 @@ class App:
             if detail is not None:
                 st = self.dispatcher.state(d)
                 st.admin_since, st.admin_by = detail[1], detail[2]
-        self.router = DispatchRouter(self.dispatcher, cfg.route, load=_NoLoad(), on_events=self._on_dst_events)
+        self.router = DispatchRouter(
+            self.dispatcher, cfg.route, load=_NoLoad(), on_events=self._on_dst_events
+        )
         key = await asyncio.to_thread(route_key, cfg)
         self.proxy = Proxy(
             self.listeners, self.transports.sink, self.router, build_settings(cfg, key)
         )
         self.router.load = self.proxy.dialogs
+        self.proxy.gate = self.gate
+        set_server_header(cfg.security.server)
+        self._trust_backends()
+        if any(t.route for t in cfg.trunk):
+            self.router.source_route = self._trunk_route
         self.proxy.dialogs.on_idle = self._on_dest_idle
         self.proxy.dialogs.on_end = self._dialog_ended
         await self._open_dialog_store()
@@ -224,11 +260,7 @@ class App:
             log.info("listening on %s:%s", lst.proto, lst.advertise)
         from sipfleet import _accel
 
-        compiled = sum(_accel.status().values())
-        log.info(
-            "core: %s",
-            f"compiled with mypyc ({compiled} modules)" if compiled else "pure Python",
-        )
+        log.info("core: %s", _accel.describe())
         for name in _accel.stale():
             log.warning("compiled %s is older than its source: run scripts/build_accel.py", name)
         log.info(
@@ -245,6 +277,8 @@ class App:
         self.discovery.start()
         self._schedule_tick()
         self._schedule_probe(0.0)
+        self._lag_due = self.loop.time() + _LAG_PERIOD
+        self._lag = self.loop.call_at(self._lag_due, self._measure_lag)
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.request_stop)
         self.loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
@@ -257,6 +291,16 @@ class App:
         gc.disable()
         self._gc_full_at = self.loop.time() + _GC_FULL_PERIOD
         self._gc_handle = self.loop.call_later(_GC_PERIOD, self._collect)
+        # systemd (Type=notify): ready now; watchdog pings come from this loop.
+        self.systemd = Notifier.from_env()
+
+        def sd_status() -> str:
+            state = "serving" if self.proxy.accepting else "stopping"
+            dests = sum(1 for _ in self.dispatcher.destinations())
+            return f"{state}: {len(self.proxy.dialogs)} dialogs, {dests} destinations"
+
+        self.systemd.ready(sd_status())
+        self.systemd.start_watchdog(self.loop, sd_status)
 
     def _start_cluster(self) -> None:
         cfg = self.cfg.cluster
@@ -289,6 +333,7 @@ class App:
         from sipfleet.control.drain import register_drain_methods
         from sipfleet.control.methods import register_methods
         from sipfleet.control.node_methods import register_node_methods, register_tls_methods
+        from sipfleet.control.security import register_security_methods
         from sipfleet.control.statistics import node_stats, register_stats_methods
         from sipfleet.control.uac import register_uac_methods
 
@@ -306,6 +351,7 @@ class App:
             lambda: self.cfg.proxy.final_response_timeout,
             self.loop.create_future,
         )
+        register_security_methods(self.registry, self)
 
     async def serve(self) -> None:
         await self.start()
@@ -328,6 +374,9 @@ class App:
             timeout,
             len(self.proxy.dialogs),
         )
+        self.systemd.stopping(
+            f"graceful stop: {len(self.proxy.dialogs)} dialogs, up to {timeout:.0f} s", timeout
+        )
         self.loop.create_task(self._drain_self(timeout))
 
     async def _drain_self(self, timeout: float) -> None:
@@ -343,7 +392,14 @@ class App:
             await self.discovery.close()
         if self.cluster is not None:  # [cluster]
             await self.cluster.close()
-        handles = (self._tick, self._probe, self._gc_handle, self._persist, self._delete_soon)
+        handles = (
+            self._tick,
+            self._probe,
+            self._gc_handle,
+            self._persist,
+            self._delete_soon,
+            self._lag,
+        )
         for handle in (*handles, self._checkpoint):
             if handle is not None:
                 handle.cancel()
@@ -363,6 +419,7 @@ class App:
             except Exception as e:
                 log.error("dialog store: %s", e)
         gc.enable()
+        self.systemd.close()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             self.loop.remove_signal_handler(sig)
         await self.operator.close()
@@ -381,12 +438,39 @@ class App:
         self._tick = self.loop.call_later(delay, self._on_tick)
 
     def _on_tick(self) -> None:
+        now = self.loop.time()
         try:
-            self.proxy.handle_timer(self.loop.time())
+            self.proxy.handle_timer(now)
+            self.gate.maintain(now)
         except Exception:
             self.proxy.stats.internal_errors += 1
             log.exception("internal error in timers")
+        if self.gate.events:
+            for kind, data in self.gate.take_events():
+                self.events.emit(kind, data)
         self._schedule_tick()
+
+    def _measure_lag(self) -> None:
+        """How late this callback runs is the loop's lag: fed to the core's
+        overload shedding (new INVITEs get 503 while it is high)."""
+        now = self.loop.time()
+        self.gate.set_lag(max(0.0, now - self._lag_due), now)
+        self._lag_due = now + _LAG_PERIOD
+        self._lag = self.loop.call_at(self._lag_due, self._measure_lag)
+
+    def _trust_backends(self) -> None:
+        """Destinations are trusted for in-dialog requests and never banned."""
+        hosts = []
+        for d in self.dispatcher.destinations():
+            target = self.router.target(d)
+            if target is not None:
+                hosts.append(target.host)
+        self.gate.set_backends(hosts)
+
+    def _trunk_route(self, source: Peer) -> str | None:
+        lst = self.listeners[source.listener]
+        trunk = self.gate.trunks.match(source.host, source.port, lst.proto)
+        return trunk.route if trunk is not None else None
 
     def _collect(self) -> None:
         now = self.loop.time()
@@ -406,7 +490,21 @@ class App:
                 log.debug("collector found %d unreachable objects", found)
         gc.freeze()
         ratelog.flush_all(now)  # summaries of floods that have stopped
+        self._trim_memory()
         self._gc_handle = self.loop.call_later(_GC_PERIOD, self._collect)
+
+    def _trim_memory(self) -> None:
+        """After a burst of transactions (a flood, a wave of unanswered
+        requests) has drained, hand the freed heap back to the system:
+        glibc keeps it otherwise, and RSS would stay at the peak."""
+        open_now = len(self.proxy.server_txns) + len(self.proxy.client_txns)
+        self._txn_peak = max(self._txn_peak, open_now)
+        if self._txn_peak >= _TRIM_AFTER and open_now <= self._txn_peak // 4:
+            self._txn_peak = open_now
+            if _MALLOC_TRIM is not None:
+                t0 = time.perf_counter()
+                _MALLOC_TRIM(0)
+                log.debug("malloc_trim: %.1f ms", (time.perf_counter() - t0) * 1000)
 
     def _schedule_probe(self, delay: float) -> None:
         self._probe = self.loop.call_later(delay, self._on_probe_tick)
@@ -489,6 +587,7 @@ class App:
             result = d.install(snapshot)
             self.operator.telemetry.reloaded(True, time.perf_counter() - t0)
             self.router.invalidate()
+            self._trust_backends()
             log.info(
                 "reloaded by %s: %d added, %d removed, %d kept",
                 by,
@@ -523,11 +622,13 @@ class App:
 
     def _on_sighup(self) -> None:
         async def go() -> None:
+            self.systemd.reloading()
             self.reconfigure()
             try:
                 await self.reload(by="SIGHUP")
             except Exception as e:
                 log.error("SIGHUP reload: %s", e)
+            self.systemd.ready("reloaded by SIGHUP")
 
         self.loop.create_task(go())
 
@@ -548,9 +649,7 @@ class App:
         for section in _RESTART_SECTIONS:
             if getattr(old, section) != getattr(new, section):
                 log.warning("SIGHUP: [%s] changed: takes effect at the next restart", section)
-        self.cfg = new.model_copy(
-            update={s: getattr(old, s) for s in _RESTART_SECTIONS}
-        )
+        self.cfg = new.model_copy(update={s: getattr(old, s) for s in _RESTART_SECTIONS})
         log.info("SIGHUP: configuration reloaded ([[route]], [dispatcher], [log])")
 
     def status(self) -> dict[str, Any]:
@@ -795,6 +894,18 @@ class App:
                 "drained",
                 {"set": d.set_id, "uri": d.uri, "duid": d.duid, "waited": waited},
             )
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim: Callable[[int], int] = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+    return trim
+
+
+_MALLOC_TRIM = _malloc_trim()
 
 
 def _peer_text(peer: Peer | None) -> str | None:

@@ -256,7 +256,30 @@ class FleetCollector(Collector):
         )
         drops.add_metric(["request"], float(st.drop_requests))
         drops.add_metric(["reply"], float(st.drop_replies))
+        drops.add_metric(["relay_denied"], float(st.relay_denied))
+        gate = proxy.gate
+        if gate is not None:
+            gs = gate.stats
+            drops.add_metric(["banned"], float(gs.banned_drops))
+            drops.add_metric(["untrusted"], float(gs.untrusted))
+            drops.add_metric(["shed"], float(gs.shed))
         yield drops
+        if gate is not None:
+            yield GaugeMetricFamily(
+                "sipfleet_bans_active",
+                "Sources banned now (floods, scanners, by RPC)",
+                value=float(len(gate.bans)),
+            )
+            bans = CounterMetricFamily("sipfleet_bans", "Bans made, by cause", labels=["reason"])
+            bans.add_metric(["flood"], float(gs.floods))
+            bans.add_metric(["scanner"], float(gs.scanners))
+            bans.add_metric(["all"], float(gs.bans))
+            yield bans
+            yield GaugeMetricFamily(
+                "sipfleet_overloaded",
+                "1 while new INVITEs are shed (503)",
+                value=float(gate.overloaded),
+            )
         txns = CounterMetricFamily("sipfleet_transactions", "Transactions created", labels=["side"])
         txns.add_metric(["server"], float(st.uas_transactions))
         txns.add_metric(["client"], float(st.uac_transactions))
@@ -269,17 +292,20 @@ class FleetCollector(Collector):
         yield inuse
         up = GaugeMetricFamily("sipfleet_dialogs_active", "Dialogs by state", labels=["state"])
         up.add_metric(["early"], float(dialogs.early))
-        up.add_metric(["confirmed"], float(dialogs.count - dialogs.early))
+        up.add_metric(["answered"], float(dialogs.answered))  # 2xx sent, ACK not yet
+        up.add_metric(["confirmed"], float(dialogs.count - dialogs.early - dialogs.answered))
         yield up
         ended = CounterMetricFamily(
             "sipfleet_dialogs_ended",
-            "Dialogs ended: bye (or dlg.end_dlg), failed (never answered), expired",
+            "Dialogs ended: bye (or dlg.end_dlg), failed (never answered), expired, no_ack",
             labels=["reason"],
         )
         ended.add_metric(["failed"], float(dialogs.failed))
         ended.add_metric(["expired"], float(dialogs.expired))
+        ended.add_metric(["no_ack"], float(dialogs.no_ack))
         ended.add_metric(
-            ["bye"], float(max(dialogs.processed - dialogs.failed - dialogs.expired, 0))
+            ["bye"],
+            float(max(dialogs.processed - dialogs.failed - dialogs.expired - dialogs.no_ack, 0)),
         )
         yield ended
         reloads = CounterMetricFamily(

@@ -65,6 +65,7 @@ from sipfleet.proxy.dialogs import ANSWERED, CONFIRMED, EARLY, Dialog
 from sipfleet.proxy.net import Listener, Peer
 from sipfleet.proxy.router import Target
 from sipfleet.proxy.uac import split_routes, uri_in
+from sipfleet.security.gate import STAT_NAMES
 from sipfleet.sip.uri import URI
 
 if TYPE_CHECKING:
@@ -279,11 +280,28 @@ def _app_stats(app: AppLike, extra: Callable[[], Iterable[_Stat]] | None = None)
     ]
     if extra is not None:
         stats.extend(extra())
+    gate = proxy.gate  # issue 11: edge security (sipfleet.security)
+    if gate is not None:
+        gs = gate.stats
+        for name in STAT_NAMES:
+            group = "pike" if name in _PIKE_STATS else "sipfleet"
+            stats.append(_Stat(group, name, _attr_of(gs, name)))
+        stats.append(_Stat("pike", "banned", lambda: len(gate.bans), False))
+        stats.append(_Stat("pike", "sources", lambda: len(gate.sources), False))
+        stats.append(_Stat("sipfleet", "overloaded", lambda: int(gate.overloaded), False))
+        stats.append(_Stat("sipfleet", "loop_lag_ms", lambda: int(gate.lag * 1000), False))
     counts = app.events.counts
     for kind in list(counts):
         name = "events_" + "".join(c if c.isalnum() else "_" for c in kind)
         stats.append(_Stat("sipfleet", name, _count_of(counts, kind)))
     return stats
+
+
+_PIKE_STATS = frozenset({"bans", "banned_drops", "floods", "scanners", "scans"})
+
+
+def _attr_of(obj: object, name: str) -> Callable[[], int]:
+    return lambda: int(getattr(obj, name))
 
 
 def _count_of(counts: Counter[str], kind: str) -> Callable[[], int]:

@@ -106,6 +106,7 @@ class RoutingPolicy:
         default_limit: int,
     ) -> None:
         self.routes = [_Compiled(r, default_codes, default_limit) for r in routes]
+        self.by_name = {r.cfg.name: r for r in self.routes}
         self._catch_all = bool(self.routes) and all(
             not (r.user or r.host or r.header or r.nets or r.methods) for r in self.routes[:1]
         )
@@ -188,6 +189,8 @@ class DispatchRouter:
         #: Per destination (by key), see DEST_COUNTS: bounded by the destinations
         #: loaded (pruned at each reload), read by the metrics at scrape time.
         self.counts: dict[StateKey, list[int]] = {}
+        # A [[trunk]]'s route: the source names the route before any match rule.
+        self.source_route: Callable[[Peer], str | None] | None = None
 
     def set_routes(self, routes: Sequence[RouteConfig]) -> None:
         """A new ``[[route]]`` list (SIGHUP); none configured = the default route."""
@@ -270,10 +273,18 @@ class DispatchRouter:
                 addr = None
         if addr is not None:
             return Target(uri, addr.ip, addr.port, addr.transport, dest)
-        return Target(uri, hop.params.get("maddr") or hop.host, hop.effective_port(), hop.transport, dest)
+        return Target(
+            uri, hop.params.get("maddr") or hop.host, hop.effective_port(), hop.transport, dest
+        )
 
     def route(self, msg: Message, source: Peer, now: float) -> Decision:
-        r = self.policy.route_for(msg, source)
+        r: _Compiled | None = None
+        if self.source_route is not None:
+            name = self.source_route(source)
+            if name is not None:
+                r = self.policy.by_name.get(name)
+        if r is None:
+            r = self.policy.route_for(msg, source)
         if r is None:
             self.rejections += 1
             return Decision(reject=self.no_route)

@@ -45,6 +45,7 @@ from sipfleet.proxy.router import Decision, Router, Target
 from sipfleet.proxy.routesig import RouteSigner
 from sipfleet.proxy.uac import bye_requests
 from sipfleet.ratelog import RateLimitedLog
+from sipfleet.security.gate import PASS, REFUSE, Gate  # issue 11
 from sipfleet.sip.address import parse_address, split_commas
 from sipfleet.sip.build import make_response
 from sipfleet.sip.errors import BadMessage
@@ -325,6 +326,7 @@ class Proxy:
         for lst in self.listeners:
             self._out.setdefault((lst.proto, lst.family), lst)
         self.accepting = True
+        self.gate: Gate | None = None  # edge security (sipfleet.security, issue 11): set by the app
         # [cluster]: a BYE relayed by signature for a dialog this node does not
         # know (set up through another node); must not call back into the core.
         self.on_foreign_bye: Callable[[Message], None] | None = None
@@ -342,6 +344,8 @@ class Proxy:
     def receive(self, data: bytes, peer: Peer, now: float) -> None:
         """One UDP datagram or one framed stream message from ``peer``."""
         self._now = now
+        if self.gate is not None and not self.gate.check_source(peer.host, now):
+            return  # issue 11: a banned source, dropped before parsing
         if len(data) <= 4 and not data.strip():
             self.stats.keepalives += 1  # a CRLF keep-alive over UDP: nothing to answer
             return
@@ -485,6 +489,8 @@ class Proxy:
 
     # == requests ==============================================================
     def _on_request(self, msg: Message, peer: Peer, now: float) -> None:
+        if self.gate is not None and not self._guard(msg, peer, now):
+            return  # issue 11: untrusted, banned or a scanner
         method = msg.method
         if method == "ACK":
             self._on_ack(msg, peer, now)
@@ -504,6 +510,8 @@ class Proxy:
             self.stats.retransmissions += 1
             txn.on_request(now)
             return
+        if self.gate is not None and not self._admit(msg, peer, method, now):
+            return  # issue 11: transaction/dialog bound or overload (503)
         if method == "CANCEL":
             self._on_cancel(msg, peer, now)
             return
@@ -696,6 +704,15 @@ class Proxy:
             lines[i] = b"Via: " + ctx.top_via + (b", " + rest if rest else b"")
         if b"content-length" not in msg.first:
             lines.append(b"Content-Length: %d" % len(msg.body))
+        gate = self.gate  # issue 11: a back end's User-Agent/Server does not leave the edge
+        if (
+            gate is not None
+            and gate.settings.strip_backend_agent
+            and gate.is_backend(ctx.peer.host)
+        ):
+            for j, name in enumerate(msg.names):
+                if name in _AGENT_HEADERS:
+                    lines[j] = b""
 
     def _next_branch(self, ctx: Context, now: float) -> None:
         """Forward to the next candidate, or give the best final answer."""
@@ -819,7 +836,11 @@ class Proxy:
             if not br.concluded:
                 _conclude(br)
                 self.router.outcome(br.target, status, now)
-            if ctx.server.state in (ServerState.PROCEEDING, ServerState.TRYING, ServerState.ACCEPTED):
+            if ctx.server.state in (
+                ServerState.PROCEEDING,
+                ServerState.TRYING,
+                ServerState.ACCEPTED,
+            ):
                 self._relay_response(ctx, msg, status)
             else:
                 self._forward_response_stateless(msg, now)
@@ -948,6 +969,8 @@ class Proxy:
             lines = msg.lines[:i] + msg.lines[i + 1 :]
         else:
             lines = msg.lines[:i] + [b"Via: " + rest] + msg.lines[i + 1 :]
+        if self.gate is not None and self.gate.settings.strip_backend_agent:
+            lines = _without_agent(msg, lines, i, rest is None)  # issue 11
         return b"\r\n".join((msg.start, *lines, b"", msg.body))
 
     def _forward_response_stateless(self, msg: Message, now: float) -> None:
@@ -1000,6 +1023,7 @@ class Proxy:
         if br.cancel_sent or br.txn is None:
             return
         br.cancel_sent = True
+        br.txn.cancelled(now)  # issue 11: no final within 64*T1 ends the INVITE (9.1)
         ctx = br.ctx
         msg = ctx.msg
         lines = [ctx.head.replace(msg.method.encode(), b"CANCEL", 1), br.via_line]
@@ -1064,7 +1088,9 @@ class Proxy:
         if verdict:
             self.stats.drop_requests += 1
             self.stats.relay_denied += 1
-            self._log(now, "dropped ACK from %s:%d: not relayed (%d)", peer.host, peer.port, verdict)
+            self._log(
+                now, "dropped ACK from %s:%d: not relayed (%d)", peer.host, peer.port, verdict
+            )
             return
         if dlg is not None:
             self.dialogs.on_ack(dlg, now)
@@ -1120,6 +1146,8 @@ class Proxy:
             self.settings.timers,
             self._cb_server_done,
         )
+        if self.gate is not None and not lst.reliable and self.gate.quiet(peer.host):
+            txn.quiet = True  # issue 11: no Timer G copies to an unverified UDP source
         self.server_txns[key] = txn
         self.stats.uas_transactions += 1
         return txn
@@ -1127,7 +1155,6 @@ class Proxy:
     def _on_server_terminated(self, txn: ServerTransaction, timed_out: bool) -> None:
         self.server_txns.pop(txn.key, None)
         txn.context = None
-
 
     def _on_client_terminated(self, txn: ClientTransaction) -> None:
         self.client_txns.pop(txn.key, None)  # type: ignore[call-overload]
@@ -1219,7 +1246,9 @@ class Proxy:
     ) -> None:
         """Answer a broken request when it can be answered; else count and drop."""
         if isinstance(err, _LocalAnswer) and msg is not None:
-            self.sink.send(self._reply_peer(msg, peer), make_response(msg, err.status, extra=(_ALLOW,)))
+            self.sink.send(
+                self._reply_peer(msg, peer), make_response(msg, err.status, extra=(_ALLOW,))
+            )
             self.stats.local_replies += 1
             return
         if msg is None:
@@ -1251,10 +1280,56 @@ class Proxy:
             return Peer(peer.listener, peer.host, via.port or 5060)
         return peer
 
+    # == edge security (sipfleet.security, issue 11) ================================
+    def _guard(self, msg: Message, peer: Peer, now: float) -> bool:
+        """Ask the gate about a parsed request; False: dropped or refused here."""
+        assert self.gate is not None
+        lst = self.listeners[peer.listener]
+        verdict = self.gate.check_request(msg, peer.host, peer.port, lst.proto, now)
+        if verdict == PASS:
+            return True
+        self.stats.drop_requests += 1
+        if verdict == REFUSE and msg.method != "ACK":
+            self._stateless(msg, peer, 403, "Forbidden")
+        return False
+
+    def _admit(self, msg: Message, peer: Peer, method: str, now: float) -> bool:
+        """The bounds on transactions and dialogs, and overload shedding of new INVITEs."""
+        assert self.gate is not None
+        new_invite = method == "INVITE" and msg.to_tag is None
+        status = self.gate.admit(len(self.server_txns), len(self.dialogs), new_invite)
+        if not status:
+            return True
+        retry = b"Retry-After: %d" % self.gate.settings.retry_after
+        self._stateless(msg, peer, status, "Service Unavailable", (retry,))
+        return False
+
+    def _stateless(
+        self, msg: Message, peer: Peer, status: int, reason: str, extra: tuple[bytes, ...] = ()
+    ) -> None:
+        """One answer, no transaction (nothing kept, nothing retransmitted)."""
+        top_via = self._top_via_value(msg.via, peer)
+        self.sink.send(
+            self._reply_peer(msg, peer), make_response(msg, status, reason, extra, top_via=top_via)
+        )
+        self.stats.local_replies += 1
+
     def _log(self, now: float, fmt: str, *args: object) -> None:
         """Lines a peer can trigger: rate-limited per call site, with a count of
         what was suppressed, so floods can't fill disks."""
         self._peer_log.info(now, fmt, *args)
+
+
+_AGENT_HEADERS: Final = (b"server", b"user-agent")
+_TOKEN: Final = re.compile(rb"[a-z0-9.!%*_+`'~-]+")
+
+
+def _without_agent(msg: Message, lines: list[bytes], via: int, via_dropped: bool) -> list[bytes]:
+    """``lines`` (msg's, with the Via at ``via`` edited or dropped) less Server/User-Agent."""
+    names = msg.names
+    if via_dropped:
+        names = names[:via] + names[via + 1 :]
+    return [line for name, line in zip(names, lines, strict=True) if name not in _AGENT_HEADERS]
 
 
 def _conclude(br: Branch) -> None:
@@ -1363,7 +1438,9 @@ def _route_uri(value: bytes) -> URI:
     return parse_uri(parse_address(value, "Route").uri.decode("utf-8", "surrogateescape"))
 
 
-def _remove_route_values(msg: Message, lines: list[bytes], count: int, from_end: bool = False) -> None:
+def _remove_route_values(
+    msg: Message, lines: list[bytes], count: int, from_end: bool = False
+) -> None:
     """Drop ``count`` Route values from the start (or end) of the Route set, in ``lines``;
     emptied lines become b"" so that indexes stay valid."""
     idx = msg.positions(b"route")
@@ -1392,9 +1469,9 @@ def _lenient(data: bytes) -> Message | None:
     kept: list[bytes] = []
     for line in hlines[1:]:
         name, colon, _ = line.partition(b":")
-        if not colon:
-            continue
-        n = name.strip().lower()
+        n = name.rstrip(b" \t").lower()
+        if not colon or _TOKEN.fullmatch(n) is None:
+            continue  # issue 11 (atheris): "\x0bVia: ..." is no Via to copy back
         names.append(COMPACT.get(n, n))
         kept.append(line)
     msg = Message(start, kept, names, b"")

@@ -9,7 +9,7 @@ from typing import Final
 
 from sipfleet.sip.message import Message
 
-__all__ = ["REASONS", "make_response", "to_tag_for"]
+__all__ = ["REASONS", "make_response", "set_server_header", "to_tag_for"]
 
 REASONS: Final[dict[int, str]] = {
     100: "Trying",
@@ -32,7 +32,9 @@ REASONS: Final[dict[int, str]] = {
     513: "Message Too Large",
 }
 
-SERVER: Final = b"Server: sipfleet"
+# The Server header of our own responses: none by default, so that a
+# scanner cannot fingerprint the edge. One process, one setting.
+_server: list[bytes] = []
 _COPY: Final = (b"via", b"from", b"call-id", b"cseq")
 
 
@@ -64,6 +66,8 @@ def make_response(
     for i, name in enumerate(names):
         if name in _COPY:
             line = lines[i]
+            if b"\n" in line or b"\r" in line:  # a bare CR/LF must not split our answer
+                line = line.replace(b"\r", b" ").replace(b"\n", b" ")
             if name == b"via" and first_via and top_via is not None:
                 first_via = False
                 rest = line.partition(b":")[2]
@@ -73,15 +77,24 @@ def make_response(
         elif name == b"to" and not to_done:
             to_done = True
             line = lines[i]
+            if b"\n" in line or b"\r" in line:
+                line = line.replace(b"\r", b" ").replace(b"\n", b" ")
             if status > 100 and msg.to_tag is None:
                 line = line.rstrip() + b";tag=" + to_tag_for(msg)
             out.append(line)
-    out.append(SERVER)
+    out.extend(_server)
     out.extend(extra)
     out.append(b"Content-Length: %d" % len(body))
     out.append(b"")
     out.append(body)
     return b"\r\n".join(out)
+
+
+def set_server_header(value: str | None) -> None:
+    """The Server header value of every local response; None or "" for none."""
+    _server.clear()
+    if value:
+        _server.append(b"Server: " + value.encode("utf-8"))
 
 
 def _first_comma(value: bytes) -> int:

@@ -60,7 +60,7 @@ _KNOWN_B: Final = frozenset(m.encode() for m in KNOWN_METHODS)
 _NUMBERS: Final = {b"%d" % i: i for i in range(10000)}
 _STATUS: Final = {b"%d" % i: i for i in range(100, 700)}
 _COMPACT_KEYS: Final = frozenset(COMPACT)
-_NAMES: Final = re.compile(rb"\n([A-Za-z0-9.!%*_+`'~-]+)[ \t]*:")
+_NAMES: Final = re.compile(rb"\r\n([A-Za-z0-9.!%*_+`'~-]+)[ \t]*:")
 _REQUIRED: Final = (b"to", b"from", b"call-id", b"cseq", b"via")
 # The usual shapes of From/To, checked in one C call: ``"Name" <uri>;params``,
 # ``token words <uri>;params`` or a bare addr-spec. Anything else takes the

@@ -23,7 +23,8 @@ __all__ = ["ClientTransaction"]
 S = ServerState  # same state names: CALLING is TRYING for INVITE
 
 # Events: "1xx", "2xx", "final" (300-699; 200-699 for non-INVITE), timers
-# "A", "B", "D", "E", "F", "K", "M", "transport" (transport error).
+# "A", "B", "D", "E", "F", "K", "M", "transport" (transport error), and "X":
+# the deadline for a final after a CANCEL (RFC 3261 9.1, no RFC timer name).
 INVITE_TABLE: Final[dict[tuple[ServerState, str], tuple[ServerState, tuple[str, ...]]]] = {
     (S.TRYING, "A"): (S.TRYING, ("resend", "restart_A")),  # Calling
     (S.TRYING, "B"): (S.TERMINATED, ("fail_timeout",)),
@@ -35,6 +36,9 @@ INVITE_TABLE: Final[dict[tuple[ServerState, str], tuple[ServerState, tuple[str, 
     (S.PROCEEDING, "2xx"): (S.ACCEPTED, ("pass", "start_M")),
     (S.PROCEEDING, "final"): (S.COMPLETED, ("ack", "pass", "start_D")),
     (S.PROCEEDING, "transport"): (S.TERMINATED, ("fail_transport",)),
+    # RFC 3261 9.1: no final within 64*T1 of our CANCEL: the transaction is done.
+    (S.TRYING, "X"): (S.TERMINATED, ("fail_timeout",)),
+    (S.PROCEEDING, "X"): (S.TERMINATED, ("fail_timeout",)),
     (S.COMPLETED, "final"): (S.COMPLETED, ("ack",)),
     (S.COMPLETED, "D"): (S.TERMINATED, ()),
     (S.ACCEPTED, "2xx"): (S.ACCEPTED, ("pass",)),
@@ -168,6 +172,13 @@ class ClientTransaction:
         if self._a is not None:
             self._a.cancel()
             self._a = None
+
+    def cancelled(self, now: float) -> None:
+        """We sent a CANCEL for this INVITE: without a final within 64*T1 it
+        ends (RFC 3261 9.1); else a back end that rang and went silent would
+        hold it for ever (Timer B does not run once a provisional came)."""
+        if self.invite and self.state in (S.TRYING, S.PROCEEDING):
+            self._timers.add(now, 64 * self.cfg.t1, self._on_timer, "X")
 
     def cancel_timers(self) -> None:
         """Stop retransmitting and stop the B/F clock (the TU gave up on this branch)."""

@@ -91,6 +91,7 @@ class ServerTransaction:
         "last",
         "on_terminated",
         "peer",
+        "quiet",
         "reliable",
         "sink",
         "state",
@@ -126,6 +127,10 @@ class ServerTransaction:
         self._g: Timer | None = None
         self._h: Timer | None = None
         self._g_interval = cfg.t1
+        # No Timer G copies of the final: its source has not shown that it
+        # receives our packets (a spoofed address must not get a dozen each).
+        # A retransmitted request still gets the final again, one for one.
+        self.quiet = False
 
     # -- inputs ---------------------------------------------------------------
     def on_request(self, now: float) -> None:
@@ -177,7 +182,7 @@ class ServerTransaction:
         self._timers.add(now, 64 * self.cfg.t1, self._on_timer, "L")
 
     def _a_start_G(self, now: float) -> None:
-        if not self.reliable:
+        if not self.reliable and not self.quiet:
             self._g_interval = self.cfg.t1
             self._g = self._timers.add(now, self._g_interval, self._on_timer, "G")
 
