@@ -121,13 +121,16 @@ def start(kind: str, work: Path, list_path: Path) -> tuple[subprocess.Popen[byte
             f'[store]\ntype = "list"\npath = "{list_path}"\npersist_dialogs = false\n'
             f"[dispatcher]\nreload_delta = 0\nping_interval = 0\n"
             f'[control]\nrun_dir = "{work / "run"}"\n[control.http]\nport = {port}\n'
-            f"[log]\nlevel = \"warning\"\n"
+            f'[log]\nlevel = "warning"\n'
         )
         cmd = [str(SIPFLEET), "run", "-c", str(cfg)]
     else:
         mpath = next(
-            (p for p in ("/usr/lib/x86_64-linux-gnu/kamailio/modules", "/usr/lib/kamailio/modules")
-             if os.path.exists(p)),
+            (
+                p
+                for p in ("/usr/lib/x86_64-linux-gnu/kamailio/modules", "/usr/lib/kamailio/modules")
+                if os.path.exists(p)
+            ),
             "",
         )
         cfg = work / "kamailio.cfg"
@@ -169,7 +172,10 @@ def measure(kind: str, n: int, repeat: int) -> dict[str, float]:
             took, answer = rpc(port, "dispatcher.reload")
             assert "result" in answer, answer
             edited.append(took)
-        return {"same_ms": statistics.median(same) * 1000, "edited_ms": statistics.median(edited) * 1000}
+        return {
+            "same_ms": statistics.median(same) * 1000,
+            "edited_ms": statistics.median(edited) * 1000,
+        }
     finally:
         stop(proc)
         shutil.rmtree(work, ignore_errors=True)
@@ -180,7 +186,9 @@ def selection_cost() -> list[tuple[int, float, float]]:
     from sipfleet.dispatch import Dispatcher, DispatcherConfig, Keys, parse_list
 
     out = []
-    keys = [Keys("INVITE", f"call-{i}@x", "sip:a@b", "sip:c@d", "sip:e@f", None) for i in range(1000)]
+    keys = [
+        Keys("INVITE", f"call-{i}@x", "sip:a@b", "sip:c@d", "sip:e@f", None) for i in range(1000)
+    ]
     for size in (10, 1000, 100_000):
         text = "".join(f"1 sip:10.0.{i // 250}.{i % 250 + 1}:5060\n" for i in range(size))
         d = Dispatcher(DispatcherConfig(ping_interval=0), parse_list(text))
@@ -207,14 +215,22 @@ def main() -> int:
         for kind in kinds:
             r = measure(kind, n, a.repeat)
             results[kind][n] = r
-            print(f"{kind:9s} {n:>7,} destinations: reload same {r['same_ms']:8.1f} ms, "
-                  f"edited {r['edited_ms']:8.1f} ms", flush=True)
+            print(
+                f"{kind:9s} {n:>7,} destinations: reload same {r['same_ms']:8.1f} ms, "
+                f"edited {r['edited_ms']:8.1f} ms",
+                flush=True,
+            )
     print()
-    print("| destinations | " + " | ".join(f"{k} same / edited (ms)" for k in kinds)
-          + (" | ratio (same, edited) |" if len(kinds) == 2 else " |"))
+    print(
+        "| destinations | "
+        + " | ".join(f"{k} same / edited (ms)" for k in kinds)
+        + (" | ratio (same, edited) |" if len(kinds) == 2 else " |")
+    )
     print("|---:|" + "---:|" * len(kinds) + ("---:|" if len(kinds) == 2 else ""))
     for n in sizes:
-        cells = [f"{results[k][n]['same_ms']:.1f} / {results[k][n]['edited_ms']:.1f}" for k in kinds]
+        cells = [
+            f"{results[k][n]['same_ms']:.1f} / {results[k][n]['edited_ms']:.1f}" for k in kinds
+        ]
         row = f"| {n:,} | " + " | ".join(cells) + " |"
         if len(kinds) == 2:
             s, k = results["sipfleet"][n], results["kamailio"][n]

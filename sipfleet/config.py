@@ -5,6 +5,7 @@ overrides for the common keys and CLI flags mapped onto the same fields.
     [store]        where destinations live (embedded SQLite by default)
     [dispatcher]   algorithms, failover, probing, reload (sipfleet.dispatch.config)
     [[route]]      routing policy (sipfleet.dispatch.routing)
+    [tls]          certificates and TLS policy for tls: listeners and back ends
     [control]      RPC transports (sipfleet.control.config)
     [security] [[trunk]] [overload] [limits]
                    edge security and bounds (sipfleet.security.config)
@@ -40,7 +41,7 @@ from sipfleet.dispatch.routing import RouteConfig
 from sipfleet.security.config import LimitsConfig, OverloadConfig, SecurityConfig, TrunkConfig
 from sipfleet.store.url import StoreLocation, parse_location
 
-__all__ = ["Config", "ConfigError", "ListenSpec", "ProxyConfig", "load_config"]
+__all__ = ["Config", "ConfigError", "ListenSpec", "ProxyConfig", "TlsConfig", "load_config"]
 
 
 class ConfigError(Exception):
@@ -52,19 +53,21 @@ class _Model(BaseModel):
 
 
 class ListenSpec(_Model):
-    proto: Literal["udp", "tcp"]
+    proto: Literal["udp", "tcp", "tls"]
     host: str
     port: int = Field(5060, ge=1, le=65535)
     advertise: str | None = None
 
     @classmethod
     def parse(cls, text: str) -> ListenSpec:
-        """``udp:127.0.0.1:5060``, ``tcp:[::1]:5060``, ``udp:0.0.0.0`` ..."""
+        """``udp:127.0.0.1:5060``, ``tcp:[::1]:5060``, ``tls:0.0.0.0:5061``, ``udp:0.0.0.0`` ..."""
         proto, sep, rest = text.partition(":")
-        if not sep or proto.lower() not in ("udp", "tcp"):
+        proto = proto.lower()
+        if not sep or proto not in ("udp", "tcp", "tls"):
             raise ValueError(
-                f"listen address {text!r}: expected udp:HOST[:PORT] or tcp:HOST[:PORT]"
+                f"listen address {text!r}: expected udp:HOST[:PORT], tcp:HOST[:PORT] or tls:HOST[:PORT]"
             )
+        default_port = 5061 if proto == "tls" else 5060
         adv = None
         if "/" in rest:  # udp:0.0.0.0:5060/203.0.113.7 advertises a public name
             rest, adv = rest.split("/", 1)
@@ -73,11 +76,11 @@ class ListenSpec(_Model):
             if end < 0:
                 raise ValueError(f"listen address {text!r}: unterminated [IPv6]")
             host, tail = rest[1:end], rest[end + 1 :]
-            port = int(tail[1:]) if tail.startswith(":") else 5060
+            port = int(tail[1:]) if tail.startswith(":") else default_port
         else:
             host, _, p = rest.partition(":")
-            port = int(p) if p else 5060
-        return cls(proto=proto.lower(), host=host, port=port, advertise=adv)
+            port = int(p) if p else default_port
+        return cls(proto=proto, host=host, port=port, advertise=adv)
 
 
 class ProxyConfig(_Model):
@@ -88,8 +91,9 @@ class ProxyConfig(_Model):
             ListenSpec(proto="udp", host="127.0.0.1", port=5060),
             ListenSpec(proto="tcp", host="127.0.0.1", port=5060),
         ],
-        description='listeners: "udp:HOST[:PORT]", "tcp:[::1]:5060", '
-        '"udp:0.0.0.0:5060/203.0.113.7" (after / the name put in Via and Record-Route)',
+        description='listeners: "udp:HOST[:PORT]", "tcp:[::1]:5060", "tls:0.0.0.0:5061" '
+        '(needs [tls] certificate), "udp:0.0.0.0:5060/203.0.113.7" (after / the name put '
+        "in Via and Record-Route)",
     )
     aliases: list[str] = Field(
         default_factory=list, description="other host[:port] names of this proxy (Route matching)"
@@ -131,9 +135,38 @@ class ProxyConfig(_Model):
     max_header_count: int = Field(256, ge=16, le=4096, description="more header lines: 400")
     max_line_length: int = Field(8192, ge=256, le=65536, description="longer header lines: 400")
     tcp_idle_timeout: float = Field(
-        300.0, gt=0, description="close TCP connections silent this long (s)"
+        300.0, gt=0, description="close TCP/TLS connections silent this long (s)"
     )
-    tcp_max_connections: int = Field(4096, ge=1, description="refuse TCP connections beyond")
+    tcp_max_connections: int = Field(
+        4096, ge=1, description="TCP/TLS connections in all, inbound and outbound"
+    )
+    tcp_max_connections_per_source: int = Field(
+        256,
+        ge=1,
+        description="inbound TCP/TLS connections from one IP address; beyond, new ones are "
+        "refused (one address cannot take every slot)",
+    )
+    tcp_outbound_reserve: float = Field(
+        0.1,
+        ge=0,
+        lt=1,
+        description="share of tcp_max_connections only outbound connections (to back ends) "
+        "may use: inbound ones are refused beyond the rest",
+    )
+    tcp_header_timeout: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description="an inbound TCP/TLS connection must deliver a complete message within this "
+        "long of connecting (or of its last complete message, once it has started another): "
+        "slow-loris senders are closed (s)",
+    )
+    tcp_max_buffer: int = Field(
+        1 << 20,
+        ge=65536,
+        description="bytes queued for sending on one connection (a peer that does not read); "
+        "beyond, the connection is closed. Input is bounded by max_message_size",
+    )
     shutdown_timeout: float = Field(
         600.0,
         ge=0,
@@ -171,6 +204,38 @@ class ProxyConfig(_Model):
         if isinstance(v, list):
             return [ListenSpec.parse(x) if isinstance(x, str) else x for x in v]
         return v
+
+
+class TlsConfig(_Model):
+    """``[tls]``: certificates and policy for ``tls:`` listeners and TLS towards back
+    ends; Kamailio's tls.cfg names. Reread on SIGHUP: new handshakes use the new
+    files, established connections stay."""
+
+    certificate: Path | None = Field(
+        None, description="PEM certificate chain presented to peers (required by tls: listeners)"
+    )
+    private_key: Path | None = Field(None, description="its PEM private key")
+    ca_list: Path | None = Field(
+        None,
+        description="PEM CA certificates trusted for peers' certificates (default: the system's)",
+    )
+    verify_certificate: bool = Field(
+        True,
+        description="verify the back end's certificate (and name) on outbound TLS, and a "
+        "client's certificate when it sends one",
+    )
+    require_certificate: bool = Field(
+        False, description="inbound TLS clients must present a certificate that verifies"
+    )
+    method: Literal["TLSv1.2+", "TLSv1.3+", "TLSv1.2", "TLSv1.3"] = Field(
+        "TLSv1.2+", description="protocol versions: 'TLSv1.2+' is 1.2 or newer"
+    )
+    handshake_timeout: float = Field(
+        5.0, gt=0, le=120, description="a TLS handshake must finish within this long (s)"
+    )
+    cipher_list: str | None = Field(
+        None, description="OpenSSL cipher list for TLS 1.2 (default: OpenSSL's)"
+    )
 
 
 class LogConfig(_Model):
@@ -229,6 +294,7 @@ class Config(_Model):
     store: StoreConfig = Field(default_factory=StoreConfig)
     dispatcher: DispatcherConfig = Field(default_factory=DispatcherConfig)
     route: list[RouteConfig] = Field(default_factory=list)
+    tls: TlsConfig = Field(default_factory=TlsConfig)
     control: ControlConfig = Field(default_factory=ControlConfig)
     webhook: list[WebhookConfig] = Field(default_factory=list)
     discovery: list[DiscoveryConfig] = Field(default_factory=list)
@@ -248,6 +314,14 @@ class Config(_Model):
                 raise ValueError(
                     f"trunk {t.name!r} names route {t.route!r}: no [[route]] has that name"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _tls_needs_a_certificate(self) -> Config:
+        if any(spec.proto == "tls" for spec in self.proxy.listen) and (
+            self.tls.certificate is None or self.tls.private_key is None
+        ):
+            raise ValueError("a tls: listener needs [tls] certificate and private_key")
         return self
 
 

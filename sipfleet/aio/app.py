@@ -30,12 +30,14 @@ from sipfleet.aio.discovery import DiscoveryService
 from sipfleet.aio.events import EventBus
 from sipfleet.aio.operator import OperatorViews
 from sipfleet.aio.resolver import resolve_destination
-from sipfleet.aio.rpc_servers import ControlServers, start_control
-from sipfleet.aio.sip import SipTransports
+from sipfleet.aio.rpc_thread import ControlPlane
+from sipfleet.aio.sip import ConnLimits, SipTransports
 from sipfleet.aio.systemd import Notifier
+from sipfleet.aio.tls import TlsContexts, TlsError
 from sipfleet.aio.webhooks import Webhooks
 from sipfleet.config import Config
 from sipfleet.control.core_methods import ServerInfo, register_core_methods
+from sipfleet.control.methods import Stat
 from sipfleet.control.paths import prepare_run_dir
 from sipfleet.control.registry import Registry
 from sipfleet.dispatch.destination import Destination
@@ -65,6 +67,10 @@ log = logging.getLogger("sipfleet")
 # Frozen objects are still freed by refcount; only a cycle among them would
 # wait for the hourly full pass, which logs it: the core makes none.
 _GC_PERIOD = 1.0
+# ... or sooner, when this many objects were allocated since (another thread,
+# e.g. an RPC storm, can allocate fast): a pass stays a few ms, not 100s.
+_GC_YOUNG_MAX = 5_000
+_GC_CHECK = 0.02
 _GC_FULL_PERIOD = 3600.0
 _PERSIST_PERIOD = 0.2  # new dialogs reach the disk at most this late
 _CHECKPOINT_PERIOD = 5.0  # the log is written back this often, off the loop
@@ -117,6 +123,25 @@ def build_settings(cfg: Config, route_key: bytes | None = None) -> ProxySettings
     )
 
 
+def conn_limits(cfg: Config) -> ConnLimits:
+    p = cfg.proxy
+    return ConnLimits(
+        max_connections=p.tcp_max_connections,
+        per_source=p.tcp_max_connections_per_source,
+        outbound_reserve=p.tcp_outbound_reserve,
+        header_timeout=p.tcp_header_timeout,
+        idle_timeout=p.tcp_idle_timeout,
+        max_buffer=p.tcp_max_buffer,
+        handshake_timeout=cfg.tls.handshake_timeout,
+    )
+
+
+def _needs_tls(cfg: Config) -> bool:
+    """TLS contexts when something may use them: a tls: listener (inbound, and
+    outbound towards back ends that say transport=tls or sips:)."""
+    return any(spec.proto == "tls" for spec in cfg.proxy.listen)
+
+
 def route_key(cfg: Config) -> bytes:
     """The key of our Record-Route signatures: configured, else one kept in
     the run directory, so that a restart still recognises its dialogs."""
@@ -164,22 +189,24 @@ class App:
             )
             for i, spec in enumerate(cfg.proxy.listen)
         ]
+        self.tls = TlsContexts(cfg.tls) if _needs_tls(cfg) else None
         self.transports = SipTransports(
             self.listeners,
             self.loop.time,
             cfg.proxy.max_message_size,
-            cfg.proxy.tcp_idle_timeout,
-            cfg.proxy.tcp_max_connections,
+            conn_limits(cfg),
+            self.tls,
         )
         self.store: AsyncStore | None = None
         self.dispatcher: Dispatcher = None  # type: ignore[assignment]  # set in start()
         self.router: DispatchRouter = None  # type: ignore[assignment]
         self.proxy: Proxy = None  # type: ignore[assignment]
         self.registry = Registry()
-        self.control: ControlServers | None = None
+        self.control: ControlPlane | None = None
         self._tick: asyncio.TimerHandle | None = None
         self._probe: asyncio.TimerHandle | None = None
         self._gc_handle: asyncio.TimerHandle | None = None
+        self._gc_due = 0.0
         self._gc_full_at = 0.0
         self._stopped = asyncio.Event()
         self._stopping = False
@@ -253,7 +280,8 @@ class App:
         await self.transports.start()
         self._register_methods()
         routes = self.operator.http_routes(cfg.control.http.path)  # /metrics, the dashboard
-        self.control = await start_control(self.registry, cfg.control, http_routes=routes)
+        # Off the SIP loop, bounded: an RPC storm cannot starve SIP.
+        self.control = await ControlPlane(self.registry, cfg.control, http_routes=routes).start()
         self.operator.start()
         await self.webhooks.start()
         for lst in self.listeners:
@@ -290,7 +318,8 @@ class App:
         gc.freeze()
         gc.disable()
         self._gc_full_at = self.loop.time() + _GC_FULL_PERIOD
-        self._gc_handle = self.loop.call_later(_GC_PERIOD, self._collect)
+        self._gc_due = self.loop.time() + _GC_PERIOD
+        self._gc_handle = self.loop.call_later(_GC_CHECK, self._collect)
         # systemd (Type=notify): ready now; watchdog pings come from this loop.
         self.systemd = Notifier.from_env()
 
@@ -324,7 +353,7 @@ class App:
     def _register_methods(self) -> None:
         info = ServerInfo(
             started_at=self.started_wall,
-            flags=("USE_TCP", "USE_UDP", "USE_IPV6"),
+            flags=("USE_TCP", "USE_UDP", "USE_IPV6", *(("USE_TLS",) if self.tls else ())),
             alerts=self._alerts,
         )
         register_core_methods(self.registry, info)
@@ -334,11 +363,11 @@ class App:
         from sipfleet.control.methods import register_methods
         from sipfleet.control.node_methods import register_node_methods, register_tls_methods
         from sipfleet.control.security import register_security_methods
-        from sipfleet.control.statistics import node_stats, register_stats_methods
+        from sipfleet.control.statistics import register_stats_methods
         from sipfleet.control.uac import register_uac_methods
 
         node = NodeInfo(self)
-        book = register_methods(self.registry, self, extra_stats=lambda: node_stats(node))
+        book = register_methods(self.registry, self, extra_stats=lambda: self._extra_stats(node))
         register_stats_methods(self.registry, book)
         register_drain_methods(self.registry, self)
         register_dlg_methods(self.registry, self)
@@ -352,6 +381,17 @@ class App:
             self.loop.create_future,
         )
         register_security_methods(self.registry, self)
+
+    def _extra_stats(self, node: Any) -> list[Stat]:
+        """shmem:/tcp: (the node), and the adapters' own counters: connection
+        limits and TLS (sipfleet:tcp_*, tls_*) and the control plane's bound (rpc_*)."""
+        from sipfleet.control.statistics import node_stats
+
+        out = node_stats(node)
+        for part in (self.transports, self.control):
+            if part is not None:
+                out.extend(Stat(g, n, read, reset) for g, n, read, reset in part.stat_values())
+        return out
 
     async def serve(self) -> None:
         await self.start()
@@ -474,6 +514,9 @@ class App:
 
     def _collect(self) -> None:
         now = self.loop.time()
+        if now < self._gc_due and gc.get_count()[0] < _GC_YOUNG_MAX:
+            self._gc_handle = self.loop.call_later(_GC_CHECK, self._collect)
+            return
         if now >= self._gc_full_at:
             self._gc_full_at = now + _GC_FULL_PERIOD
             gc.unfreeze()
@@ -491,7 +534,8 @@ class App:
         gc.freeze()
         ratelog.flush_all(now)  # summaries of floods that have stopped
         self._trim_memory()
-        self._gc_handle = self.loop.call_later(_GC_PERIOD, self._collect)
+        self._gc_due = self.loop.time() + _GC_PERIOD
+        self._gc_handle = self.loop.call_later(_GC_CHECK, self._collect)
 
     def _trim_memory(self) -> None:
         """After a burst of transactions (a flood, a wave of unanswered
@@ -634,7 +678,8 @@ class App:
 
     def reconfigure(self) -> None:
         """Reread the config file and apply what can change while running:
-        [[route]], [dispatcher] and [log]. The rest needs a restart (logged)."""
+        [[route]], [dispatcher], [log] and the [tls] files. The rest needs a
+        restart (logged)."""
         if self._load_config is None:
             return
         try:
@@ -643,14 +688,22 @@ class App:
             log.error("SIGHUP: config not reloaded: %s", e)
             return
         old = self.cfg
+        kept = list(_RESTART_SECTIONS)
+        if self.tls is not None:
+            try:
+                self.tls.reload(new.tls)
+                log.info("SIGHUP: TLS certificates reloaded (new handshakes use them)")
+            except TlsError as e:
+                log.error("SIGHUP: TLS not reloaded, keeping the old certificates: %s", e)
+                kept.append("tls")
         self.dispatcher.reconfigure(new.dispatcher)
         self.router.set_routes(new.route)
         logging.getLogger().setLevel(new.log.level.upper())
         for section in _RESTART_SECTIONS:
             if getattr(old, section) != getattr(new, section):
                 log.warning("SIGHUP: [%s] changed: takes effect at the next restart", section)
-        self.cfg = new.model_copy(update={s: getattr(old, s) for s in _RESTART_SECTIONS})
-        log.info("SIGHUP: configuration reloaded ([[route]], [dispatcher], [log])")
+        self.cfg = new.model_copy(update={s: getattr(old, s) for s in kept})
+        log.info("SIGHUP: configuration reloaded ([[route]], [dispatcher], [log], [tls])")
 
     def status(self) -> dict[str, Any]:
         return {

@@ -31,6 +31,7 @@ from aiohttp import web
 from sipfleet import __version__
 from sipfleet.aio.events import Event
 from sipfleet.aio.rpc_http import HttpRoute
+from sipfleet.aio.rpc_thread import on_loop, soon_on
 from sipfleet.control.fleet import FleetApp, destinations, fleet_view
 from sipfleet.control.telemetry import Telemetry
 
@@ -94,6 +95,9 @@ class Dashboard:
         page, self.assets = _load_assets()
         self.page = page.replace("{{RPC_PATH}}", html.escape(rpc_path, quote=True)).encode()
         self._queues: set[asyncio.Queue[Event]] = set()
+        # A stream is served by the control HTTP server's loop, which may be
+        # another thread's (``[control] own_thread``): each queue's own loop.
+        self._queue_loops: dict[asyncio.Queue[Event], asyncio.AbstractEventLoop] = {}
         self._snapshot: tuple[float, dict[str, Any]] = (-1e9, {})
         self.streams_refused = 0
         self.events_dropped = 0
@@ -132,9 +136,11 @@ class Dashboard:
             self._sampler.cancel()
             self._sampler = None
         for q in list(self._queues):
-            while q.full():
-                q.get_nowait()
-            q.put_nowait(_STOP)
+            loop = self._queue_loops.get(q)
+            if loop is None or loop is asyncio.get_running_loop():
+                _stop_queue(q)
+            else:
+                loop.call_soon_threadsafe(_stop_queue, q)
 
     # -- handlers ------------------------------------------------------------------
     async def _page(self, request: web.Request) -> web.StreamResponse:
@@ -163,6 +169,7 @@ class Dashboard:
             self.streams_refused += 1
             return web.Response(status=503, text="Too many dashboards open\n")
         queue: asyncio.Queue[Event] = asyncio.Queue(self.queue_size)
+        here = asyncio.get_running_loop()
         lost = 0
 
         def on_event(event: Event) -> None:
@@ -182,16 +189,20 @@ class Dashboard:
         )
         await response.prepare(request)
         self._queues.add(queue)
-        unsubscribe = self.app.events.subscribe(on_event)
+        self._queue_loops[queue] = here
+        # Events fire on the state's loop; the queue lives on this one.
+        deliver = on_event if here is self.loop else soon_on(here, on_event)
+        unsubscribe = await on_loop(self.loop, self.app.events.subscribe, deliver)
         try:
-            recent = list(self.app.events.recent)[-_RECENT:]
-            hello = {"version": __version__, "events": recent, "history": list(self.history)}
+            recent, history = await on_loop(self.loop, self._hello_parts)
+            hello = {"version": __version__, "events": recent, "history": history}
             await self._send(response, "hello", hello)
             next_tick = self.loop.time()
             while True:
                 wait = next_tick - self.loop.time()
                 if wait <= 0:
-                    view = {**self.snapshot(), "lost_events": lost, "sent": time.time()}
+                    snapshot = await on_loop(self.loop, self.snapshot)
+                    view = {**snapshot, "lost_events": lost, "sent": time.time()}
                     await self._send(response, "fleet", view)
                     next_tick = max(next_tick + self.tick, self.loop.time())
                     continue
@@ -205,10 +216,23 @@ class Dashboard:
         except ConnectionError:
             pass  # the page went away
         finally:
-            unsubscribe()
+            if here is self.loop:
+                unsubscribe()
+            else:
+                self.loop.call_soon_threadsafe(unsubscribe)
             self._queues.discard(queue)
+            self._queue_loops.pop(queue, None)
         return response
+
+    def _hello_parts(self) -> tuple[list[Any], list[dict[str, Any]]]:
+        return list(self.app.events.recent)[-_RECENT:], list(self.history)
 
     @staticmethod
     async def _send(response: web.StreamResponse, kind: str, data: object) -> None:
         await response.write(b"event: " + kind.encode() + b"\ndata: " + _dumps(data) + b"\n\n")
+
+
+def _stop_queue(q: asyncio.Queue[Event]) -> None:
+    while q.full():
+        q.get_nowait()
+    q.put_nowait(_STOP)

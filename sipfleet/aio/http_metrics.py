@@ -31,6 +31,7 @@ from prometheus_client.registry import Collector
 
 from sipfleet import __version__
 from sipfleet.aio.rpc_http import HttpRoute
+from sipfleet.aio.rpc_thread import on_loop
 from sipfleet.control.fleet import STATES, FleetApp, dest_state, destinations
 from sipfleet.control.telemetry import Histogram, Telemetry
 from sipfleet.dispatch.policy import DEST_COUNTS
@@ -373,8 +374,16 @@ class Metrics:
     formatting costs ~10 us per sample, ~30 samples per destination), one
     scrape at a time."""
 
-    def __init__(self, app: FleetApp, telemetry: Telemetry) -> None:
+    def __init__(
+        self,
+        app: FleetApp,
+        telemetry: Telemetry,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
         self.fleet = FleetCollector(app, telemetry)
+        # The loop that owns the state (the SIP loop); the route may be served
+        # by another one (the control plane's thread): the reading hops there.
+        self.loop = loop
         self.collectors: list[Collector] = [
             ProcessCollector(registry=None),
             PlatformCollector(registry=None),
@@ -393,7 +402,10 @@ class Metrics:
 
     async def render(self) -> bytes:
         async with self._lock:
-            rows, totals = self.fleet.read()
+            if self.loop is None:
+                rows, totals = self.fleet.read()
+            else:
+                rows, totals = await on_loop(self.loop, self.fleet.read)
             rest = [*totals, *(m for c in self.collectors for m in c.collect())]
             return await asyncio.to_thread(_render, rows, rest)
 

@@ -36,7 +36,7 @@ class OperatorViews:
         self.telemetry = Telemetry(lambda: (d.key for d in app.dispatcher.destinations()))
         self.lag = LoopLag(loop, self.telemetry)
         self.dashboard: Dashboard | None = None
-        self.metrics = Metrics(app, self.telemetry)
+        self.metrics = Metrics(app, self.telemetry, loop)
 
     def http_routes(self, rpc_path: str) -> list[HttpRoute]:
         """``/metrics`` and the dashboard (``/``, ``/ui/...``); its actions POST to ``rpc_path``."""

@@ -14,7 +14,11 @@ __all__ = ["run_cmd"]
 
 @click.command("run")
 @click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file.")
-@click.option("--listen", multiple=True, help="Listener, e.g. udp:127.0.0.1:5060 (repeatable). [proxy] listen")
+@click.option(
+    "--listen",
+    multiple=True,
+    help="Listener, e.g. udp:127.0.0.1:5060, tls:0.0.0.0:5061 (repeatable). [proxy] listen",
+)
 @click.option(
     "--list",
     "list_file",
@@ -89,12 +93,13 @@ def run_cmd(
         stream=sys.stderr,
     )
     from sipfleet.aio.app import run
+    from sipfleet.aio.tls import TlsError
     from sipfleet.dispatch.errors import DispatcherError, ListFileError
     from sipfleet.store.base import StoreError
 
     try:
         run(cfg, lambda: load_config(config_path, overrides))
-    except (StoreError, ListFileError, DispatcherError) as e:
+    except (StoreError, ListFileError, DispatcherError, TlsError) as e:
         click.echo(f"sipfleet: cannot start: {e}", err=True)
         sys.exit(2)
     except OSError as e:

@@ -282,6 +282,28 @@ class ControlConfig(_Section):
     allow_remote_unauthenticated: bool = Field(
         False, description="let BINRPC/datagram/FIFO listen off loopback (no authentication)"
     )
+    own_thread: bool = Field(
+        True,
+        description="serve the transports (accept, read, parse, encode) on a loop of their own "
+        "in a thread, off the SIP loop; methods still run on the SIP loop, bounded below",
+    )
+    cpu_share: float = Field(
+        0.25,
+        gt=0,
+        le=1,
+        description="with own_thread: the most of one CPU the control thread may use; it "
+        "pauses (without the GIL) beyond, so an RPC storm slows itself, not SIP",
+    )
+    max_inflight: int = Field(
+        16, ge=1, le=4096, description="RPC method calls running on the SIP loop at once"
+    )
+    max_queued: int = Field(
+        1024,
+        ge=0,
+        le=1_000_000,
+        description="calls waiting for a slot; beyond, the call is answered 503 "
+        "'Server Busy' at once (HTTP status 503), counted",
+    )
     http: HttpConfig = HttpConfig()
     fifo: FifoConfig = FifoConfig()
     dgram: DgramConfig = DgramConfig()

@@ -202,6 +202,7 @@ class Context:
         "rr",
         "rr_token",
         "server",
+        "sips",
         "tail",
         "top_via",
     )
@@ -227,6 +228,7 @@ class Context:
         self.tail: list[bytes] = []  # edited header lines after our Via/RR
         self.rr = False
         self.rr_token = b""  # the signature in our Record-Route
+        self.sips = False  # RFC 5630: TLS on every hop, so only TLS branches
 
     @property
     def answered(self) -> bool:
@@ -614,6 +616,13 @@ class Proxy:
                 self.dialogs.on_in_dialog(dlg, msg, now)
             elif dlg is None and msg.method == "BYE" and self.on_foreign_bye is not None:
                 self.on_foreign_bye(msg)  # [cluster] another node's dialog: it frees its load
+        # RFC 5630 4.1 / RFC 3261 26.2.2: a SIPS request travels over TLS on
+        # every hop; one that reached us over UDP/TCP cannot be made secure.
+        if ruri[:5].lower() == "sips:" or (next_hop is not None and next_hop.scheme == "sips"):
+            if self.listeners[ctx.peer.listener].proto != "tls":
+                self._reply(ctx, 416, "SIPS Requires TLS")
+                return
+            ctx.sips = True
         self._edit_common(ctx, lines)
         ctx.head = head
         ctx.tail = [line for line in lines if line] if b"" in lines else lines
@@ -729,6 +738,9 @@ class Proxy:
         self._answer_best(ctx, now)
 
     def _send_branch(self, ctx: Context, target: Target, now: float) -> bool:
+        if ctx.sips and target.proto != "tls":
+            ctx.finals.append((480, None))  # never downgrade a SIPS request (RFC 5630 4.1)
+            return False
         lst = self._out.get((target.proto, 6 if ":" in target.host else 4))
         if lst is None:
             ctx.finals.append((503, None))
@@ -1134,7 +1146,7 @@ class Proxy:
         resp_peer = peer
         if not lst.reliable:
             via = msg.via
-            if via.rport is False:
+            if not via.has_rport:
                 resp_peer = _new(Peer, (peer.listener, peer.host, via.port or 5060))
         txn = ServerTransaction(
             key,
@@ -1173,7 +1185,7 @@ class Proxy:
     def _top_via_value(self, via: Via, peer: Peer) -> bytes:
         """The first Via with received/rport added (RFC 3261 18.2.1, RFC 3581 4)."""
         raw = via.raw
-        if via.rport is True:
+        if via.has_rport and not via.rport_port:
             raw = _RPORT.sub(b";rport=%d" % peer.port, raw, count=1)
             if via.received is None:
                 raw += b";received=" + peer.host.encode()
@@ -1276,7 +1288,7 @@ class Proxy:
             via = msg.via
         except BadMessage:
             return peer
-        if via.rport is False:
+        if not via.has_rport:
             return Peer(peer.listener, peer.host, via.port or 5060)
         return peer
 

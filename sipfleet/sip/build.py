@@ -21,6 +21,7 @@ REASONS: Final[dict[int, str]] = {
     413: "Request Entity Too Large",
     416: "Unsupported URI Scheme",
     420: "Bad Extension",
+    480: "Temporarily Unavailable",
     481: "Call/Transaction Does Not Exist",
     482: "Loop Detected",
     483: "Too Many Hops",

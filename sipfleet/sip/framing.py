@@ -59,7 +59,11 @@ class StreamFramer:
                 raise BadMessage("Missing Content-Length on a stream transport")
             if len(_CL.findall(head)) > 1:
                 raise BadMessage("Multiple Content-Length headers")
-            total = end + 4 + int(m.group(1))
+            digits = m.group(1)
+            # len() first: int() of thousands of digits raises ValueError, not BadMessage.
+            if len(digits) > 9:
+                raise BadMessage("Message Too Large", status=513)
+            total = end + 4 + int(digits)
             if total > self.max_size:
                 raise BadMessage("Message Too Large", status=513)
             if len(buf) < total:

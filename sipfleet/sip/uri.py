@@ -156,6 +156,7 @@ def _split_hostport(hostport: str, raw: str) -> tuple[str, int | None]:
 
 
 def _port(text: str, raw: str) -> int:
-    if not text.isdigit() or len(text) > 5 or not 0 < int(text) < 65536:
+    # isascii(): str.isdigit() also takes digits of other scripts ('²' makes int() raise).
+    if not (text.isascii() and text.isdigit()) or len(text) > 5 or not 0 < int(text) < 65536:
         raise BadMessage(f"bad port in URI {raw!r}")
     return int(text)

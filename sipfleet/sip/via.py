@@ -25,6 +25,7 @@ _VIA: Final = re.compile(
     re.S | re.I,
 )
 _PARAM: Final = re.compile(rb"\s*([A-Za-z0-9.!%*_+`'~-]+)\s*(?:=\s*(\"(?:[^\"\\]|\\.)*\"|[^\s;\"]+)\s*)?")
+_PARAM_AT: Final = re.compile(b";" + _PARAM.pattern)
 _HOST: Final = re.compile(rb"[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]")
 _TRANSPORTS: Final = {
     b"UDP": "UDP",
@@ -43,7 +44,18 @@ _PNAMES: Final = {n.encode(): n for n in ("branch", "rport", "received", "maddr"
 class Via:
     """One parsed Via value. ``host`` is bare (IPv6 without brackets)."""
 
-    __slots__ = ("branch", "host", "params", "port", "raw", "received", "rport", "transport")
+    __slots__ = (
+        "branch",
+        "has_rport",
+        "host",
+        "params",
+        "port",
+        "raw",
+        "received",
+        "rport",
+        "rport_port",
+        "transport",
+    )
 
     def __init__(
         self, raw: bytes, transport: str, host: str, port: int | None, params: dict[str, str | None]
@@ -55,11 +67,22 @@ class Via:
         self.params = params
         self.branch = params.get("branch") or ""
         self.received = params.get("received")
-        if "rport" in params:
+        # RFC 3581 4: rport is a flag, or a port (1-65535); any other value counts as
+        # the flag (isascii: str.isdigit() also takes other scripts' digits, which
+        # int() refuses). The plain-typed has_rport/rport_port are what the core tests:
+        # compiled by mypyc, an ``int | bool`` loses True (a conditional expression
+        # joins it to int: 1) and ``is False`` on it does not hold.
+        self.has_rport = "rport" in params
+        self.rport_port = 0
+        self.rport: int | bool = False  # the older view: False, True or the port
+        if self.has_rport:
             rport = params["rport"]
-            self.rport: int | bool = int(rport) if rport and rport.isdigit() else True
-        else:
-            self.rport = False
+            self.rport = True
+            if rport and len(rport) <= 5 and rport.isascii() and rport.isdigit():
+                value = int(rport)
+                if 0 < value < 65536:
+                    self.rport_port = value
+                    self.rport = value
 
     @property
     def rfc3261_branch(self) -> bool:
@@ -72,9 +95,8 @@ class Via:
     def response_address(self, default_port: int = 5060) -> tuple[str, int]:
         """Where a response to this hop goes (RFC 3261 18.2.2, RFC 3581 section 4)."""
         host = self.received or self.host
-        rport = self.rport
-        if rport is not True and rport is not False:
-            return host, rport
+        if self.rport_port:
+            return host, self.rport_port
         return host, self.port or default_port
 
 
@@ -92,10 +114,17 @@ def parse_via(value: bytes) -> Via:
         hostport, _, ptext = rest.partition(b";")
         if hostport[:1] == b"[":
             end = hostport.find(b"]")
-            host_b, port_b = hostport[: end + 1], hostport[end + 2 :] if end > 0 else b"x"
+            host_b = hostport[: end + 1]
+            tail = hostport[end + 1 :] if end > 0 else b"x"
+            # After the reference: nothing or ":port"; else the full grammar rejects it.
+            port_b = tail[1:] if tail[:1] == b":" else (b"x" if tail else b"")
         else:
             host_b, _, port_b = hostport.partition(b":")
-        if _HOST.fullmatch(host_b) is not None and (not port_b or port_b.isdigit()):
+        if (
+            _HOST.fullmatch(host_b) is not None
+            and (not port_b or port_b.isdigit())
+            and len(port_b) <= 5
+        ):
             params: dict[str, str | None] = {}
             if ptext:
                 for part in ptext.split(b";"):
@@ -135,14 +164,17 @@ def _parse_via_slow(value: bytes) -> Via:
             raise BadMessage("Bad port in Via header")
     params: dict[str, str | None] = {}
     if ptext:
-        for part in ptext[1:].split(b";"):
-            pm = _PARAM.fullmatch(part)
+        # One ';'-led parameter at a time: a quoted gen-value may hold ';' (RFC 3261 25.1).
+        pos = 0
+        while pos < len(ptext):
+            pm = _PARAM_AT.match(ptext, pos)
             if pm is None:
                 raise BadMessage("Malformed Via parameter")
             name, val = pm.groups()
             params[name.decode("ascii").lower()] = (
                 val.decode("utf-8", "surrogateescape") if val is not None else None
             )
+            pos = pm.end()
     return Via(value, transport.decode("ascii").upper(), host, port, params)
 
 

@@ -70,7 +70,8 @@ NON_INVITE_TABLE: Final[dict[tuple[ServerState, str], tuple[ServerState, tuple[s
     (S.PROCEEDING, "1xx"): (S.PROCEEDING, ("send",)),
     (S.PROCEEDING, "final"): (S.COMPLETED, ("send", "start_J")),
     (S.COMPLETED, "req"): (S.COMPLETED, ("resend",)),
-    (S.COMPLETED, "final"): (S.COMPLETED, ()),
+    # No "final" in Completed: 17.2.2 says other finals from the TU are discarded,
+    # so respond() refuses them and keeps the one retransmissions must repeat.
     (S.COMPLETED, "J"): (S.TERMINATED, ()),
 }
 
