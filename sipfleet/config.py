@@ -33,6 +33,7 @@ from pydantic import (
 )
 
 from sipfleet.aio.webhooks import WebhookConfig
+from sipfleet.cluster_config import ClusterConfig
 from sipfleet.control.config import ControlConfig
 from sipfleet.dispatch.config import DispatcherConfig
 from sipfleet.dispatch.discovery import DiscoveryConfig, DnsConfig
@@ -298,6 +299,7 @@ class Config(_Model):
     webhook: list[WebhookConfig] = Field(default_factory=list)
     discovery: list[DiscoveryConfig] = Field(default_factory=list)
     dns: DnsConfig = Field(default_factory=DnsConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
     trunk: list[TrunkConfig] = Field(default_factory=list)

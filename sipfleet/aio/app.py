@@ -18,11 +18,14 @@ import gc
 import logging
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
 
 from sipfleet import ratelog
+from sipfleet.aio.cluster import Cluster
+from sipfleet.aio.cluster import check_installed as check_cluster_installed
 from sipfleet.aio.discovery import DiscoveryService
 from sipfleet.aio.events import EventBus
 from sipfleet.aio.operator import OperatorViews
@@ -90,6 +93,7 @@ _RESTART_SECTIONS = (
     "trunk",
     "overload",
     "limits",
+    "cluster",
 )
 
 
@@ -99,6 +103,10 @@ def build_settings(cfg: Config, route_key: bytes | None = None) -> ProxySettings
     for a in p.aliases:
         host, _, port = a.rpartition(":") if a.count(":") == 1 else (a, "", "")
         aliases.append((host or a, int(port) if port else 5060))
+    for spec in p.listen:  # [cluster] advertise names every node: it is ours too
+        shared = cfg.cluster.advertise_hostport(spec.port)
+        if shared is not None:
+            aliases.append((shared[0].lower(), shared[1]))
     return ProxySettings(
         timers=TimerConfig(p.t1, p.t2, p.t4),
         first_response_timeout=p.first_response_timeout,
@@ -171,7 +179,14 @@ class App:
         self.operator = OperatorViews(self, self.loop)  # /metrics and the dashboard
         self.webhooks = Webhooks(list(cfg.webhook), self.events)
         self.listeners = [
-            Listener(i, spec.proto, spec.host, spec.port, spec.advertise)
+            Listener(
+                i,
+                spec.proto,
+                spec.host,
+                spec.port,
+                spec.advertise,
+                cfg.cluster.advertise_hostport(spec.port),  # [cluster] advertise
+            )
             for i, spec in enumerate(cfg.proxy.listen)
         ]
         self.tls = TlsContexts(cfg.tls) if _needs_tls(cfg) else None
@@ -208,6 +223,7 @@ class App:
         self._checkpoint: asyncio.TimerHandle | None = None
         self._delete_soon: asyncio.TimerHandle | None = None
         self.discovery: DiscoveryService | None = None  # [[discovery]]: members from DNS
+        self.cluster: Cluster | None = None  # [cluster]: sipfleet.aio.cluster
         self.gate = build_gate(cfg)
         self._lag: asyncio.TimerHandle | None = None
         self._lag_due = 0.0
@@ -217,6 +233,8 @@ class App:
     async def start(self) -> None:
         cfg = self.cfg
         now = self.loop.time()
+        if cfg.cluster.enabled:  # [cluster]: refuse at once without the redis client
+            check_cluster_installed()
         self.store = store = await open_store(cfg.store)
         try:
             specs = await store.load()
@@ -256,6 +274,8 @@ class App:
         self.proxy.dialogs.on_idle = self._on_dest_idle
         self.proxy.dialogs.on_end = self._dialog_ended
         await self._open_dialog_store()
+        if cfg.cluster.enabled:  # [cluster]: shared admin state and call-load
+            self._start_cluster()
         self.transports.attach(self.proxy)
         await self.transports.start()
         self._register_methods()
@@ -310,6 +330,25 @@ class App:
 
         self.systemd.ready(sd_status())
         self.systemd.start_watchdog(self.loop, sd_status)
+
+    def _start_cluster(self) -> None:
+        cfg = self.cfg.cluster
+        lst = self.listeners[0]
+        host = lst.host if lst.host not in ("0.0.0.0", "::") else socket.gethostname()
+        self.cluster = cluster = Cluster(self, cfg, cfg.node or f"{host}:{lst.port}")
+        self.router.load = cluster.view
+        self.proxy.on_foreign_bye = cluster.foreign_bye
+        table = self.proxy.dialogs
+        persist = table.on_confirm
+
+        def confirmed(dlg: Dialog) -> None:
+            if persist is not None:
+                persist(dlg)
+            cluster.dialog_confirmed(dlg)
+
+        table.on_confirm = confirmed
+        self.webhooks.claim = cluster.claim
+        cluster.start()
 
     def _register_methods(self) -> None:
         info = ServerInfo(
@@ -391,6 +430,8 @@ class App:
     async def close(self) -> None:
         if self.discovery is not None:  # [[discovery]]
             await self.discovery.close()
+        if self.cluster is not None:  # [cluster]
+            await self.cluster.close()
         handles = (
             self._tick,
             self._probe,
@@ -669,13 +710,21 @@ class App:
             "dialogs": len(self.proxy.dialogs),
             "accepting": self.proxy.accepting,
             "store": self.store_status(),
+            "cluster": self.cluster.status() if self.cluster is not None else None,
         }
 
     def _alerts(self) -> dict[str, object]:
+        out: dict[str, object] = {}
         st = self.store_status()
-        if st is None or st.get("ok", True):
-            return {}
-        return {"store": f"unreachable since {_iso(st.get('down_since'))}: {st.get('error')}"}
+        if st is not None and not st.get("ok", True):
+            out["store"] = f"unreachable since {_iso(st.get('down_since'))}: {st.get('error')}"
+        cl = self.cluster
+        if cl is not None and not cl.ok:  # [cluster]
+            out["cluster"] = (
+                f"Redis unreachable since {_iso(cl.down_since)}: {cl.error}; "
+                "routing on local counts"
+            )
+        return out
 
     def store_status(self) -> dict[str, Any] | None:
         """The store's health ({"url", "ok", "error", ...}), None without a store."""
@@ -750,6 +799,8 @@ class App:
                     "uri": dlg.dest.uri if isinstance(dlg.dest, Destination) else None,
                 },
             )
+        if self.cluster is not None and reason in ("bye", "expired", "bye-elsewhere"):
+            self.cluster.dialog_ended(dlg)  # [cluster] its record in Redis goes
         if not self._persisting:
             return
         key = (dlg.call_id, dlg.from_tag)
@@ -863,7 +914,7 @@ class App:
         return [self._drain_entry(d, st) for d, st in self.dispatcher.locate(set_id, address)]
 
     def _drain_entry(self, d: Destination, st: DestState) -> dict[str, Any]:
-        active = self.proxy.dialogs.load(d.load_key)
+        active = self.router.load.load(d.load_key)  # [cluster]: every node's calls
         draining = st.admin is AdminState.DRAINING
         return {
             "SET": d.set_id,
@@ -887,7 +938,7 @@ class App:
             st = self.dispatcher.state(d)
         except KeyError:
             return
-        if st.admin is AdminState.DRAINING and self.proxy.dialogs.load(d.load_key) == 0:
+        if st.admin is AdminState.DRAINING and self.router.load.load(d.load_key) == 0:
             if self._drained_reported.get(d.key) == st.admin_since:
                 return
             self._drained_reported[d.key] = st.admin_since

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -54,6 +55,7 @@ class _Hook:
         self.sent = 0
         self.failed = 0
         self.dropped = 0
+        self.claimed_elsewhere = 0  # [cluster]: posted by another node
         self.task: asyncio.Task[None] | None = None
 
     def offer(self, event: Event) -> None:
@@ -72,6 +74,8 @@ class Webhooks:
         self.hooks = [_Hook(c) for c in configs]
         self._session: aiohttp.ClientSession | None = None
         self._unsubscribe = bus.subscribe(self._offer) if self.hooks else None
+        # [cluster]: (event, url) -> whether this node posts it (once per cluster)
+        self.claim: Callable[[Event, str], Awaitable[bool]] | None = None
 
     def _offer(self, event: Event) -> None:
         for hook in self.hooks:
@@ -96,6 +100,11 @@ class Webhooks:
             hook.wake.clear()
             while hook.queue:
                 event = hook.queue[0]
+                if self.claim is not None and not await self.claim(event, cfg.url):
+                    hook.claimed_elsewhere += 1
+                    if hook.queue and hook.queue[0] is event:
+                        hook.queue.popleft()
+                    continue
                 delay = cfg.backoff
                 for attempt in range(cfg.retries + 1):
                     try:
@@ -131,6 +140,7 @@ class Webhooks:
                 "sent": h.sent,
                 "failed": h.failed,
                 "dropped": h.dropped,
+                "claimed_elsewhere": h.claimed_elsewhere,
                 "queued": len(h.queue),
             }
             for h in self.hooks

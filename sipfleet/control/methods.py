@@ -672,6 +672,7 @@ class _Methods:
             "dialogs": len(dialogs),
             "early_dialogs": dialogs.early,
             "store": store.status() if store is not None else None,
+            "cluster": _cluster_status(app),
             "events": dict(app.events.counts),
         }
 
@@ -836,3 +837,9 @@ def _bye_done(what: str, call_id: str, side: str, code: int | None) -> None:
         log.warning("%s %s: no answer to the BYE to the %s", what, call_id, side)
     else:
         log.info("%s %s: the %s answered the BYE with %d", what, call_id, side, code)
+
+
+def _cluster_status(app: object) -> dict[str, Any] | None:
+    """[cluster]: the link to the other nodes (None when not clustered)."""
+    cluster = getattr(app, "cluster", None)
+    return None if cluster is None else dict(cluster.status())

@@ -329,6 +329,9 @@ class Proxy:
             self._out.setdefault((lst.proto, lst.family), lst)
         self.accepting = True
         self.gate: Gate | None = None  # edge security (sipfleet.security, issue 11): set by the app
+        # [cluster]: a BYE relayed by signature for a dialog this node does not
+        # know (set up through another node); must not call back into the core.
+        self.on_foreign_bye: Callable[[Message], None] | None = None
         self._now = 0.0  # the time of the input being handled
         # Bound once: every transaction holds these, and a bound method made
         # per transaction is one more object for the collector to scan.
@@ -611,6 +614,8 @@ class Proxy:
                 return
             if dlg is not None and msg.method != "ACK":
                 self.dialogs.on_in_dialog(dlg, msg, now)
+            elif dlg is None and msg.method == "BYE" and self.on_foreign_bye is not None:
+                self.on_foreign_bye(msg)  # [cluster] another node's dialog: it frees its load
         # RFC 5630 4.1 / RFC 3261 26.2.2: a SIPS request travels over TLS on
         # every hop; one that reached us over UDP/TCP cannot be made secure.
         if ruri[:5].lower() == "sips:" or (next_hop is not None and next_hop.scheme == "sips"):

@@ -41,7 +41,13 @@ class Listener:
     )
 
     def __init__(
-        self, index: int, proto: str, host: str, port: int, advertise: str | None = None
+        self,
+        index: int,
+        proto: str,
+        host: str,
+        port: int,
+        advertise: str | None = None,
+        record_route: tuple[str, int] | None = None,
     ) -> None:
         self.index = index
         self.proto = proto.lower()
@@ -54,11 +60,15 @@ class Listener:
         self.sent_by = self.advertise.encode()
         self.via_prefix = b"Via: SIP/2.0/" + self.proto.upper().encode() + b" " + self.sent_by
         transport = b"" if self.proto == "udp" else b";transport=" + self.proto.encode()
-        self.rr_line = b"Record-Route: <sip:" + self.sent_by + transport + b";lr>"
+        # [cluster] advertise: a name every node of the cluster answers for, so a
+        # dialog's later requests can reach any of them (Via stays ours: the
+        # answers to our transactions must come back here).
+        rr_by = self.sent_by if record_route is None else format_hostport(*record_route).encode()
+        self.rr_line = b"Record-Route: <sip:" + rr_by + transport + b";lr>"
         # Our Record-Route carries a signature (sipfleet.proxy.routesig): the
         # line is rr_head + token + b">", and a Route value of ours starts with
         # route_prefix, recognised without parsing.
-        self.route_prefix = b"<sip:" + self.sent_by + transport + b";lr;sf="
+        self.route_prefix = b"<sip:" + rr_by + transport + b";lr;sf="
         self.rr_head = b"Record-Route: " + self.route_prefix
 
     def __repr__(self) -> str:
