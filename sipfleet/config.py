@@ -332,6 +332,7 @@ ENV_OVERRIDES: dict[str, str] = {
     "SIPFLEET_FIRST_RESPONSE_TIMEOUT": "proxy.first_response_timeout",
     "SIPFLEET_DB": "store.url",
     "SIPFLEET_STORE_URL": "store.url",  # the Helm chart passes its Secret this way
+    "SIPFLEET_CLUSTER_REDIS": "cluster.redis",
     "SIPFLEET_ALGORITHM": "dispatcher.algorithm",
     "SIPFLEET_PING_INTERVAL": "dispatcher.ping_interval",
     "SIPFLEET_RUN_DIR": "control.run_dir",
