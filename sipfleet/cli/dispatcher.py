@@ -346,7 +346,11 @@ def drain_cmd(
 
 
 def _wait_drained(
-    target: str, set_id: int | None, rows: list[dict[str, Any]], timeout: float, opts: dict[str, Any]
+    target: str,
+    set_id: int | None,
+    rows: list[dict[str, Any]],
+    timeout: float,
+    opts: dict[str, Any],
 ) -> int:
     import time
 

@@ -13,7 +13,9 @@ __all__ = ["run_cmd"]
 
 
 @click.command("run")
-@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file.")
+@click.option(
+    "-c", "--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file."
+)
 @click.option(
     "--listen",
     multiple=True,
@@ -30,15 +32,27 @@ __all__ = ["run_cmd"]
     "db_file",
     help="SQLite file, sqlite:///PATH, postgresql://USER:PASS@HOST:PORT/DB or mysql://... [store] url",
 )
-@click.option("--algorithm", type=int, help="Default algorithm (Kamailio ids). [dispatcher] algorithm")
 @click.option(
-    "--ping-interval", type=float, help="Seconds between OPTIONS probes, 0 = off. [dispatcher] ping_interval"
+    "--algorithm", type=int, help="Default algorithm (Kamailio ids). [dispatcher] algorithm"
 )
 @click.option(
-    "--probing-mode", type=click.IntRange(0, 3), help="Who is probed (1 = all). [dispatcher] probing_mode"
+    "--ping-interval",
+    type=float,
+    help="Seconds between OPTIONS probes, 0 = off. [dispatcher] ping_interval",
 )
-@click.option("--run-dir", type=click.Path(file_okay=False), help="Where the control sockets go. [control] run_dir")
-@click.option("--http", "http_addr", help="JSON-RPC HTTP address HOST:PORT, or 'off'. [control.http]")
+@click.option(
+    "--probing-mode",
+    type=click.IntRange(0, 3),
+    help="Who is probed (1 = all). [dispatcher] probing_mode",
+)
+@click.option(
+    "--run-dir",
+    type=click.Path(file_okay=False),
+    help="Where the control sockets go. [control] run_dir",
+)
+@click.option(
+    "--http", "http_addr", help="JSON-RPC HTTP address HOST:PORT, or 'off'. [control.http]"
+)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
 def run_cmd(
     config_path: str | None,

@@ -305,7 +305,9 @@ def _check_arity(name: str, handler: Handler, spec: tuple[Param, ...]) -> None:
         try:
             sig.bind(*([None] * count))
         except TypeError as e:
-            raise ValueError(f"RPC method {name!r}: handler cannot take {count} params: {e}") from None
+            raise ValueError(
+                f"RPC method {name!r}: handler cannot take {count} params: {e}"
+            ) from None
 
 
 _H = TypeVar("_H", bound=Handler)

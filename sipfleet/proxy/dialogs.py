@@ -330,7 +330,9 @@ class DialogTable:
                 "tag": dlg.from_tag.decode("utf-8", "replace"),
                 "contact": _uri_of(b"c: " + dlg.caller_contact),
                 "cseq": str(dlg.caller_cseq),
-                "route_set": ",".join(v.decode("utf-8", "replace") for v in reversed(dlg.route_set)),
+                "route_set": ",".join(
+                    v.decode("utf-8", "replace") for v in reversed(dlg.route_set)
+                ),
                 "socket": "",
             },
             "callee": {

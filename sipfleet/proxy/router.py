@@ -41,7 +41,9 @@ class Target:
     @classmethod
     def from_uri(cls, text: str, dest: object = None) -> Target:
         uri = parse_uri(text)
-        return cls(uri, uri.params.get("maddr") or uri.host, uri.effective_port(), uri.transport, dest)
+        return cls(
+            uri, uri.params.get("maddr") or uri.host, uri.effective_port(), uri.transport, dest
+        )
 
     def __repr__(self) -> str:
         return f"Target({self.uri.raw})"

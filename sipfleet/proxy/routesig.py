@@ -42,7 +42,9 @@ class RouteSigner:
         mac = hashlib.blake2s(call_id + b"\x00" + caller_tag, digest_size=_DIGEST, key=self._key)
         return base64.urlsafe_b64encode(mac.digest())
 
-    def verify(self, token: bytes, call_id: bytes, tag_a: bytes | None, tag_b: bytes | None) -> bool:
+    def verify(
+        self, token: bytes, call_id: bytes, tag_a: bytes | None, tag_b: bytes | None
+    ) -> bool:
         """True when ``token`` was made for this Call-ID and either tag (the
         caller's tag is in From or in To, by the request's direction)."""
         if len(token) != 12:

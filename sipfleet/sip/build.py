@@ -41,9 +41,7 @@ _COPY: Final = (b"via", b"from", b"call-id", b"cseq")
 
 def to_tag_for(msg: Message) -> bytes:
     """A To tag that is the same for every retransmission of ``msg``."""
-    seed = b"|".join(
-        (msg.get(b"call-id") or b"", msg.get(b"from") or b"", msg.get(b"cseq") or b"")
-    )
+    seed = b"|".join((msg.get(b"call-id") or b"", msg.get(b"from") or b"", msg.get(b"cseq") or b""))
     return b"sf%08x" % zlib.crc32(seed)
 
 

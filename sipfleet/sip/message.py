@@ -52,7 +52,22 @@ MAX_CSEQ: Final = 2**31 - 1  # RFC 3261 8.1.1.5
 _FOLD = re.compile(rb"[ \t]*\r\n[ \t]+")
 _TOKEN = re.compile(rb"[A-Za-z0-9.!%*_+`'~-]+")
 KNOWN_METHODS: Final = frozenset(
-    ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "SUBSCRIBE", "NOTIFY", "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE"]
+    [
+        "INVITE",
+        "ACK",
+        "BYE",
+        "CANCEL",
+        "OPTIONS",
+        "REGISTER",
+        "PRACK",
+        "SUBSCRIBE",
+        "NOTIFY",
+        "PUBLISH",
+        "INFO",
+        "REFER",
+        "MESSAGE",
+        "UPDATE",
+    ]
 )
 _KNOWN_B: Final = frozenset(m.encode() for m in KNOWN_METHODS)
 # int(bytes) goes through the buffer protocol: a lookup is several times cheaper

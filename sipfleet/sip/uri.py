@@ -108,7 +108,7 @@ def parse_uri(raw: str) -> URI:
     if scheme == "tel":
         number, _, ptext = rest.partition(";")
         return URI(text, scheme, number, None, "", None, _split_params(ptext), None)
-    if any(c in rest for c in " \t<>\"") or not rest:
+    if any(c in rest for c in ' \t<>"') or not rest:
         raise BadMessage(f"malformed URI {raw!r}")
     user: str | None = None
     password: str | None = None

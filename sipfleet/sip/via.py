@@ -24,7 +24,9 @@ _VIA: Final = re.compile(
     rb"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?:\s*:\s*([0-9]{1,5}))?\s*(;.*)?",
     re.S | re.I,
 )
-_PARAM: Final = re.compile(rb"\s*([A-Za-z0-9.!%*_+`'~-]+)\s*(?:=\s*(\"(?:[^\"\\]|\\.)*\"|[^\s;\"]+)\s*)?")
+_PARAM: Final = re.compile(
+    rb"\s*([A-Za-z0-9.!%*_+`'~-]+)\s*(?:=\s*(\"(?:[^\"\\]|\\.)*\"|[^\s;\"]+)\s*)?"
+)
 _PARAM_AT: Final = re.compile(b";" + _PARAM.pattern)
 _HOST: Final = re.compile(rb"[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]")
 _TRANSPORTS: Final = {

@@ -142,7 +142,9 @@ class ClientTransaction:
         timers = self._timers
         if not self.reliable:
             self._a = timers.add(now, self._interval, self._on_timer, "A" if self.invite else "E")
-        self._timeout = timers.add(now, 64 * self.cfg.t1, self._on_timer, "B" if self.invite else "F")
+        self._timeout = timers.add(
+            now, 64 * self.cfg.t1, self._on_timer, "B" if self.invite else "F"
+        )
 
     # -- inputs ---------------------------------------------------------------
     def receive(self, msg: Message, now: float) -> None:

@@ -23,7 +23,9 @@ __all__ = ["Timer", "Timers"]
 class Timer:
     __slots__ = ("active", "args", "callback", "deadline")
 
-    def __init__(self, deadline: float, callback: Callable[..., None], args: tuple[Any, ...]) -> None:
+    def __init__(
+        self, deadline: float, callback: Callable[..., None], args: tuple[Any, ...]
+    ) -> None:
         self.deadline = deadline
         self.callback = callback
         self.args = args

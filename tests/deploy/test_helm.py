@@ -126,7 +126,9 @@ def test_sipfleet_accepts_the_config(case, tmp_path):
     env = {e["name"]: e.get("value", "") for e in container(objects)["env"]}
     # Kubernetes expands $(SIP_ADVERTISE) from the pod's IP.
     listen = env["SIPFLEET_LISTEN"].replace("$(SIP_ADVERTISE)", "10.1.2.3")
-    cfg = load_config(path, env={"SIPFLEET_LISTEN": listen, "SIPFLEET_HTTP_TOKEN": "t-0123456789abcdef"})
+    cfg = load_config(
+        path, env={"SIPFLEET_LISTEN": listen, "SIPFLEET_HTTP_TOKEN": "t-0123456789abcdef"}
+    )
     assert {(x.proto, x.host, x.port, x.advertise) for x in cfg.proxy.listen} == {
         ("udp", "0.0.0.0", 5060, "10.1.2.3"),
         ("tcp", "0.0.0.0", 5060, "10.1.2.3"),
