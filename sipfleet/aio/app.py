@@ -499,13 +499,9 @@ class App:
         self._lag = self.loop.call_at(self._lag_due, self._measure_lag)
 
     def _trust_backends(self) -> None:
-        """Destinations are trusted for in-dialog requests and never banned."""
-        hosts = []
-        for d in self.dispatcher.destinations():
-            target = self.router.target(d)
-            if target is not None:
-                hosts.append(target.host)
-        self.gate.set_backends(hosts)
+        """Destinations are trusted for in-dialog requests and never banned
+        (the same hosts the relay rules trust)."""
+        self.gate.set_backends(self.router.backend_hosts())
 
     def _trunk_route(self, source: Peer) -> str | None:
         lst = self.listeners[source.listener]

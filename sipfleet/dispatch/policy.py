@@ -221,6 +221,11 @@ class DispatchRouter:
                 del counts[key]
 
     def is_backend(self, host: str) -> bool:
+        return host in self.backend_hosts()
+
+    def backend_hosts(self) -> frozenset[str]:
+        """Every host our destinations are reached at (recomputed after a reload):
+        the relay rules and the security gate trust the same set."""
         hosts = self._backends
         if hosts is None:
             found: set[str] = set()
@@ -239,7 +244,7 @@ class DispatchRouter:
                     if addr is not None:
                         found.update(addr.others)
             hosts = self._backends = frozenset(found)
-        return host in hosts
+        return hosts
 
     def _count(self, key: StateKey) -> list[int]:
         c = self.counts.get(key)
