@@ -6,6 +6,7 @@
 - No runtime import cycle among sipfleet's modules.
 - The modules mypyc compiles (``sipfleet._accel.MODULES``) never reach pydantic:
   they run on plain settings objects; the typed config lives in ``sipfleet.config``.
+- Only ``sipfleet.config`` imports pydantic, and the pure core does not import it.
 - ``import sipfleet.config`` loads no event loop or HTTP client (asyncio, aiohttp).
 
 An import counts when it runs: at module level or inside a function, but not under
@@ -246,6 +247,28 @@ def test_compiled_module_does_not_reach_pydantic(module: str) -> None:
     assert not [m for m in reached if m.startswith("sipfleet.config")], (
         f"{module} imports the typed config; give it plain settings"
     )
+
+
+def test_only_the_config_package_imports_pydantic() -> None:
+    found = sorted(
+        (m, t)
+        for m in MODULES
+        if not m.startswith("sipfleet.config")
+        for t in imports_of(m)
+        if t.split(".")[0] == "pydantic"
+    )
+    assert not found, f"pydantic outside sipfleet.config: {found}"
+
+
+def test_pure_core_does_not_import_the_typed_config() -> None:
+    found = sorted(
+        (m, t)
+        for m in MODULES
+        if m.startswith(PURE_PACKAGES)
+        for t in imports_of(m)
+        if t.startswith("sipfleet.config")
+    )
+    assert not found, f"the pure core imports sipfleet.config (give it plain settings): {found}"
 
 
 def test_importing_the_config_loads_no_event_loop_or_http_client() -> None:

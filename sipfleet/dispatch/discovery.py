@@ -1,9 +1,9 @@
 """Fleet discovery by DNS: the members of a set follow an SRV (or A/AAAA) record set.
 
 Pure: no sockets, no event loop, no clock. An entry's settings are a plain
-``DiscoverySettings`` (``[[discovery]]`` in ``sipfleet.config.discovery``). The adapter (``sipfleet.aio.discovery``)
-asks DNS every ``refresh`` seconds and hands each answer in as ``SrvRecord``s plus
-the addresses of their targets; this module turns that into destination specs
+``DiscoverySettings`` (the config side: ``sipfleet.config.discovery``). The
+adapter (``sipfleet.aio.discovery``) asks DNS every ``refresh`` seconds and
+hands each answer in as ``SrvRecord``s plus the addresses of their targets; this module turns that into destination specs
 (``member_specs``), compares them with the members it had (``Discovered.apply``)
 and says who joined, who left and who changed.
 
