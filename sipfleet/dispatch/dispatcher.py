@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sipfleet.dispatch._gc import gc_paused
-from sipfleet.dispatch.config import DispatcherConfig
 from sipfleet.dispatch.destination import (
     Address,
     Destination,
@@ -61,6 +60,7 @@ from sipfleet.dispatch.select import (
     concat,
     select_in_set,
 )
+from sipfleet.dispatch.settings import DispatcherSettings
 from sipfleet.dispatch.snapshot import Resolver, Snapshot, build_snapshot
 from sipfleet.dispatch.state import AdminState, DestState, LatencyStats, OverloadState
 
@@ -115,7 +115,7 @@ class Dispatcher:
 
     def __init__(
         self,
-        config: DispatcherConfig,
+        config: DispatcherSettings,
         specs: Iterable[DestinationSpec] = (),
         *,
         now: float = 0.0,
@@ -139,7 +139,7 @@ class Dispatcher:
                         st.set_admin(admin)
                         run.rw_dirty = True
 
-    def reconfigure(self, config: DispatcherConfig) -> None:
+    def reconfigure(self, config: DispatcherSettings) -> None:
         """Take new ``[dispatcher]`` settings (a SIGHUP); sets and state stay."""
         self.config = config
         self._reply_codes = config.reply_codes()
@@ -153,7 +153,7 @@ class Dispatcher:
     def from_store(
         cls,
         store: SpecSource,
-        config: DispatcherConfig,
+        config: DispatcherSettings,
         *,
         now: float = 0.0,
         resolver: Resolver | None = None,

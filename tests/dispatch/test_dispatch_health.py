@@ -8,7 +8,7 @@ import pytest
 from conftest import Build
 
 from sipfleet.dispatch import Dispatcher, DstEvent, Health, Keys, LatencyStats
-from sipfleet.dispatch.config import ReplyCodes
+from sipfleet.dispatch.settings import ReplyCodes
 
 TWO = "1 sip:a 0\n1 sip:b 8\n"  # a: no P flag, b: probing (P)
 

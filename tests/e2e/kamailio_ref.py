@@ -331,7 +331,7 @@ class SipfleetControl(_RpcPeer):
     def __init__(
         self, run_dir: Path, build: Callable[[Any], None], config: dict[str, Any] | None = None
     ) -> None:
-        from sipfleet.control.config import ControlConfig
+        from sipfleet.config.control import ControlConfig
         from sipfleet.control.registry import Registry
 
         self.run_dir = run_dir

@@ -229,7 +229,8 @@ def test_lookups_against_dnsmasq(dnsmasq):
     import asyncio
 
     from sipfleet.aio.discovery import DnsClient, LookupFailed, lookup
-    from sipfleet.dispatch.discovery import DiscoveryConfig, DnsConfig, SrvRecord
+    from sipfleet.config import DiscoveryConfig, DnsConfig
+    from sipfleet.dispatch.discovery import SrvRecord
 
     dnsmasq.start(
         [("m1", 5070), ("m2", 5071)],
@@ -242,7 +243,9 @@ def test_lookups_against_dnsmasq(dnsmasq):
     client = DnsClient(DnsConfig(servers=[f"127.0.0.1:{dnsmasq.port}"], timeout=0.5))
 
     def run(**kw: Any) -> Any:
-        return asyncio.run(lookup(client, DiscoveryConfig.model_validate({"set": 1, **kw})))
+        return asyncio.run(
+            lookup(client, DiscoveryConfig.model_validate({"set": 1, **kw}).to_settings())
+        )
 
     records, addrs = run(srv=SRV)
     assert sorted(records) == [
