@@ -1,10 +1,10 @@
 """Rules for the tests themselves, checked on the source with ``ast``.
 
 - No fixed waits: a ``time.sleep`` or ``asyncio.sleep`` in the end-to-end and adapter
-  tests must carry ``# sleep-ok: <why>`` on its line (or the line above), saying why
-  it is not a wait for something to happen: a pause that is the behaviour under test
-  ("nothing arrives within 0.5 s"), the pacing of a sender, a time window that must
-  pass by the clock (reload_delta), the poll interval of a bounded wait. Everything
+  tests must carry ``# sleep-ok: <why>`` on its line (or in the comment right above),
+  saying why it is not a wait for something to happen: a pause that is the behaviour
+  under test ("nothing arrives within 0.5 s"), the pacing of a sender, a time window
+  that must pass by the clock (reload_delta), the poll interval of a bounded wait. Everything
   else waits on its condition with ``waits.wait_for`` / ``wait_for_async`` and a
   generous deadline: a sleep that is long enough on an idle machine is too short on a
   loaded one.
@@ -54,9 +54,14 @@ def _sleeps(tree: ast.AST) -> Iterator[ast.Call]:
 
 
 def _marked(lines: list[str], call: ast.Call) -> bool:
+    """The mark on one of the call's lines or in the comment block right above it."""
     first = call.lineno - 1
     last = (call.end_lineno or call.lineno) - 1
-    around = lines[max(first - 1, 0) : last + 1]
+    around = lines[first : last + 1]
+    above = first - 1
+    while above >= 0 and lines[above].lstrip().startswith("#"):
+        around.append(lines[above])
+        above -= 1
     return any(MARK.search(line) for line in around)
 
 
@@ -74,12 +79,15 @@ def test_the_rule_sees_every_spelling_of_a_sleep() -> None:
         "aio.sleep(1)\n"
         "nap(1)\n"
         "time.sleep(1)  # sleep-ok: pacing the sender\n"
-        "# sleep-ok: nothing may arrive in this window\n"
+        "# sleep-ok: nothing may arrive in this window,\n"
+        "# a comment of two lines\n"
+        "time.sleep(0.5)\n"
+        "# a comment without the mark\n"
         "time.sleep(0.5)\n"
         "time.sleep(1)  # sleep-ok:\n"  # a mark without a reason is no mark
         "other.sleep(1)\n"  # not time's or asyncio's
     )
-    assert unmarked_sleeps(source) == [3, 4, 5, 9]
+    assert unmarked_sleeps(source) == [3, 4, 5, 11, 12]
 
 
 @pytest.mark.parametrize("path", _files(), ids=lambda p: str(p.relative_to(TESTS)))
