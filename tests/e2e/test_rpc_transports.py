@@ -439,7 +439,7 @@ def test_connections_past_the_bound_are_closed(tmp_path):
                 while not framer.feed(await asyncio.wait_for(r.read(65536), 15)):
                     pass
             reader, writer = await asyncio.open_unix_connection(str(control.ctl_path))
-            got = await asyncio.wait_for(reader.read(10), 2)
+            got = await asyncio.wait_for(reader.read(10), 15)
             for _, w in [*held, (reader, writer)]:
                 w.close()
             return got
