@@ -3,14 +3,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 import pytest
 
-from sipfleet.dispatch import Dispatcher, DispatcherConfig, parse_list
-from sipfleet.dispatch.routing import DispatchRouter, RouteConfig
-from sipfleet.proxy.core import Proxy, ProxySettings
-from sipfleet.proxy.net import Listener, Peer
+from sipfleet.aio.events import EventBus
+from sipfleet.config import Config, ListenSpec, ProxyConfig
+from sipfleet.core.factory import build_core
+from sipfleet.dispatch import DispatcherConfig, parse_list
+from sipfleet.dispatch.routing import RouteConfig
+from sipfleet.proxy.net import Peer
 from sipfleet.sip.message import Message
 from sipfleet.testing import UA, FakeClock, RecordingSink
 
@@ -25,15 +28,28 @@ class Net:
         self.clock = FakeClock()
         self.sink = RecordingSink()
         cfg.setdefault("ping_interval", 0)
-        self.dispatcher = Dispatcher(DispatcherConfig(**cfg), parse_list(text), now=self.clock.now)  # type: ignore[arg-type]
-        self.router = DispatchRouter(self.dispatcher, routes or [], load=None)  # type: ignore[arg-type]
-        self.proxy = Proxy(
-            [Listener(0, "udp", "127.0.0.1", 5060)],
-            self.sink,
-            self.router,
-            ProxySettings(first_response_timeout=2.0, dialog_lifetime=3600),
+        config = Config(
+            proxy=ProxyConfig(
+                listen=[ListenSpec(proto="udp", host="127.0.0.1", port=5060)],
+                first_response_timeout=2.0,
+                dialog_lifetime=3600,
+            ),
+            dispatcher=DispatcherConfig(**cfg),  # type: ignore[arg-type]
+            route=routes or [],
         )
-        self.router.load = self.proxy.dialogs
+        # The server's wiring (sipfleet.core.factory), no sockets.
+        self.core = build_core(
+            config,
+            parse_list(text),
+            {},
+            now=lambda: self.clock.now,
+            sink=self.sink,
+            events=EventBus(),
+            lock=asyncio.Lock,
+        )
+        self.dispatcher = self.core.dispatcher
+        self.router = self.core.router
+        self.proxy = self.core.proxy
         self.uac = UA("127.0.0.1", 5080)
 
     def send(self, data: bytes, peer: Peer) -> None:
