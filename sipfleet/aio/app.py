@@ -630,7 +630,7 @@ class App:
 
     def _flush_deletes(self) -> None:
         self._delete_soon = None
-        self.core.writes.deletes_due(self.loop.time())
+        self.core.writes.delete_timer_fired()
         self._write_dialogs()
 
     def _write_dialogs(self) -> None:

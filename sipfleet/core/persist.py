@@ -64,7 +64,7 @@ class DialogWrites:
         self.stored: set[DialogKey] = set()  # keys written to the disk
         self.dropped = 0
         self.in_flight = False
-        #: when a deletion must go out (None: none waiting)
+        #: when a deletion must go out; set while the adapter's timer for it is armed
         self.delete_at: float | None = None
         #: told the new ``delete_at`` when one is set (the adapter arms a timer)
         self.wake: Callable[[float], None] | None = None
@@ -114,12 +114,10 @@ class DialogWrites:
         if self.pending:
             self._delete_soon(now)
 
-    def deletes_due(self, now: float) -> bool:
-        """True (once) when the deletion deadline has come."""
-        if self.delete_at is not None and now >= self.delete_at:
-            self.delete_at = None
-            return True
-        return False
+    def delete_timer_fired(self) -> None:
+        """The adapter's timer for ``delete_at`` ran (maybe a hair early, as
+        loop timers may): the next deletion asks for a timer of its own."""
+        self.delete_at = None
 
     def _delete_soon(self, now: float) -> None:
         if self.delete_at is None:

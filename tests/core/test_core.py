@@ -230,9 +230,13 @@ def test_a_short_call_never_reaches_the_disk_an_ended_stored_one_soon() -> None:
     assert woken == [6.0 + w.delete_delay]
     assert w.take() is None
     w.done(6.001)
-    assert not w.deletes_due(6.005) and w.deletes_due(6.02)
+    assert woken == [6.0 + w.delete_delay]  # the timer armed for it is still to run
+    w.delete_timer_fired()
     batch = w.take()
     assert batch is not None and batch.deletes == [(b"c2", b"t2")]
+    w.done(6.02)
+    w.ended(_dlg(3), 6.03)  # never stored: nothing to delete, no timer
+    assert woken == [6.0 + w.delete_delay]
 
 
 def test_dialogs_written_by_one_core_come_back_in_the_next(tmp_path: Path) -> None:
