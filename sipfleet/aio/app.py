@@ -1,8 +1,10 @@
 """The running sipfleet process: start, serve, drain, stop.
 
-Builds the pure core from the config (store -> dispatcher -> router ->
-proxy), wires it to the socket adapters and the loop's clock, drives its
-timers and OPTIONS probing, starts the control plane, and handles signals:
+The adapter around the node's pure core: loads the store, builds the core
+with ``sipfleet.core.factory.build_core``, attaches it to the socket
+adapters, arms one loop timer for the core's next deadline
+(``Core.handle_timer``: SIP timers, probes, dialog write batches), runs the
+store writes the core hands out, starts the control plane, and handles signals:
 SIGTERM/SIGINT start a graceful stop (new calls get 503 with Retry-After,
 calls in progress finish), a second one stops at once; SIGHUP reloads the
 destinations.
@@ -151,8 +153,8 @@ class App:
         self._core: Core | None = None  # start() builds it from the store's contents
         self.registry = Registry()
         self.control: ControlPlane | None = None
-        self._tick: asyncio.TimerHandle | None = None
-        self._probe: asyncio.TimerHandle | None = None
+        self._tick: asyncio.TimerHandle | None = None  # the core's next deadline
+        self._tick_at = 0.0
         self._gc_handle: asyncio.TimerHandle | None = None
         self._gc_due = 0.0
         self._gc_full_at = 0.0
@@ -160,10 +162,8 @@ class App:
         self._stopping = False
         self._dialog_writing: asyncio.Task[None] | None = None  # one batch at a time
         self._follow: asyncio.Task[None] | None = None
-        self._persist: asyncio.TimerHandle | None = None
         self._checkpointing = False
         self._checkpoint: asyncio.TimerHandle | None = None
-        self._delete_soon: asyncio.TimerHandle | None = None
         self.discovery: DiscoveryService | None = None  # [[discovery]]: members from DNS
         self.cluster: Cluster | None = None  # [cluster]: sipfleet.aio.cluster
         self.gate = build_gate(cfg)
@@ -213,6 +213,8 @@ class App:
                 hooks=hooks,
                 run_blocking=asyncio.to_thread,
                 started_wall=self.started_wall,
+                registry=self.registry,
+                wake=self._wake,
             )
         )
         await self._open_dialog_store()
@@ -248,7 +250,6 @@ class App:
         self.core.emit_dst_events(self.dispatcher.initial_events())
         self.discovery.start()  # [[discovery]]: members from DNS (sipfleet.aio.discovery)
         self._schedule_tick()
-        self._schedule_probe(0.0)
         self._lag_due = self.loop.time() + _LAG_PERIOD
         self._lag = self.loop.call_at(self._lag_due, self._measure_lag)
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -404,17 +405,10 @@ class App:
             await self.discovery.close()
         if self.cluster is not None:  # [cluster]
             await self.cluster.close()
-        handles = (
-            self._tick,
-            self._probe,
-            self._gc_handle,
-            self._persist,
-            self._delete_soon,
-            self._lag,
-        )
-        for handle in (*handles, self._checkpoint):
+        for handle in (self._tick, self._gc_handle, self._lag, self._checkpoint):
             if handle is not None:
                 handle.cancel()
+        self._tick = None  # a batch finishing now must not arm it again (see _wake)
         if self._follow is not None:
             self._follow.cancel()
         if self.store is not None and self._core is not None and self.core.writes.enabled:
@@ -444,22 +438,25 @@ class App:
 
     # -- timers, probing, the collector ------------------------------------------
     def _schedule_tick(self) -> None:
+        """One loop timer for the core's next deadline (at most _TICK_MAX away:
+        the proxy's timer queues do not say when a new timer is earlier)."""
         now = self.loop.time()
-        nxt = self.proxy.next_timer()
+        nxt = self.core.next_deadline()
         delay = _TICK_MAX if nxt is None else min(max(nxt - now, 0.001), _TICK_MAX)
-        self._tick = self.loop.call_later(delay, self._on_tick)
+        self._tick_at = now + delay
+        self._tick = self.loop.call_at(self._tick_at, self._on_tick)
+
+    def _wake(self, when: float) -> None:
+        """The core has a deadline (a dialog deletion) earlier than the armed one."""
+        if self._tick is not None and when < self._tick_at:
+            self._tick.cancel()
+            self._tick_at = when
+            self._tick = self.loop.call_at(when, self._on_tick)
 
     def _on_tick(self) -> None:
-        now = self.loop.time()
-        try:
-            self.proxy.handle_timer(now)
-            self.gate.maintain(now)
-        except Exception:
-            self.proxy.stats.internal_errors += 1
-            log.exception("internal error in timers")
-        if self.gate.events:
-            for kind, data in self.gate.take_events():
-                self.events.emit(kind, data)
+        batch = self.core.handle_timer(self.loop.time())
+        if batch is not None:
+            self._apply_writes(*batch)
         self._schedule_tick()
 
     def _measure_lag(self) -> None:
@@ -507,14 +504,6 @@ class App:
                 t0 = time.perf_counter()
                 _MALLOC_TRIM(0)
                 log.debug("malloc_trim: %.1f ms", (time.perf_counter() - t0) * 1000)
-
-    def _schedule_probe(self, delay: float) -> None:
-        self._probe = self.loop.call_later(delay, self._on_probe_tick)
-
-    def _on_probe_tick(self) -> None:
-        nxt = self.core.probe(self.loop.time())
-        delay = 1.0 if nxt is None else min(max(nxt - self.loop.time(), 0.01), 1.0)
-        self._schedule_probe(delay)
 
     # -- reload -----------------------------------------------------------------
     async def reload(self, by: str = "rpc", *, rate_limited: bool = True) -> ReloadResult:
@@ -615,34 +604,22 @@ class App:
         if not writes.enabled or self.store is None:
             return
         self.core.restore_dialogs(await self.store.load_dialogs(time.time()))
-        writes.wake = self._delete_due
-        self._persist = self.loop.call_later(writes.period, self._flush_dialogs)
+        writes.start(self.loop.time())  # batches from now on (Core.handle_timer)
         self._checkpoint = self.loop.call_later(_CHECKPOINT_PERIOD, self._checkpoint_dialogs)
 
-    def _delete_due(self, when: float) -> None:
-        """The write buffer has a deletion to send by ``when``."""
-        if self._delete_soon is None:
-            self._delete_soon = self.loop.call_at(when, self._flush_deletes)
-
-    def _flush_dialogs(self) -> None:
-        self._persist = self.loop.call_later(self.core.writes.period, self._flush_dialogs)
-        self._write_dialogs()
-
-    def _flush_deletes(self) -> None:
-        self._delete_soon = None
-        self.core.writes.delete_timer_fired()
-        self._write_dialogs()
-
     def _write_dialogs(self) -> None:
-        """Hand the buffer's next batch to the store, one batch at a time
-        (SQLite writes it on the loop itself: see sipfleet.store.dialogs)."""
-        store = self.store
-        if store is None:
-            return
+        """Hand whatever is queued to the store now (at close)."""
         batch = self.core.take_writes()
         if batch is not None:
-            puts, deletes = batch
-            self._dialog_writing = self.loop.create_task(self._apply_dialogs(store, puts, deletes))
+            self._apply_writes(*batch)
+
+    def _apply_writes(self, puts: list[DialogRecord], deletes: list[tuple[bytes, bytes]]) -> None:
+        """One batch at a time (SQLite writes it on the loop itself: see sipfleet.store.dialogs)."""
+        store = self.store
+        if store is None:  # cannot happen: the buffer is enabled only with a store
+            self.core.writes.done(self.loop.time())
+            return
+        self._dialog_writing = self.loop.create_task(self._apply_dialogs(store, puts, deletes))
 
     async def _apply_dialogs(
         self, store: AsyncStore, puts: list[DialogRecord], deletes: list[tuple[bytes, bytes]]

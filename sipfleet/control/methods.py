@@ -3,8 +3,9 @@
 Names, parameters, help texts (``system.methodHelp`` of Kamailio 5.6.3),
 result shapes, strings and fault codes are Kamailio's, compared with the
 real one in tests/e2e. This module is the glue between the registry and
-the running process (``sipfleet.aio.app.App``): the state lives in the
-pure core, the store is the process's ``AsyncStore``.
+the node's core (``sipfleet.core.node.Core``, as ``build_core`` makes it):
+admin state changes go through its admin service (``sipfleet.core.admin``),
+the store is the process's ``AsyncStore``.
 
 Where sipfleet differs from Kamailio, on purpose:
 

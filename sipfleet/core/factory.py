@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from sipfleet.control.registry import Registry
 from sipfleet.core.admin import Events, LockFactory
 from sipfleet.core.node import Core, CoreHooks, RunBlocking, run_inline
 from sipfleet.dispatch.destination import DestinationSpec, StateKey
@@ -102,13 +103,18 @@ def build_core(
     run_blocking: RunBlocking = run_inline,
     wall: Callable[[], float] = time.time,
     started_wall: float | None = None,
+    registry: Registry | None = None,
+    wake: Callable[[float], None] | None = None,
 ) -> Core:
     """A complete node core.
 
     ``now`` is the monotonic clock timers run on, ``wall`` the wall clock
     events and listings show; ``lock`` makes the locks that serialise store
     writes and reloads (asyncio.Lock in the server); ``run_blocking`` runs a
-    snapshot build off the loop (asyncio.to_thread in the server).
+    snapshot build off the loop (asyncio.to_thread in the server);
+    ``registry`` is where the RPC methods go (the control plane's);
+    ``wake(when)`` hears of a new deadline that may be earlier than the one
+    the adapter armed for ``next_deadline()``.
     """
     dispatcher = Dispatcher(
         cfg.dispatcher,
@@ -142,4 +148,6 @@ def build_core(
         persist_dialogs=cfg.store.persist_dialogs,
         trunk_routes=any(t.route for t in cfg.trunk),
         started_wall=started_wall,
+        registry=registry,
+        wake=wake,
     )

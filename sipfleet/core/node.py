@@ -15,8 +15,9 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from sipfleet.control.registry import Dialect, Registry, RpcFault
 from sipfleet.core.admin import AdminService, Events, LockFactory
-from sipfleet.core.persist import DialogWrites, dialog_record, restore_dialog
+from sipfleet.core.persist import DialogKey, DialogWrites, dialog_record, restore_dialog
 from sipfleet.dispatch.destination import Destination, DestinationSpec, StateKey
 from sipfleet.dispatch.dispatcher import Dispatcher, ReloadResult
 from sipfleet.dispatch.errors import DispatcherError
@@ -103,6 +104,8 @@ class Core:
         persist_dialogs: bool = False,
         trunk_routes: bool = False,
         started_wall: float | None = None,
+        registry: Registry | None = None,
+        wake: Callable[[float], None] | None = None,
     ) -> None:
         self.dispatcher = dispatcher
         self.listeners = list(listeners)
@@ -124,7 +127,10 @@ class Core:
         self.gate = gate
         proxy.gate = gate
         self.admin = AdminService(dispatcher, self, store, events, lock, wall)
-        self.writes = DialogWrites(enabled=persist_dialogs and store is not None)
+        #: the RPC methods (registered by ``sipfleet.core.rpc.register_rpc``), as ``call`` runs them
+        self.registry = registry if registry is not None else Registry()
+        # ``wake(when)``: a deadline earlier than the adapter may have armed for.
+        self.writes = DialogWrites(enabled=persist_dialogs and store is not None, wake=wake)
         table = proxy.dialogs
         table.on_idle = self.admin.on_idle
         table.on_end = self._dialog_ended
@@ -132,6 +138,54 @@ class Core:
         self.trust_backends()
         if trunk_routes:
             self.router.source_route = self._trunk_route
+
+    # -- inputs ------------------------------------------------------------------
+    def receive(self, data: bytes, peer: Peer, now: float) -> None:
+        """A datagram or a framed stream message from ``peer`` (the server's
+        transports hand bytes to the proxy directly, on the hot path)."""
+        self.proxy.receive(data, peer, now)
+
+    def handle_timer(self, now: float) -> tuple[list[DialogRecord], list[DialogKey]] | None:
+        """Run what is due by ``now``: the proxy's timers, the gate's upkeep, the
+        OPTIONS probes; returns a batch of dialog writes when one is due (the
+        adapter writes it, then calls ``writes.done``)."""
+        try:
+            self.proxy.handle_timer(now)
+            self.gate.maintain(now)
+        except Exception:
+            self.proxy.stats.internal_errors += 1
+            log.exception("internal error in timers")
+        gate = self.gate
+        if gate.events:
+            for kind, data in gate.take_events():
+                self.events.emit(kind, data)
+        probe_at = self.dispatcher.next_probe_at()
+        if probe_at is not None and now >= probe_at:
+            self.probe(now)
+        if self.writes.due(now):
+            return self.take_writes()
+        return None
+
+    def next_deadline(self) -> float | None:
+        """When ``handle_timer`` next has work (None: nothing scheduled)."""
+        best: float | None = None
+        for t in (
+            self.proxy.next_timer(),
+            self.dispatcher.next_probe_at(),
+            self.writes.next_deadline(),
+        ):
+            if t is not None and (best is None or t < best):
+                best = t
+        return best
+
+    def call(self, method: str, params: Sequence[object] = ()) -> object:
+        """An RPC through the same registry the front ends serve (JSON-RPC's
+        reading of the params); the result, or an awaitable of it. Raises
+        RpcFault as the method does; the clock is the core's (``now``)."""
+        spec = self.registry.get(method)
+        if spec is None:
+            raise RpcFault(500, "Method Not Found")  # as jsonrpcs answers
+        return spec.invoke(params, Dialect.JSON)
 
     # -- call-load -----------------------------------------------------------------
     def load(self, key: str) -> int:
@@ -186,7 +240,7 @@ class Core:
         if records:
             log.info("restored %d open dialogs", len(records))
 
-    def take_writes(self) -> tuple[list[DialogRecord], list[tuple[bytes, bytes]]] | None:
+    def take_writes(self) -> tuple[list[DialogRecord], list[DialogKey]] | None:
         """The next batch of dialog rows to put and keys to delete (then call
         ``writes.done``), or None: nothing to write or a batch in flight."""
         batch = self.writes.take()

@@ -55,6 +55,7 @@ class DialogWrites:
         max_pending: int = MAX_PENDING,
         period: float = PERSIST_PERIOD,
         delete_delay: float = DELETE_DELAY,
+        wake: Callable[[float], None] | None = None,
     ) -> None:
         self.enabled = enabled
         self.max_pending = max_pending
@@ -64,10 +65,12 @@ class DialogWrites:
         self.stored: set[DialogKey] = set()  # keys written to the disk
         self.dropped = 0
         self.in_flight = False
-        #: when a deletion must go out; set while the adapter's timer for it is armed
+        #: when the next batch goes out anyway (set by ``start``)
+        self.flush_at: float | None = None
+        #: when a deletion must go out (None: none waiting)
         self.delete_at: float | None = None
-        #: told the new ``delete_at`` when one is set (the adapter arms a timer)
-        self.wake: Callable[[float], None] | None = None
+        #: told the new ``delete_at`` when one is set (the adapter's timer may be later)
+        self.wake = wake
 
     def __len__(self) -> int:
         return len(self.pending)
@@ -86,6 +89,29 @@ class DialogWrites:
         else:
             # Confirmed and ended between two batches: it never reaches the disk.
             self.pending.pop(key, None)
+
+    def start(self, now: float) -> None:
+        """Batches go out every ``period`` from now on."""
+        if self.enabled:
+            self.flush_at = now + self.period
+
+    def due(self, now: float) -> bool:
+        """True when a batch should go out now (the period, or a deletion's deadline)."""
+        hit = False
+        if self.flush_at is not None and now >= self.flush_at:
+            self.flush_at = now + self.period
+            hit = True
+        if self.delete_at is not None and now >= self.delete_at:
+            self.delete_at = None
+            hit = True
+        return hit
+
+    def next_deadline(self) -> float | None:
+        if self.delete_at is None:
+            return self.flush_at
+        if self.flush_at is None:
+            return self.delete_at
+        return min(self.flush_at, self.delete_at)
 
     def restored(self, dlg: Dialog) -> None:
         """A dialog read back from the store at startup: on the disk already."""
@@ -113,11 +139,6 @@ class DialogWrites:
         self.in_flight = False
         if self.pending:
             self._delete_soon(now)
-
-    def delete_timer_fired(self) -> None:
-        """The adapter's timer for ``delete_at`` ran (maybe a hair early, as
-        loop timers may): the next deletion asks for a timer of its own."""
-        self.delete_at = None
 
     def _delete_soon(self, now: float) -> None:
         if self.delete_at is None:

@@ -31,7 +31,7 @@ from sipfleet.control.binrpc import (
 )
 from sipfleet.control.jsonrpc import JsonRpcHandler
 from sipfleet.control.methods import RPC_CALLER, StatsBook
-from sipfleet.control.registry import Registry, RpcFault
+from sipfleet.control.registry import RpcFault
 from sipfleet.core.factory import build_core
 from sipfleet.core.node import Core
 from sipfleet.core.rpc import register_rpc
@@ -145,7 +145,7 @@ class Env:
         self.store.replace(parse_list(LIST, "test.list"))
         self.sink = Sink()
         self.core = build_test_core(self.store, self.clock, self.sink, **cfg)
-        self.registry = Registry()
+        self.registry = self.core.registry  # the one Core.call runs
         register_rpc(self.registry, self.core)
         self.json = JsonRpcHandler(self.registry)
         self.binrpc = BinRpcHandler(self.registry)

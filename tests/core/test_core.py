@@ -18,7 +18,7 @@ from sipfleet.aio.events import EventBus
 from sipfleet.config import Config, StoreConfig
 from sipfleet.control.core_methods import ServerInfo, register_core_methods
 from sipfleet.control.jsonrpc import JsonRpcHandler
-from sipfleet.control.registry import Registry
+from sipfleet.control.registry import RpcFault
 from sipfleet.core.factory import build_core
 from sipfleet.core.node import Core
 from sipfleet.core.persist import DialogWrites
@@ -58,6 +58,7 @@ class Node:
         self.dialog_db = DialogStore(str(tmp_path / "sipfleet.db")) if persist else None
         self.sink = RecordingSink()
         self.events = EventBus()
+        self.woken: list[float] = []
         cfg = Config(
             dispatcher=DispatcherConfig(**{"ping_interval": 0, **disp}),
             store=StoreConfig(persist_dialogs=persist),
@@ -72,8 +73,9 @@ class Node:
             events=self.events,
             lock=asyncio.Lock,
             store=LocalStore(self.db, self.dialog_db),
+            wake=self.woken.append,
         )
-        self.registry = Registry()
+        self.registry = self.core.registry
         register_rpc(self.registry, self.core)
         info = ServerInfo(started_at=self.clock.wall() - 42, now=self.clock.wall)
         register_core_methods(self.registry, info)
@@ -230,8 +232,8 @@ def test_a_short_call_never_reaches_the_disk_an_ended_stored_one_soon() -> None:
     assert woken == [6.0 + w.delete_delay]
     assert w.take() is None
     w.done(6.001)
-    assert woken == [6.0 + w.delete_delay]  # the timer armed for it is still to run
-    w.delete_timer_fired()
+    assert woken == [6.0 + w.delete_delay]  # its deadline stands
+    assert not w.due(6.009) and w.due(6.01)
     batch = w.take()
     assert batch is not None and batch.deletes == [(b"c2", b"t2")]
     w.done(6.02)
@@ -273,3 +275,46 @@ def test_end_dlg_ends_the_dialog_in_the_core(node: Node) -> None:
     node.call("dlg.end_dlg", listed["h_entry"], listed["h_id"])
     assert len(node.core.proxy.dialogs) == 0
     assert node.kinds() == ["dlg-ended"]
+
+
+def test_one_deadline_drives_probes_and_dialog_writes(tmp_path: Path) -> None:
+    n = Node(tmp_path, persist=True, ping_interval=10, probing_mode=1)
+    try:
+        core = n.core
+        assert core.next_deadline() == core.dispatcher.next_probe_at() == n.clock.now()
+        assert core.handle_timer(n.clock.now()) is None
+        sent = n.sink.take()
+        assert sorted(p.port for p, m in sent if m.method == "OPTIONS") == [5070, 5071]
+        # The probes' retransmission timer (T1) is the next deadline ...
+        assert core.next_deadline() == n.clock.now() + 0.5
+        # ... until dialog writes start: every 200 ms.
+        core.writes.start(n.clock.now())
+        assert core.next_deadline() == n.clock.now() + core.writes.period
+        n.clock.t += core.writes.period
+        assert core.handle_timer(n.clock.now()) is None  # due, but nothing to write
+        dlg = n.dialog(3)
+        core.writes.confirmed(dlg)
+        n.clock.t += core.writes.period
+        puts, deletes = core.handle_timer(n.clock.now()) or ([], [])
+        assert [r.call_id for r in puts] == [b"call-3"] and deletes == []
+        core.writes.done(n.clock.now())
+        # A stored dialog's end asks for an earlier wake-up than the period.
+        core.proxy.dialogs.end(dlg, "bye", n.clock.now())
+        assert n.woken == [n.clock.now() + core.writes.delete_delay]
+        assert core.next_deadline() == n.woken[0]
+        n.clock.t = n.woken[0]
+        assert core.handle_timer(n.clock.now()) == ([], [(b"call-3", b"tag-3")])
+    finally:
+        n.close()
+
+
+def test_call_runs_the_registered_methods(node: Node) -> None:
+    assert node.core.call("dispatcher.hash", [4, "a"]) == node.call("dispatcher.hash", 4, "a")
+    listing = node.core.call("dispatcher.list")
+    assert isinstance(listing, dict) and len(listing["RECORDS"]) == 1
+    with pytest.raises(RpcFault, match="Method Not Found"):
+        node.core.call("no.such")
+    drained = node.core.call("dispatcher.drain", ["media-1"])
+    assert inspect.isawaitable(drained)
+    (entry,) = node.loop.run_until_complete(drained)
+    assert entry["STATE"] == "draining"
