@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from sipfleet.control.registry import Dialect, Registry, RpcFault
 from sipfleet.core.admin import AdminService, Events, LockFactory
@@ -22,7 +22,7 @@ from sipfleet.dispatch.destination import Destination, DestinationSpec, StateKey
 from sipfleet.dispatch.dispatcher import Dispatcher, ReloadResult
 from sipfleet.dispatch.errors import DispatcherError
 from sipfleet.dispatch.health import DstEvent
-from sipfleet.dispatch.policy import DispatchRouter
+from sipfleet.dispatch.routing import DispatchRouter
 from sipfleet.dispatch.select import LoadView
 from sipfleet.proxy.core import Proxy
 from sipfleet.proxy.dialogs import Dialog
@@ -31,6 +31,7 @@ from sipfleet.security.gate import Gate
 from sipfleet.sip.message import Message
 
 if TYPE_CHECKING:
+    from sipfleet.dispatch.routing import RouteConfig
     from sipfleet.store.base import AsyncStore
     from sipfleet.store.dialogs import DialogRecord
 
@@ -88,7 +89,7 @@ class Core:
     def __init__(
         self,
         dispatcher: Dispatcher,
-        routes: Sequence[Any],
+        routes: Sequence[RouteConfig],
         listeners: Sequence[Listener],
         proxy_factory: Callable[[DispatchRouter], Proxy],
         gate: Gate,
