@@ -144,7 +144,6 @@ def build_core(
         lock=lock,
         run_blocking=run_blocking,
         hooks=hooks,
-        probe_timeout=cfg.dispatcher.probe_timeout,
         persist_dialogs=cfg.store.persist_dialogs,
         trunk_routes=any(t.route for t in cfg.trunk),
         started_wall=started_wall,

@@ -101,7 +101,6 @@ class Core:
         lock: LockFactory,
         run_blocking: RunBlocking = run_inline,
         hooks: CoreHooks | None = None,
-        probe_timeout: float = 2.0,
         persist_dialogs: bool = False,
         trunk_routes: bool = False,
         started_wall: float | None = None,
@@ -118,7 +117,6 @@ class Core:
         self.run_blocking = run_blocking
         self.hooks = hooks or CoreHooks()
         self.started_wall = wall() if started_wall is None else started_wall
-        self.probe_timeout = probe_timeout
         self.reload_lock = lock()
         # The call-load the router balances on is the dialog table's (the
         # core is the router's LoadView), or every node's with [cluster].
@@ -331,7 +329,7 @@ class Core:
             headers,
             functools.partial(self._probe_done, dest, now),
             now,
-            timeout=self.probe_timeout,
+            timeout=self.dispatcher.config.probe_timeout,  # SIGHUP may change it
         )
         if not sent:
             self._probe_done(dest, now, None, None, now)
