@@ -26,6 +26,7 @@ MODULES: tuple[str, ...] = (
     "sipfleet.transaction.timers",
     "sipfleet.transaction.server",
     "sipfleet.transaction.client",
+    "sipfleet.transaction.table",
     "sipfleet.security.settings",
     "sipfleet.security.trunks",
     "sipfleet.security.bans",

@@ -261,6 +261,7 @@ def _app_stats(app: AppLike, extra: Callable[[], Iterable[_Stat]] | None = None)
         counter("sipfleet", "retransmissions", "retransmissions"),
         counter("sipfleet", "timeouts", "timeouts"),
         counter("sipfleet", "transport_errors", "transport_errors"),
+        counter("sipfleet", "txn_refused", "txn_refused"),
         _Stat("sipfleet", "client_transactions", lambda: len(proxy.client_txns), False),
         _Stat("sipfleet", "accepting", lambda: int(proxy.accepting), False),
         # Kamailio 5.6's dispatcher keeps no statistics; sipfleet's are where

@@ -62,6 +62,7 @@ from sipfleet.sip.uri import URI, parse_uri
 from sipfleet.sip.via import Via, split_first
 from sipfleet.transaction.client import ClientTransaction
 from sipfleet.transaction.server import ServerState, ServerTransaction, TimerConfig
+from sipfleet.transaction.table import MAX_TRANSACTIONS, TransactionTable, server_key
 from sipfleet.transaction.timers import Timer, Timers
 
 __all__ = ["Context", "Proxy", "ProxySettings", "Stats"]
@@ -86,6 +87,7 @@ class ProxySettings:
         "limits",
         "max_failover",
         "max_forwards",
+        "max_transactions",
         "preloaded_route",
         "record_route",
         "route_key",
@@ -109,6 +111,7 @@ class ProxySettings:
         dialog_lifetime: float = 7200.0,
         route_key: bytes | None = None,
         preloaded_route: str = "remove",
+        max_transactions: int = MAX_TRANSACTIONS,
     ) -> None:
         self.timers = timers or TimerConfig()
         self.first_response_timeout = first_response_timeout
@@ -126,6 +129,9 @@ class ProxySettings:
         # Pre-loaded Route values (not ours) on out-of-dialog requests from
         # sources that are not back ends: "remove" (as Kamailio's stock config) or "refuse" (403).
         self.preloaded_route = preloaded_route
+        # The bound on each transaction table (server, client): new requests
+        # beyond it get 503, as when the gate's max_transactions is reached.
+        self.max_transactions = max_transactions
 
 
 class Stats:
@@ -150,6 +156,7 @@ class Stats:
         "retransmissions",
         "timeouts",
         "transport_errors",
+        "txn_refused",
         "uac_transactions",
         "uas_transactions",
     )
@@ -171,6 +178,7 @@ class Stats:
         self.retransmissions = 0
         self.timeouts = 0
         self.transport_errors = 0
+        self.txn_refused = 0  # transactions not made: a table was full (503 or dropped)
         self.uac_transactions = 0
         self.uas_transactions = 0
         # Requests received by method (any other method counts as OTHER: a peer
@@ -305,9 +313,12 @@ class Proxy:
         self.dialogs.on_ack_timeout = self._on_ack_timeout
         self.signer = RouteSigner(st.route_key)
         self.stats = Stats()
-        self.server_txns: dict[object, ServerTransaction] = {}
-        self.client_txns: dict[tuple[str, str], ClientTransaction] = {}
-        self._by_peer: dict[Peer, set[ClientTransaction]] = {}
+        self.txns = TransactionTable(
+            sink, self.timers, st.timers, st.max_transactions, self._on_client_terminated
+        )
+        # The tables themselves, for the statistics and the tests.
+        self.server_txns: dict[object, ServerTransaction] = self.txns.server
+        self.client_txns: dict[tuple[str, str], ClientTransaction] = self.txns.client
         self.branches = BranchFactory(self.listeners[0].sent_by)
         self._prefix_b = self.branches.prefix.encode()
         # Our own Record-Route values, recognised in Route without parsing:
@@ -337,8 +348,6 @@ class Proxy:
         # per transaction is one more object for the collector to scan.
         self._cb_response = self._on_branch_response
         self._cb_failure = self._on_branch_failure
-        self._cb_client_done = self._on_client_terminated
-        self._cb_server_done = self._on_server_terminated
         self._cb_fr = self._on_fr_timer
         self._peer_log = RateLimitedLog(log)
 
@@ -379,7 +388,7 @@ class Proxy:
     def transport_failed(self, peer: Peer, now: float) -> None:
         """The adapter could not reach ``peer`` (TCP refused, reset...)."""
         self._now = now
-        txns = self._by_peer.pop(peer, None)
+        txns = self.txns.transport_failed(peer)
         if not txns:
             return
         self.stats.transport_errors += 1
@@ -425,24 +434,12 @@ class Proxy:
             )
         )
         origin = _Origin(on_done)
-        txn = ClientTransaction(
-            (branch_id, method),
-            branch_id,
-            method == "INVITE",
-            lst.reliable,
-            data,
-            self.sink,
-            peer,
-            self.timers,
-            self.settings.timers,
-            _origin_response,
-            _origin_failure,
-            self._cb_client_done,
+        txn = self.txns.new_client(
+            branch_id, method, lst.reliable, data, peer, _origin_response, _origin_failure, origin
         )
-        txn.context = origin
-        self.client_txns[txn.key] = txn  # type: ignore[index]
-        if lst.reliable:
-            self._by_peer.setdefault(peer, set()).add(txn)
+        if txn is None:
+            self._refused(now, method, target.host, target.port)
+            return False
         if timeout is not None:
             origin.timer = self.timers.add(now, timeout, _origin_timeout, txn)
         self.stats.uac_transactions += 1
@@ -506,7 +503,7 @@ class Proxy:
             self.stats.local_replies += 1
             self.sink.send(self._reply_peer(msg, peer), data)
             return
-        key = self._server_key(msg, method)
+        key = server_key(msg, method)
         txn = self.server_txns.get(key)
         if txn is not None:
             self.stats.retransmissions += 1
@@ -514,6 +511,10 @@ class Proxy:
             return
         if self.gate is not None and not self._admit(msg, peer, method, now):
             return  # issue 11: transaction/dialog bound or overload (503)
+        if self.txns.server_full():
+            self._refused(now, method, peer.host, peer.port)
+            self._stateless(msg, peer, 503, "Service Unavailable", (b"Retry-After: 5",))
+            return
         if method == "CANCEL":
             self._on_cancel(msg, peer, now)
             return
@@ -763,26 +764,22 @@ class Proxy:
         data = b"\r\n".join(parts)
         br = Branch(ctx, target, peer, via_line)
         invite = msg.method == "INVITE"
-        txn = ClientTransaction(
-            (branch_id, msg.method),
+        txn = self.txns.new_client(
             branch_id,
-            invite,
+            msg.method,
             lst.reliable,
             data,
-            self.sink,
             peer,
-            self.timers,
-            self.settings.timers,
             self._cb_response,
             self._cb_failure,
-            self._cb_client_done,
+            br,
             br.make_ack if invite else None,
         )
-        txn.context = br
+        if txn is None:
+            self._refused(now, msg.method, target.host, target.port)
+            ctx.finals.append((503, None))
+            return False
         br.txn = txn
-        self.client_txns[txn.key] = txn  # type: ignore[index]
-        if lst.reliable:
-            self._by_peer.setdefault(peer, set()).add(txn)
         ctx.pending.append(br)
         self.stats.uac_transactions += 1
         self.stats.fwd_requests += 1
@@ -797,11 +794,11 @@ class Proxy:
 
     # == responses =============================================================
     def _on_response(self, msg: Message, now: float) -> None:
-        branch = msg.top_branch()
-        txn = self.client_txns.get((branch, msg.cseq[1]))
+        txn = self.txns.client_for(msg)
         if txn is not None:
             txn.receive(msg, now)
             return
+        branch = msg.top_branch()
         if self.branches.is_ours(branch) and 200 <= msg.status < 300:
             # A 2xx retransmission after our transactions are gone (16.7, RFC 6026).
             self._forward_response_stateless(msg, now)
@@ -1003,8 +1000,8 @@ class Proxy:
     # == CANCEL and ACK ========================================================
     def _on_cancel(self, msg: Message, peer: Peer, now: float) -> None:
         """16.10."""
-        invite = self.server_txns.get(self._server_key(msg, "INVITE"))
-        key = self._server_key(msg, "CANCEL")
+        invite = self.server_txns.get(server_key(msg, "INVITE"))
+        key = server_key(msg, "CANCEL")
         server = self._new_server(key, msg, peer, False)
         top_via = self._top_via_value(msg.via, peer)
         if invite is None:
@@ -1052,27 +1049,16 @@ class Proxy:
         lines.append(b"")
         data = b"\r\n".join(lines)
         lst = self.listeners[br.peer.listener]
-        txn = ClientTransaction(
-            (br.txn.branch, "CANCEL"),
-            br.txn.branch,
-            False,
-            lst.reliable,
-            data,
-            self.sink,
-            br.peer,
-            self.timers,
-            self.settings.timers,
-            _ignore_response,
-            _ignore_failure,
-            self._cb_client_done,
+        txn = self.txns.new_client(
+            br.txn.branch, "CANCEL", lst.reliable, data, br.peer, _ignore_response, _ignore_failure
         )
-        self.client_txns[txn.key] = txn  # type: ignore[index]
+        assert txn is not None  # a CANCEL is never refused
         self.stats.uac_transactions += 1
         txn.start(now)
 
     def _on_ack(self, msg: Message, peer: Peer, now: float) -> None:
         try:
-            invite = self.server_txns.get(self._server_key(msg, "INVITE"))
+            invite = self.server_txns.get(server_key(msg, "INVITE"))
         except BadMessage:
             self.stats.drop_requests += 1
             return
@@ -1132,15 +1118,6 @@ class Proxy:
         self.sink.send(Peer(lst.index, host, next_hop.effective_port()), data)
 
     # == helpers ===============================================================
-    def _server_key(self, msg: Message, method: str) -> object:
-        via = msg.via
-        if method == "ACK":
-            method = "INVITE"
-        if via.branch.startswith("z9hG4bK"):
-            return (via.branch, via.host, via.port, method)
-        # RFC 2543 peers: 17.2.3's fallback matching.
-        return (msg.call_id, msg.cseq[0], msg.from_tag, via.raw, method)
-
     def _new_server(self, key: object, msg: Message, peer: Peer, invite: bool) -> ServerTransaction:
         lst = self.listeners[peer.listener]
         resp_peer = peer
@@ -1148,39 +1125,32 @@ class Proxy:
             via = msg.via
             if not via.has_rport:
                 resp_peer = _new(Peer, (peer.listener, peer.host, via.port or 5060))
-        txn = ServerTransaction(
-            key,
-            invite,
-            lst.reliable,
-            self.sink,
-            resp_peer,
-            self.timers,
-            self.settings.timers,
-            self._cb_server_done,
-        )
+        txn = self.txns.new_server(key, invite, lst.reliable, resp_peer)
         if self.gate is not None and not lst.reliable and self.gate.quiet(peer.host):
             txn.quiet = True  # issue 11: no Timer G copies to an unverified UDP source
-        self.server_txns[key] = txn
         self.stats.uas_transactions += 1
         return txn
 
-    def _on_server_terminated(self, txn: ServerTransaction, timed_out: bool) -> None:
-        self.server_txns.pop(txn.key, None)
-        txn.context = None
-
     def _on_client_terminated(self, txn: ClientTransaction) -> None:
-        self.client_txns.pop(txn.key, None)  # type: ignore[call-overload]
+        """A client transaction left the table: its branch lets go of it."""
         br = txn.context
         if isinstance(br, Branch):
             if br.timer is not None:
                 br.timer.cancel()
                 br.timer = None
-            peers = self._by_peer.get(br.peer)
-            if peers is not None:
-                peers.discard(txn)
-                if not peers:
-                    del self._by_peer[br.peer]
             txn.context = None
+
+    def _refused(self, now: float, method: str, host: str, port: int) -> None:
+        """A transaction table is full: count it and say so (rate-limited)."""
+        self.stats.txn_refused += 1
+        self._log(
+            now,
+            "transaction table full (%d): %s for %s:%d refused",
+            self.settings.max_transactions,
+            method,
+            host,
+            port,
+        )
 
     def _top_via_value(self, via: Via, peer: Peer) -> bytes:
         """The first Via with received/rport added (RFC 3261 18.2.1, RFC 3581 4)."""
