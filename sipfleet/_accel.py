@@ -37,6 +37,7 @@ MODULES: tuple[str, ...] = (
     "sipfleet.proxy.branch",
     "sipfleet.proxy.routesig",
     "sipfleet.proxy.dialogs",
+    "sipfleet.proxy.headers",
     "sipfleet.proxy.core",
     "sipfleet.dispatch.flags",
     "sipfleet.dispatch.hashing",

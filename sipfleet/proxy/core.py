@@ -40,13 +40,27 @@ from typing import Final
 
 from sipfleet.proxy.branch import BranchFactory
 from sipfleet.proxy.dialogs import Dialog, DialogTable
+from sipfleet.proxy.headers import (
+    add_record_route,
+    blank_agents,
+    decrement_max_forwards,
+    is_local,
+    listener_for,
+    pop_routes,
+    remove_route_values,
+    route_uri,
+    set_top_via,
+    strip_via,
+    top_via_value,
+    via_after_ours,
+)
 from sipfleet.proxy.net import Listener, Peer, Sink
 from sipfleet.proxy.router import Decision, Router, Target
 from sipfleet.proxy.routesig import RouteSigner
 from sipfleet.proxy.uac import bye_requests
 from sipfleet.ratelog import RateLimitedLog
 from sipfleet.security.gate import PASS, REFUSE, Gate  # issue 11
-from sipfleet.sip.address import parse_address, split_commas
+from sipfleet.sip.address import parse_address
 from sipfleet.sip.build import make_response
 from sipfleet.sip.errors import BadMessage
 from sipfleet.sip.message import (
@@ -59,7 +73,6 @@ from sipfleet.sip.message import (
     parse,
 )
 from sipfleet.sip.uri import URI, parse_uri
-from sipfleet.sip.via import Via, split_first
 from sipfleet.transaction.client import ClientTransaction
 from sipfleet.transaction.server import ServerState, ServerTransaction, TimerConfig
 from sipfleet.transaction.table import MAX_TRANSACTIONS, TransactionTable, server_key
@@ -70,7 +83,6 @@ __all__ = ["Context", "Proxy", "ProxySettings", "Stats"]
 log = logging.getLogger("sipfleet.proxy")
 _new = tuple.__new__  # a Peer without the namedtuple's Python-level __new__
 
-_RPORT: Final = re.compile(rb";\s*rport(?=\s*(;|$))", re.I)
 _RR_METHODS: Final = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
 _ALLOW: Final = b"Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, PRACK, REFER, MESSAGE, NOTIFY, SUBSCRIBE"
 
@@ -416,7 +428,7 @@ class Proxy:
         none came within ``timeout`` (or Timer F) or the transport failed.
         """
         self._now = now
-        lst = self._out.get((target.proto, 6 if ":" in target.host else 4))
+        lst = listener_for(self._out, target.proto, target.host)
         if lst is None:
             return False
         peer = _new(Peer, (lst.index, target.host, target.port))
@@ -498,7 +510,7 @@ class Proxy:
         if method == "OPTIONS" and self._options_for_us(msg):
             # A keep-alive for us: answered statelessly (RFC 3261 8.2.6.2), so
             # a flood of them holds no transaction and no memory.
-            top_via = self._top_via_value(msg.via, peer)
+            top_via = top_via_value(msg.via, peer)
             data = make_response(msg, 200, extra=(_ALLOW,), top_via=top_via)
             self.stats.local_replies += 1
             self.sink.send(self._reply_peer(msg, peer), data)
@@ -519,7 +531,7 @@ class Proxy:
             self._on_cancel(msg, peer, now)
             return
         self._check_proxy_rules(msg)
-        top_via = self._top_via_value(msg.via, peer)
+        top_via = top_via_value(msg.via, peer)
         server = self._new_server(key, msg, peer, method == "INVITE")
         ctx = Context(msg, peer, server, top_via)
         server.context = ctx
@@ -585,7 +597,7 @@ class Proxy:
                 last = parse_address(routes[-1], "Route").uri.decode("utf-8", "surrogateescape")
                 ruri = last
                 head = b" ".join((msg.method.encode(), last.encode(), b"SIP/2.0"))
-                _remove_route_values(msg, lines, 1, from_end=True)
+                remove_route_values(msg, lines, 1, from_end=True)
         popped, hint, next_route, token = (
             self._pop_routes(msg, lines) if has_routes else (0, None, None, None)
         )
@@ -596,7 +608,7 @@ class Proxy:
                 if self.settings.preloaded_route != "remove":
                     self._deny(ctx, 403, "Preloaded Route Forbidden", now)
                     return
-                _remove_route_values(msg, lines, 1 << 30)  # ours are gone already
+                remove_route_values(msg, lines, 1 << 30)  # ours are gone already
             if msg.method == "OPTIONS" and self.settings.answer_options:
                 uri = parse_uri(ruri)
                 if uri.user is None and self._is_ours(uri):
@@ -609,7 +621,7 @@ class Proxy:
             if not popped and strict_token is None:
                 self._deny(ctx, 481, "Call/Transaction Does Not Exist", now)
                 return
-            next_hop = _route_uri(next_route) if next_route is not None else parse_uri(ruri)
+            next_hop = route_uri(next_route) if next_route is not None else parse_uri(ruri)
             dlg = self.dialogs.find(msg.call_id, msg.from_tag, msg.to_tag)
             if not self._may_relay(ctx, dlg, token or strict_token, next_hop):
                 return
@@ -703,15 +715,8 @@ class Proxy:
     def _edit_common(self, ctx: Context, lines: list[bytes]) -> None:
         """16.6 items 3 (Max-Forwards) and the received/rport of the top Via."""
         msg = ctx.msg
-        mf = msg.max_forwards
-        if mf is None:
-            lines.append(b"Max-Forwards: %d" % self.settings.max_forwards)
-        else:
-            lines[msg.first[b"max-forwards"]] = b"Max-Forwards: %d" % (mf - 1)
-        if ctx.top_via is not msg.via.raw:
-            i = msg.first[b"via"]
-            rest = split_first(lines[i].partition(b":")[2])[1]
-            lines[i] = b"Via: " + ctx.top_via + (b", " + rest if rest else b"")
+        decrement_max_forwards(msg, lines, self.settings.max_forwards)
+        set_top_via(msg, lines, ctx.top_via)
         if b"content-length" not in msg.first:
             lines.append(b"Content-Length: %d" % len(msg.body))
         gate = self.gate  # issue 11: a back end's User-Agent/Server does not leave the edge
@@ -720,9 +725,7 @@ class Proxy:
             and gate.settings.strip_backend_agent
             and gate.is_backend(ctx.peer.host)
         ):
-            for j, name in enumerate(msg.names):
-                if name in _AGENT_HEADERS:
-                    lines[j] = b""
+            blank_agents(msg, lines)
 
     def _next_branch(self, ctx: Context, now: float) -> None:
         """Forward to the next candidate, or give the best final answer."""
@@ -742,7 +745,7 @@ class Proxy:
         if ctx.sips and target.proto != "tls":
             ctx.finals.append((480, None))  # never downgrade a SIPS request (RFC 5630 4.1)
             return False
-        lst = self._out.get((target.proto, 6 if ":" in target.host else 4))
+        lst = listener_for(self._out, target.proto, target.host)
         if lst is None:
             ctx.finals.append((503, None))
             self.router.outcome(target, 503, now)
@@ -753,11 +756,7 @@ class Proxy:
         via_line = lst.via_prefix + b";branch=" + branch_id.encode()
         parts = [ctx.head, via_line]
         if ctx.rr:
-            token = ctx.rr_token + b">"
-            parts.append(lst.rr_head + token)
-            inbound = self.listeners[ctx.peer.listener]
-            if inbound is not lst:
-                parts.append(inbound.rr_head + token)  # double Record-Route (RFC 5658)
+            add_record_route(parts, lst, self.listeners[ctx.peer.listener], ctx.rr_token)
         parts.extend(ctx.tail)
         parts.append(b"")
         parts.append(msg.body)
@@ -968,28 +967,18 @@ class Proxy:
         ctx.server.context = None
 
     def _strip_via(self, msg: Message) -> bytes | None:
-        """The response without our Via (16.7 item 3)."""
-        i = msg.first[b"via"]
-        line = msg.lines[i]
-        rest = split_first(line.partition(b":")[2])[1]
-        if rest is None:
-            if not msg.repeated or msg.names.count(b"via") == 1:
-                return None  # no Via left: the response was for us (16.7 item 4)
-            lines = msg.lines[:i] + msg.lines[i + 1 :]
-        else:
-            lines = msg.lines[:i] + [b"Via: " + rest] + msg.lines[i + 1 :]
-        if self.gate is not None and self.gate.settings.strip_backend_agent:
-            lines = _without_agent(msg, lines, i, rest is None)  # issue 11
-        return b"\r\n".join((msg.start, *lines, b"", msg.body))
+        """The response without our Via (16.7 item 3); None: it was for us."""
+        gate = self.gate
+        return strip_via(msg, gate is not None and gate.settings.strip_backend_agent)
 
     def _forward_response_stateless(self, msg: Message, now: float) -> None:
         data = self._strip_via(msg)
         if data is None:
             return
-        nxt = parse_via_after_ours(msg)
+        nxt = via_after_ours(msg)
         if nxt is None:
             return
-        lst = self._out.get((nxt.transport.lower(), 6 if ":" in nxt.host else 4))
+        lst = listener_for(self._out, nxt.transport.lower(), nxt.host)
         if lst is None:
             self.stats.drop_replies += 1
             return
@@ -1003,7 +992,7 @@ class Proxy:
         invite = self.server_txns.get(server_key(msg, "INVITE"))
         key = server_key(msg, "CANCEL")
         server = self._new_server(key, msg, peer, False)
-        top_via = self._top_via_value(msg.via, peer)
+        top_via = top_via_value(msg.via, peer)
         if invite is None:
             server.respond(481, make_response(msg, 481, top_via=top_via), now)
             self.stats.local_replies += 1
@@ -1075,7 +1064,7 @@ class Proxy:
             if not popped or msg.to_tag is None:
                 self.stats.drop_requests += 1
                 return
-            next_hop = _route_uri(next_route) if next_route is not None else parse_uri(msg.ruri)
+            next_hop = route_uri(next_route) if next_route is not None else parse_uri(msg.ruri)
             mf = msg.max_forwards
             dlg = self.dialogs.find(msg.call_id, msg.from_tag, msg.to_tag)
             verdict = self._relay_verdict(msg, peer, dlg, token, next_hop)
@@ -1097,20 +1086,13 @@ class Proxy:
             return
         proto = next_hop.params.get("transport") or (hint.params.get("transport") if hint else None)
         host = next_hop.params.get("maddr") or next_hop.host
-        lst = self._out.get(((proto or "udp").lower(), 6 if ":" in host else 4))
+        lst = listener_for(self._out, (proto or "udp").lower(), host)
         if lst is None:
             self.stats.drop_requests += 1
             return
         top = msg.via
-        ctx_via = self._top_via_value(top, peer)
-        if ctx_via is not top.raw:
-            i = msg.first[b"via"]
-            rest = split_first(lines[i].partition(b":")[2])[1]
-            lines[i] = b"Via: " + ctx_via + (b", " + rest if rest else b"")
-        if mf is None:
-            lines.append(b"Max-Forwards: %d" % self.settings.max_forwards)
-        else:
-            lines[msg.first[b"max-forwards"]] = b"Max-Forwards: %d" % (mf - 1)
+        set_top_via(msg, lines, top_via_value(top, peer))
+        decrement_max_forwards(msg, lines, self.settings.max_forwards)
         branch = self.branches.stateless(top.branch or msg.call_id.decode("ascii", "replace"))
         via_line = lst.via_prefix + b";branch=" + branch.encode()
         data = b"\r\n".join((msg.start, via_line, *[x for x in lines if x], b"", msg.body))
@@ -1152,64 +1134,14 @@ class Proxy:
             port,
         )
 
-    def _top_via_value(self, via: Via, peer: Peer) -> bytes:
-        """The first Via with received/rport added (RFC 3261 18.2.1, RFC 3581 4)."""
-        raw = via.raw
-        if via.has_rport and not via.rport_port:
-            raw = _RPORT.sub(b";rport=%d" % peer.port, raw, count=1)
-            if via.received is None:
-                raw += b";received=" + peer.host.encode()
-            return raw
-        if via.host != peer.host and via.received is None:
-            return raw + b";received=" + peer.host.encode()
-        return raw
-
     def _pop_routes(
         self, msg: Message, lines: list[bytes]
     ) -> tuple[int, URI | None, bytes | None, bytes | None]:
-        """16.4: drop the Route values that name us from the top of the route set.
-
-        Returns how many were dropped, the last of them (its transport says
-        how to reach the next hop of a double Record-Route), the next Route
-        value, and the signature our values carried (routesig). Emptied
-        lines are left as b"" so indexes stay valid.
-        """
-        popped = 0
-        hint: URI | None = None
-        token: bytes | None = None
-        own = self._own_routes
-        for i, name in enumerate(msg.names):
-            if name != b"route":
-                continue
-            values = split_commas(lines[i].partition(b":")[2])
-            k = 0
-            for v in values:
-                uri = own.get(v)
-                if uri is None:
-                    for prefix, puri in self._own_prefixes:
-                        if v.startswith(prefix) and v.endswith(b">"):
-                            uri = puri
-                            token = v[len(prefix) : -1]
-                            break
-                if uri is None:
-                    uri = _route_uri(v)
-                    if not self._is_ours(uri):
-                        break
-                    sf = uri.params.get("sf")
-                    if sf:
-                        token = sf.encode()
-                hint = uri
-                k += 1
-            popped += k
-            if k < len(values):
-                if k:
-                    lines[i] = b"Route: " + b", ".join(values[k:])
-                return popped, hint, values[k], token
-            lines[i] = b""
-        return popped, hint, None, token
+        """16.4 with our own Record-Route values (see headers.pop_routes)."""
+        return pop_routes(msg, lines, self._own_routes, self._own_prefixes, self.local_addrs)
 
     def _is_ours(self, uri: URI) -> bool:
-        return (uri.host, uri.effective_port()) in self.local_addrs
+        return is_local(uri, self.local_addrs)
 
     def _reply(
         self,
@@ -1290,7 +1222,7 @@ class Proxy:
         self, msg: Message, peer: Peer, status: int, reason: str, extra: tuple[bytes, ...] = ()
     ) -> None:
         """One answer, no transaction (nothing kept, nothing retransmitted)."""
-        top_via = self._top_via_value(msg.via, peer)
+        top_via = top_via_value(msg.via, peer)
         self.sink.send(
             self._reply_peer(msg, peer), make_response(msg, status, reason, extra, top_via=top_via)
         )
@@ -1302,16 +1234,7 @@ class Proxy:
         self._peer_log.info(now, fmt, *args)
 
 
-_AGENT_HEADERS: Final = (b"server", b"user-agent")
 _TOKEN: Final = re.compile(rb"[a-z0-9.!%*_+`'~-]+")
-
-
-def _without_agent(msg: Message, lines: list[bytes], via: int, via_dropped: bool) -> list[bytes]:
-    """``lines`` (msg's, with the Via at ``via`` edited or dropped) less Server/User-Agent."""
-    names = msg.names
-    if via_dropped:
-        names = names[:via] + names[via + 1 :]
-    return [line for name, line in zip(names, lines, strict=True) if name not in _AGENT_HEADERS]
 
 
 def _conclude(br: Branch) -> None:
@@ -1392,7 +1315,7 @@ def _on_dialog_path(dlg: Dialog, host: str) -> bool:
         if not value:
             continue
         try:
-            uri = _route_uri(value)
+            uri = route_uri(value)
         except BadMessage:
             continue
         if (uri.params.get("maddr") or uri.host) == host:
@@ -1402,40 +1325,6 @@ def _on_dialog_path(dlg: Dialog, host: str) -> bool:
 
 def _ignore_failure(txn: ClientTransaction, code: int, now: float) -> None:
     pass
-
-
-def parse_via_after_ours(msg: Message) -> Via | None:
-    from sipfleet.sip.via import parse_via
-
-    vias = msg.values(b"via")
-    if len(vias) < 2:
-        return None
-    try:
-        return parse_via(vias[1])
-    except BadMessage:
-        return None
-
-
-def _route_uri(value: bytes) -> URI:
-    return parse_uri(parse_address(value, "Route").uri.decode("utf-8", "surrogateescape"))
-
-
-def _remove_route_values(
-    msg: Message, lines: list[bytes], count: int, from_end: bool = False
-) -> None:
-    """Drop ``count`` Route values from the start (or end) of the Route set, in ``lines``;
-    emptied lines become b"" so that indexes stay valid."""
-    idx = msg.positions(b"route")
-    if from_end:
-        idx.reverse()
-    for i in idx:
-        if count <= 0:
-            break
-        values = split_commas(lines[i].partition(b":")[2])
-        n = min(count, len(values))
-        count -= n
-        keep = values[: len(values) - n] if from_end else values[n:]
-        lines[i] = b"Route: " + b", ".join(keep) if keep else b""
 
 
 def _lenient(data: bytes) -> Message | None:
