@@ -36,6 +36,7 @@ MODULES: tuple[str, ...] = (
     "sipfleet.proxy.router",
     "sipfleet.proxy.branch",
     "sipfleet.proxy.routesig",
+    "sipfleet.proxy.context",
     "sipfleet.proxy.dialogs",
     "sipfleet.proxy.headers",
     "sipfleet.proxy.core",

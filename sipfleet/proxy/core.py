@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Final
 
 from sipfleet.proxy.branch import BranchFactory
+from sipfleet.proxy.context import Branch, Context
 from sipfleet.proxy.dialogs import Dialog, DialogTable
 from sipfleet.proxy.headers import (
     add_record_route,
@@ -78,7 +79,7 @@ from sipfleet.transaction.server import ServerState, ServerTransaction, TimerCon
 from sipfleet.transaction.table import MAX_TRANSACTIONS, TransactionTable, server_key
 from sipfleet.transaction.timers import Timer, Timers
 
-__all__ = ["Context", "Proxy", "ProxySettings", "Stats"]
+__all__ = ["Proxy", "ProxySettings", "Stats"]
 
 log = logging.getLogger("sipfleet.proxy")
 _new = tuple.__new__  # a Peer without the namedtuple's Python-level __new__
@@ -201,104 +202,6 @@ class Stats:
     def as_dict(self) -> dict[str, int]:
         """The plain counters."""
         return {n: v for n in self.__slots__ if isinstance(v := getattr(self, n), int)}
-
-
-class Context:
-    """A response context (16.2): one server transaction and its branches."""
-
-    __slots__ = (
-        "attempts",
-        "cancel_reason",
-        "cancelled",
-        "decision",
-        "dialog",
-        "finals",
-        "head",
-        "initial",
-        "msg",
-        "next_index",
-        "peer",
-        "pending",
-        "rr",
-        "rr_token",
-        "server",
-        "sips",
-        "tail",
-        "top_via",
-    )
-
-    def __init__(self, msg: Message, peer: Peer, server: ServerTransaction, top_via: bytes) -> None:
-        self.msg = msg
-        self.peer = peer
-        self.server = server
-        self.top_via = top_via
-        self.decision: Decision | None = None
-        self.next_index = 0
-        self.attempts = 0
-        # Branches still waiting for an answer. A concluded branch leaves this
-        # list, so context and branches never form a cycle that would outlive
-        # them (they are freed by refcount, not by the collector).
-        self.pending: list[Branch] = []
-        self.finals: list[tuple[int, bytes | None]] = []  # (status, response bytes or None=local)
-        self.cancelled = False
-        self.cancel_reason: list[bytes] = []
-        self.dialog: Dialog | None = None
-        self.initial = False  # an out-of-dialog request the router placed
-        self.head = b""  # request line
-        self.tail: list[bytes] = []  # edited header lines after our Via/RR
-        self.rr = False
-        self.rr_token = b""  # the signature in our Record-Route
-        self.sips = False  # RFC 5630: TLS on every hop, so only TLS branches
-
-    @property
-    def answered(self) -> bool:
-        return self.server.status >= 200
-
-
-class Branch:
-    """One forwarded copy of the request and what became of it."""
-
-    __slots__ = (
-        "cancel_sent",
-        "concluded",
-        "ctx",
-        "peer",
-        "provisional",
-        "target",
-        "timer",
-        "txn",
-        "via_line",
-        "wants_cancel",
-    )
-
-    def __init__(self, ctx: Context, target: Target, peer: Peer, via_line: bytes) -> None:
-        self.ctx = ctx
-        self.target = target
-        self.peer = peer
-        self.via_line = via_line
-        self.txn: ClientTransaction | None = None
-        self.provisional = False
-        self.concluded = False
-        self.cancel_sent = False
-        self.wants_cancel = False
-        self.timer: Timer | None = None
-
-    def make_ack(self, resp: Message) -> bytes:
-        """The hop-by-hop ACK for a non-2xx final on this branch (17.1.1.3)."""
-        ctx = self.ctx
-        msg = ctx.msg
-        lines = [ctx.head.replace(msg.method.encode(), b"ACK", 1), self.via_line]
-        for name, line in zip(msg.names, msg.lines, strict=True):
-            if name in (b"from", b"call-id"):
-                lines.append(line)
-        lines.append(resp.lines[resp.pos(b"to")] if resp.has(b"to") else b"To: <>")
-        lines.extend(line for line in ctx.tail if line[:6].lower() == b"route:")
-        lines.append(b"CSeq: %d ACK" % msg.cseq[0])
-        lines.append(b"Max-Forwards: 70")
-        lines.append(b"Content-Length: 0")
-        lines.append(b"")
-        lines.append(b"")
-        return b"\r\n".join(lines)
 
 
 class Proxy:
@@ -761,8 +664,8 @@ class Proxy:
         parts.append(b"")
         parts.append(msg.body)
         data = b"\r\n".join(parts)
-        br = Branch(ctx, target, peer, via_line)
         invite = msg.method == "INVITE"
+        br = Branch(ctx, target, peer, via_line, invite)
         txn = self.txns.new_client(
             branch_id,
             msg.method,
@@ -824,25 +727,24 @@ class Proxy:
             br.timer.cancel()
             br.timer = None
         if status < 200:
-            if not br.provisional:
-                br.provisional = True
-                if br.wants_cancel or (ctx.cancelled and not br.concluded):
-                    self._send_cancel(br, now)
-                elif txn.invite and not br.concluded:
-                    # Timer C (16.6 item 11) / Kamailio's fr_inv_timer.
-                    br.timer = self.timers.add(
-                        now, self.settings.final_response_timeout, self._cb_fr, br
-                    )
-            if status == 100 or br.concluded:
-                return  # 16.7 item 5: 100 Trying is not forwarded
-            if not ctx.answered:
+            actions = br.fire("1xx")
+            if not actions:
+                return
+            if "cancel" in actions:
+                self._send_cancel(br, now)
+            elif "timer_c" in actions:
+                # Timer C (16.6 item 11) / Kamailio's fr_inv_timer.
+                br.timer = self.timers.add(
+                    now, self.settings.final_response_timeout, self._cb_fr, br
+                )
+            # 16.7 item 5: 100 Trying is not forwarded
+            if status != 100 and "relay" in actions and not ctx.answered:
                 self._relay_response(ctx, msg, status)
             return
         if 200 <= status < 300:
             # Every 2xx goes upstream, even from a branch we gave up on (16.7 item 5).
             first = not ctx.answered
-            if not br.concluded:
-                _conclude(br)
+            if br.fire("final") is not None:
                 self.router.outcome(br.target, status, now)
             if ctx.server.state in (
                 ServerState.PROCEEDING,
@@ -855,12 +757,10 @@ class Proxy:
             if first and txn.invite and ctx.dialog is not None:
                 self.dialogs.on_final(ctx, br.target, status, msg, now, br.peer)
                 for other in list(ctx.pending):  # 16.7 item 10: cancel the rest
-                    _conclude(other)
                     self._give_up(other, now)
             return
-        if br.concluded:
-            return
-        _conclude(br)
+        if br.fire("final") is None:
+            return  # concluded already
         self.router.outcome(br.target, status, now)
         ctx.finals.append((status, self._strip_via(msg)))
         self._branch_done(ctx, status, now)
@@ -884,36 +784,39 @@ class Proxy:
         self._conclude_local(br, 408, now)
 
     def _conclude_local(self, br: Branch, code: int, now: float) -> None:
-        _conclude(br)
+        br.fire("final")  # a no-op when _give_up concluded it
         self.router.outcome(br.target, code, now)
         br.ctx.finals.append((code, None))
         self._branch_done(br.ctx, code, now)
 
     def _give_up(self, br: Branch, now: float) -> None:
-        """Stop a branch: CANCEL it if it rang, else just stop retransmitting."""
+        """Stop and conclude a branch: CANCEL it if it rang (else on its first
+        provisional, 9.1), or just stop retransmitting."""
         txn = br.txn
         if txn is None:
             return
         if br.timer is not None:
             br.timer.cancel()
             br.timer = None
-        if txn.invite and br.provisional:
-            self._send_cancel(br, now)
+        actions = br.fire("give_up")
+        if not actions:
             return
-        if txn.invite:
-            br.wants_cancel = True  # 9.1: CANCEL only after a provisional
-        # Timer B/F still runs: it ends the transaction, which absorbs any
-        # late answer meanwhile.
-        txn.stop_retransmitting()
+        if "cancel" in actions:
+            self._send_cancel(br, now)
+        elif "stop" in actions:
+            # Timer B/F still runs: it ends the transaction, which absorbs any
+            # late answer meanwhile.
+            txn.stop_retransmitting()
 
     def _branch_done(self, ctx: Context, status: int, now: float) -> None:
-        if ctx.answered:
-            return
         if ctx.pending:
             return
+        actions = ctx.fire("all_done")
+        if actions is None:
+            return  # answered already
         decision = ctx.decision
         if (
-            not ctx.cancelled
+            "failover" in actions
             and decision is not None
             and status in decision.failover_codes
             and (self.settings.max_failover == 0 or ctx.attempts <= self.settings.max_failover)
@@ -948,7 +851,7 @@ class Proxy:
             self._reply(ctx, status, reason, extra=extra)
         else:
             self.stats.fwd_replies += 1
-            ctx.server.respond(status, data, now)
+            self._respond(ctx, status, data, now)
 
     def _relay_response(self, ctx: Context, msg: Message, status: int) -> None:
         data = self._strip_via(msg)
@@ -957,7 +860,13 @@ class Proxy:
         self.stats.fwd_replies += 1
         if status >= 200:
             self._release(ctx)
-        ctx.server.respond(status, data, self._now)
+        self._respond(ctx, status, data, self._now)
+
+    @staticmethod
+    def _respond(ctx: Context, status: int, data: bytes, now: float) -> None:
+        """Send a response up through the context's server transaction."""
+        if ctx.server.respond(status, data, now) and status >= 200:
+            ctx.fire("final")
 
     @staticmethod
     def _release(ctx: Context) -> None:
@@ -1002,41 +911,22 @@ class Proxy:
         ctx = invite.context
         if not isinstance(ctx, Context):
             return  # the INVITE already has its final answer: CANCEL changes nothing
-        if ctx.answered or ctx.cancelled:
-            return
-        ctx.cancelled = True
+        if ctx.fire("cancel") is None:
+            return  # answered or cancelled already
         ctx.cancel_reason = msg.get_lines(b"reason")
-        pending = False
-        for br in ctx.pending:
-            pending = True
-            if br.provisional:
-                self._send_cancel(br, now)
-            else:
-                br.wants_cancel = True
-        if not pending:
+        if not ctx.pending:
             self._answer_best(ctx, now)
+            return
+        for br in ctx.pending:
+            if br.fire("cancel"):
+                self._send_cancel(br, now)
 
     def _send_cancel(self, br: Branch, now: float) -> None:
-        """9.1: CANCEL with the branch's R-URI, Via, Route, Call-ID, CSeq number."""
-        if br.cancel_sent or br.txn is None:
+        """9.1: CANCEL the branch (its machine says when: once, after a provisional)."""
+        if br.txn is None:
             return
-        br.cancel_sent = True
         br.txn.cancelled(now)  # issue 11: no final within 64*T1 ends the INVITE (9.1)
-        ctx = br.ctx
-        msg = ctx.msg
-        lines = [ctx.head.replace(msg.method.encode(), b"CANCEL", 1), br.via_line]
-        for name, line in zip(msg.names, msg.lines, strict=True):
-            if name in (b"from", b"to", b"call-id"):
-                lines.append(line)
-        lines.extend(line for line in ctx.tail if line[:6].lower() == b"route:")
-        lines.append(b"CSeq: %d CANCEL" % msg.cseq[0])
-        lines.append(b"Max-Forwards: %d" % self.settings.max_forwards)
-        for reason in ctx.cancel_reason:
-            lines.append(b"Reason: " + reason)
-        lines.append(b"Content-Length: 0")
-        lines.append(b"")
-        lines.append(b"")
-        data = b"\r\n".join(lines)
+        data = br.make_cancel(self.settings.max_forwards)
         lst = self.listeners[br.peer.listener]
         txn = self.txns.new_client(
             br.txn.branch, "CANCEL", lst.reliable, data, br.peer, _ignore_response, _ignore_failure
@@ -1235,14 +1125,6 @@ class Proxy:
 
 
 _TOKEN: Final = re.compile(rb"[a-z0-9.!%*_+`'~-]+")
-
-
-def _conclude(br: Branch) -> None:
-    if not br.concluded:
-        br.concluded = True
-        pending = br.ctx.pending
-        if br in pending:
-            pending.remove(br)
 
 
 class _LocalAnswer(BadMessage):
