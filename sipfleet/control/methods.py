@@ -64,7 +64,7 @@ from sipfleet.dispatch.state import AdminState
 from sipfleet.proxy.dialogs import ANSWERED, CONFIRMED, EARLY, Dialog
 from sipfleet.proxy.net import Listener, Peer
 from sipfleet.proxy.router import Target
-from sipfleet.proxy.uac import split_routes, uri_in
+from sipfleet.proxy.uac import extra_headers, split_routes, uri_in
 from sipfleet.security.gate import STAT_NAMES
 from sipfleet.sip.uri import URI
 
@@ -386,12 +386,6 @@ def end_dialog(
     return sent
 
 
-def _extra_headers(text: str) -> list[bytes]:
-    """dlg.end_dlg's optional extra headers: CRLF-separated lines, blanks dropped."""
-    lines = text.replace("\r\n", "\n").split("\n")
-    return [line.strip().encode() for line in lines if line.strip() and ":" in line]
-
-
 # -- registration ----------------------------------------------------------------
 
 
@@ -644,7 +638,7 @@ class _Methods:
         if dlg.state not in (CONFIRMED, ANSWERED):
             log.info("dlg.end_dlg %d:%d: not answered yet, left to its INVITE", h_entry, h_id)
             return
-        end_dialog(app, dlg, _extra_headers(extra) if isinstance(extra, str) else ())
+        end_dialog(app, dlg, extra_headers(extra) if isinstance(extra, str) else ())
 
     # -- stats -----------------------------------------------------------------
 

@@ -38,6 +38,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Final
 
+from sipfleet.proxy import uac
 from sipfleet.proxy.branch import BranchFactory
 from sipfleet.proxy.context import Branch, Context
 from sipfleet.proxy.dialogs import Dialog, DialogTable
@@ -58,7 +59,6 @@ from sipfleet.proxy.headers import (
 from sipfleet.proxy.net import Listener, Peer, Sink
 from sipfleet.proxy.router import Decision, Router, Target
 from sipfleet.proxy.routesig import RouteSigner
-from sipfleet.proxy.uac import bye_requests
 from sipfleet.ratelog import RateLimitedLog
 from sipfleet.security.gate import PASS, REFUSE, Gate  # issue 11
 from sipfleet.sip.address import parse_address
@@ -77,7 +77,7 @@ from sipfleet.sip.uri import URI, parse_uri
 from sipfleet.transaction.client import ClientTransaction
 from sipfleet.transaction.server import ServerState, ServerTransaction, TimerConfig
 from sipfleet.transaction.table import MAX_TRANSACTIONS, TransactionTable, server_key
-from sipfleet.transaction.timers import Timer, Timers
+from sipfleet.transaction.timers import Timers
 
 __all__ = ["Proxy", "ProxySettings", "Stats"]
 
@@ -250,9 +250,9 @@ class Proxy:
             host, _, port = lst.advertise.rpartition(":")
             self.local_addrs.add((host.strip("[]").lower(), int(port)))
         self.local_addrs.update((h.lower(), p) for h, p in self.settings.aliases)
-        self._out: dict[tuple[str, int], Listener] = {}
+        self.outbound: dict[tuple[str, int], Listener] = {}
         for lst in self.listeners:
-            self._out.setdefault((lst.proto, lst.family), lst)
+            self.outbound.setdefault((lst.proto, lst.family), lst)
         self.accepting = True
         self.gate: Gate | None = None  # edge security (sipfleet.security, issue 11): set by the app
         # [cluster]: a BYE relayed by signature for a dialog this node does not
@@ -264,7 +264,7 @@ class Proxy:
         self._cb_response = self._on_branch_response
         self._cb_failure = self._on_branch_failure
         self._cb_fr = self._on_fr_timer
-        self._peer_log = RateLimitedLog(log)
+        self.peer_log = RateLimitedLog(log)
 
     # == entry points ==========================================================
     def receive(self, data: bytes, peer: Peer, now: float) -> None:
@@ -321,45 +321,9 @@ class Proxy:
         timeout: float | None = None,
         body: bytes = b"",
     ) -> bool:
-        """Send a request of our own (an OPTIONS probe, a BYE of dlg.end_dlg,
-        a request of tm.t_uac_*).
-
-        ``headers`` carries From, To, Call-ID, CSeq and any Route (and the
-        Content-Type of a ``body``); Via, Max-Forwards and Content-Length are
-        added. ``on_done(code, response,
-        now)`` is called once: with the final response, or with None when
-        none came within ``timeout`` (or Timer F) or the transport failed.
-        """
+        """Send a request of our own (see ``sipfleet.proxy.uac.originate``)."""
         self._now = now
-        lst = listener_for(self._out, target.proto, target.host)
-        if lst is None:
-            return False
-        peer = _new(Peer, (lst.index, target.host, target.port))
-        branch_id = self.branches.new("00000000")
-        via_line = lst.via_prefix + b";branch=" + branch_id.encode()
-        data = b"\r\n".join(
-            (
-                b"%s %s SIP/2.0" % (method.encode(), ruri.encode()),
-                via_line,
-                b"Max-Forwards: %d" % self.settings.max_forwards,
-                *headers,
-                b"Content-Length: %d" % len(body),
-                b"",
-                body,
-            )
-        )
-        origin = _Origin(on_done)
-        txn = self.txns.new_client(
-            branch_id, method, lst.reliable, data, peer, _origin_response, _origin_failure, origin
-        )
-        if txn is None:
-            self._refused(now, method, target.host, target.port)
-            return False
-        if timeout is not None:
-            origin.timer = self.timers.add(now, timeout, _origin_timeout, txn)
-        self.stats.uac_transactions += 1
-        txn.start(now)
-        return True
+        return uac.originate(self, method, ruri, target, headers, on_done, now, timeout, body)
 
     def end_dialog(
         self,
@@ -370,36 +334,15 @@ class Proxy:
         on_bye: Callable[[str, int | None], None] | None = None,
     ) -> int:
         """End an answered or confirmed dialog: a BYE to each side, then the
-        dialog and its load go. Returns how many BYEs were sent; ``on_bye(side,
-        code)`` hears each one's answer (None: none came)."""
+        dialog and its load go (see ``sipfleet.proxy.uac.end_dialog``)."""
         self._now = now
-        sent = 0
-        try:
-            byes = bye_requests(dlg, self.listeners, self._is_ours, extra)
-        except ValueError as e:
-            self._log(now, "dialog %r: no BYE sent: %s", dlg.call_id[:64], e)
-            byes = []
-        for bye in byes:
-
-            def done(code: int | None, msg: Message | None, t: float, side: str = bye.side) -> None:
-                if on_bye is not None:
-                    on_bye(side, code)
-
-            if self.originate("BYE", bye.ruri, bye.target, bye.headers, done, now):
-                sent += 1
-        self.dialogs.end(dlg, reason, now)
-        return sent
+        return uac.end_dialog(self, dlg, reason, now, extra, on_bye)
 
     def _on_ack_timeout(self, dlg: Dialog, now: float) -> None:
         """A 2xx went up and its ACK never came: hang up both sides, as
         Kamailio's dialog module does for its timeouts (the table ends it)."""
         self._log(now, "no ACK for the 2xx of %r: ending the call", dlg.call_id[:64])
-        try:
-            byes = bye_requests(dlg, self.listeners, self._is_ours)
-        except ValueError:
-            return
-        for bye in byes:
-            self.originate("BYE", bye.ruri, bye.target, bye.headers, _ignore_done, now)
+        uac.hang_up(self, dlg, now)
 
     # == requests ==============================================================
     def _on_request(self, msg: Message, peer: Peer, now: float) -> None:
@@ -427,7 +370,7 @@ class Proxy:
         if self.gate is not None and not self._admit(msg, peer, method, now):
             return  # issue 11: transaction/dialog bound or overload (503)
         if self.txns.server_full():
-            self._refused(now, method, peer.host, peer.port)
+            self.refuse(now, method, peer.host, peer.port)
             self._stateless(msg, peer, 503, "Service Unavailable", (b"Retry-After: 5",))
             return
         if method == "CANCEL":
@@ -458,7 +401,7 @@ class Proxy:
                 msg.method == "OPTIONS"
                 and self.settings.answer_options
                 and ruri.user is None
-                and self._is_ours(ruri)
+                and self.is_ours(ruri)
             ):
                 raise _LocalAnswer(200)
             raise BadMessage("Too Many Hops", status=483)
@@ -476,7 +419,7 @@ class Proxy:
         if not self.settings.answer_options or msg.to_tag is not None:
             return False
         ruri = parse_uri(msg.ruri)
-        if ruri.user is not None or not self._is_ours(ruri):
+        if ruri.user is not None or not self.is_ours(ruri):
             return False
         if b"route" in msg.first:
             lines = list(msg.lines)
@@ -494,7 +437,7 @@ class Proxy:
         # 16.4: a strict router upstream put our Record-Route URI in the R-URI.
         if has_routes and ";lr" in ruri:
             strict = parse_uri(ruri)
-            if self._is_ours(strict):
+            if self.is_ours(strict):
                 strict_token = (strict.params.get("sf") or "").encode()
                 routes = msg.values(b"route")
                 last = parse_address(routes[-1], "Route").uri.decode("utf-8", "surrogateescape")
@@ -514,7 +457,7 @@ class Proxy:
                 remove_route_values(msg, lines, 1 << 30)  # ours are gone already
             if msg.method == "OPTIONS" and self.settings.answer_options:
                 uri = parse_uri(ruri)
-                if uri.user is None and self._is_ours(uri):
+                if uri.user is None and self.is_ours(uri):
                     self._reply(ctx, 200, extra=(_ALLOW,))  # a keep-alive for us
                     return
             if not self.accepting:
@@ -648,7 +591,7 @@ class Proxy:
         if ctx.sips and target.proto != "tls":
             ctx.finals.append((480, None))  # never downgrade a SIPS request (RFC 5630 4.1)
             return False
-        lst = listener_for(self._out, target.proto, target.host)
+        lst = listener_for(self.outbound, target.proto, target.host)
         if lst is None:
             ctx.finals.append((503, None))
             self.router.outcome(target, 503, now)
@@ -678,7 +621,7 @@ class Proxy:
             br.make_ack if invite else None,
         )
         if txn is None:
-            self._refused(now, msg.method, target.host, target.port)
+            self.refuse(now, msg.method, target.host, target.port)
             ctx.finals.append((503, None))
             return False
         br.txn = txn
@@ -887,7 +830,7 @@ class Proxy:
         nxt = via_after_ours(msg)
         if nxt is None:
             return
-        lst = listener_for(self._out, nxt.transport.lower(), nxt.host)
+        lst = listener_for(self.outbound, nxt.transport.lower(), nxt.host)
         if lst is None:
             self.stats.drop_replies += 1
             return
@@ -976,7 +919,7 @@ class Proxy:
             return
         proto = next_hop.params.get("transport") or (hint.params.get("transport") if hint else None)
         host = next_hop.params.get("maddr") or next_hop.host
-        lst = listener_for(self._out, (proto or "udp").lower(), host)
+        lst = listener_for(self.outbound, (proto or "udp").lower(), host)
         if lst is None:
             self.stats.drop_requests += 1
             return
@@ -1012,7 +955,7 @@ class Proxy:
                 br.timer = None
             txn.context = None
 
-    def _refused(self, now: float, method: str, host: str, port: int) -> None:
+    def refuse(self, now: float, method: str, host: str, port: int) -> None:
         """A transaction table is full: count it and say so (rate-limited)."""
         self.stats.txn_refused += 1
         self._log(
@@ -1030,7 +973,8 @@ class Proxy:
         """16.4 with our own Record-Route values (see headers.pop_routes)."""
         return pop_routes(msg, lines, self._own_routes, self._own_prefixes, self.local_addrs)
 
-    def _is_ours(self, uri: URI) -> bool:
+    def is_ours(self, uri: URI) -> bool:
+        """``uri`` names this proxy."""
         return is_local(uri, self.local_addrs)
 
     def _reply(
@@ -1121,7 +1065,7 @@ class Proxy:
     def _log(self, now: float, fmt: str, *args: object) -> None:
         """Lines a peer can trigger: rate-limited per call site, with a count of
         what was suppressed, so floods can't fill disks."""
-        self._peer_log.info(now, fmt, *args)
+        self.peer_log.info(now, fmt, *args)
 
 
 _TOKEN: Final = re.compile(rb"[a-z0-9.!%*_+`'~-]+")
@@ -1141,49 +1085,7 @@ def _rank(final: tuple[int, bytes | None]) -> tuple[int, int, int]:
     return (0 if cls == 6 else cls, 0 if final[1] is not None else 1, status)
 
 
-class _Origin:
-    """What a request we originated is waiting for."""
-
-    __slots__ = ("done", "on_done", "timer")
-
-    def __init__(self, on_done: Callable[[int | None, Message | None, float], None]) -> None:
-        self.on_done = on_done
-        self.done = False
-        self.timer: Timer | None = None
-
-    def finish(self, code: int | None, msg: Message | None, now: float) -> None:
-        if self.done:
-            return
-        self.done = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        self.on_done(code, msg, now)
-
-
-def _origin_response(txn: ClientTransaction, msg: Message, now: float) -> None:
-    if msg.status >= 200 and isinstance(txn.context, _Origin):
-        txn.context.finish(msg.status, msg, now)
-
-
-def _origin_failure(txn: ClientTransaction, code: int, now: float) -> None:
-    if isinstance(txn.context, _Origin):
-        txn.context.finish(None, None, now)
-
-
-def _origin_timeout(now: float, txn: ClientTransaction) -> None:
-    origin = txn.context
-    if isinstance(origin, _Origin):
-        origin.timer = None
-        txn.stop_retransmitting()  # Timer F still cleans up
-        origin.finish(None, None, now)
-
-
 def _ignore_response(txn: ClientTransaction, msg: Message, now: float) -> None:
-    pass
-
-
-def _ignore_done(code: int | None, msg: Message | None, now: float) -> None:
     pass
 
 
