@@ -1,10 +1,9 @@
 """The response context tables (sipfleet.proxy.context) against RFC 3261 16.7,
 16.10 and 9.1, without a proxy: which events send a CANCEL, and when a branch
-leaves its context's pending list."""
+leaves its context's pending list. (The machines read neither the message
+nor the transactions; they are real ones for the compiled classes.)"""
 
 from __future__ import annotations
-
-from typing import Any, cast
 
 import pytest
 
@@ -17,15 +16,26 @@ from sipfleet.proxy.context import (
     ContextState,
 )
 from sipfleet.proxy.net import Peer
+from sipfleet.proxy.router import Target
+from sipfleet.sip.message import parse
+from sipfleet.testing import UA, RecordingSink
+from sipfleet.transaction.server import ServerTransaction, TimerConfig
+from sipfleet.transaction.timers import Timers
+
+UAC = Peer(0, "127.0.0.1", 5080)
+UAS = Peer(0, "127.0.0.1", 5070)
 
 
 def context() -> Context:
-    # The machines read neither the message nor the transactions.
-    return Context(cast(Any, None), Peer(0, "127.0.0.1", 5080), cast(Any, None), b"")
+    msg = parse(UA("127.0.0.1", 5080).invite("sip:s@127.0.0.1", call_id="ctx", branch="z9hG4bK-c"))
+    server = ServerTransaction(
+        "key", True, False, RecordingSink(), UAC, Timers(), TimerConfig(), lambda t, out: None
+    )
+    return Context(msg, UAC, server, msg.via.raw)
 
 
 def branch(ctx: Context, invite: bool = True) -> Branch:
-    br = Branch(ctx, cast(Any, None), Peer(0, "127.0.0.1", 5070), b"Via: x", invite)
+    br = Branch(ctx, Target.from_uri("sip:127.0.0.1:5070"), UAS, b"Via: x", invite)
     ctx.pending.append(br)
     return br
 

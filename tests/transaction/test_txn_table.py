@@ -94,7 +94,7 @@ def test_full_server_table_answers_503_and_counts() -> None:
     proxy.receive(ua.invite("sip:s@127.0.0.1", call_id="t2", branch="z9hG4bK-t2"), UAC, clock.now)
     (refused,) = sink.take_to("127.0.0.1", 5080)
     assert refused.status == 503 and refused.get(b"retry-after") == b"5"
-    assert proxy.stats.txn_refused == 1 and proxy.stats.as_dict()["txn_refused"] == 1
+    assert proxy.stats.txn_refused == 1
     assert len(proxy.server_txns) == 1 and len(sink.take_to("127.0.0.1", 5070)) == 1
     proxy.receive(first, UAC, clock.advance(0.5))
     assert [m.status for m in sink.take_to("127.0.0.1", 5080)] == [100]
