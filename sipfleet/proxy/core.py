@@ -29,6 +29,11 @@ What is relayed, and where (sipfleet is no open relay):
   end, or the request comes from one. Otherwise: 481 (no such dialog
   here) or 403 (forged signature, or a next hop outside the dialog).
 - ACK for a 2xx follows the same rules; what fails them is dropped.
+
+Around this transaction user: the bounded transaction tables and their
+keys (``sipfleet.transaction.table``), the response context machines
+(``context``), the header edits (``headers``) and the requests the proxy
+sends as a user agent of its own (``uac``).
 """
 
 from __future__ import annotations
@@ -987,7 +992,7 @@ class Proxy:
         data = make_response(ctx.msg, status, reason, tuple(extra), top_via=ctx.top_via)
         if status >= 200:
             self.stats.local_replies += 1
-        ctx.server.respond(status, data, self._now)
+        self._respond(ctx, status, data, self._now)
 
     def _bad_message(
         self, data: bytes, peer: Peer, err: BadMessage, now: float, msg: Message | None = None
