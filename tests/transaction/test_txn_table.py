@@ -126,3 +126,27 @@ def test_full_client_table_fails_the_branch_with_503() -> None:
     proxy.receive(ua.invite("sip:s@127.0.0.1", call_id="t3", branch="z9hG4bK-t3"), UAC, clock.now)
     assert [m.status for m in sink.take_to("127.0.0.1", 5080)] == [100, 503]
     assert proxy.stats.txn_refused == 1
+
+
+def test_stream_peers_are_forgotten_when_their_transactions_end() -> None:
+    """Client transactions over TCP are listed by peer (a transport failure
+    reaches them) only while they live: a finished call leaves no entry."""
+    sink = RecordingSink()
+    proxy = Proxy(
+        [Listener(0, "tcp", "127.0.0.1", 5060)],
+        sink,
+        RoundRobinRouter(["sip:127.0.0.1:5070;transport=tcp"]),
+        ProxySettings(),
+    )
+    clock = FakeClock()
+    uac, uas = UA("127.0.0.1", 5080, "TCP"), UA("127.0.0.1", 5070, "TCP")
+    for n in range(3):
+        proxy.receive(uac.invite("sip:s@127.0.0.1", call_id=f"tcp{n}"), UAC, clock.now)
+        (inv,) = sink.take_to("127.0.0.1", 5070)
+        assert len(proxy.txns.by_peer[NEXT]) == 1
+        proxy.receive(uas.respond(inv, 486, "Busy Here"), NEXT, clock.now)
+        sink.sent.clear()
+    proxy.handle_timer(clock.advance(1))  # reliable: Timer D is 0
+    assert not proxy.client_txns and not proxy.txns.by_peer
+    proxy.transport_failed(NEXT, clock.now)
+    assert proxy.stats.transport_errors == 0  # nothing was waiting on it
