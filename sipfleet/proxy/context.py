@@ -102,6 +102,26 @@ BRANCH_NON_INVITE: Final[dict[tuple[BranchState, str], tuple[BranchState, tuple[
 }
 
 
+# As looked up per event: the next state, the actions, and whether the branch
+# concludes (leaves its context's pending list) with this transition.
+_Compiled = dict[tuple[BranchState, str], tuple[BranchState, tuple[str, ...], bool]]
+
+
+def _compile(
+    table: dict[tuple[BranchState, str], tuple[BranchState, tuple[str, ...]]],
+) -> _Compiled:
+    return {key: (nxt, actions, key[0] < B.DONE <= nxt) for key, (nxt, actions) in table.items()}
+
+
+_INVITE: Final = _compile(BRANCH_INVITE)
+_NON_INVITE: Final = _compile(BRANCH_NON_INVITE)
+_CALLING: Final = ContextState.CALLING
+_CANCELLED: Final = ContextState.CANCELLED
+_ANSWERED: Final = ContextState.ANSWERED
+_TRYING: Final = BranchState.TRYING
+_DONE: Final = BranchState.DONE
+
+
 class Context:
     """A response context (16.2): one server transaction and its branches."""
 
@@ -131,7 +151,7 @@ class Context:
         self.peer = peer
         self.server = server
         self.top_via = top_via
-        self.state = C.CALLING
+        self.state = _CALLING
         self.decision: Decision | None = None
         self.next_index = 0
         self.attempts = 0
@@ -159,12 +179,12 @@ class Context:
 
     @property
     def answered(self) -> bool:
-        return self.state == C.ANSWERED
+        return self.state is _ANSWERED
 
     @property
     def cancelled(self) -> bool:
         """A CANCEL came before any final answer went up."""
-        return self.state == C.CANCELLED
+        return self.state is _CANCELLED
 
 
 class Branch:
@@ -189,13 +209,13 @@ class Branch:
         self.peer = peer
         self.via_line = via_line
         self.txn: ClientTransaction | None = None
-        self.state = B.TRYING
-        self._table = BRANCH_INVITE if invite else BRANCH_NON_INVITE
+        self.state = _TRYING
+        self._table = _INVITE if invite else _NON_INVITE
         self.timer: Timer | None = None
 
     @property
     def concluded(self) -> bool:
-        return self.state >= B.DONE
+        return self.state >= _DONE
 
     def fire(self, event: str) -> tuple[str, ...] | None:
         """Apply ``event``; the actions to take, None when it changes nothing.
@@ -203,10 +223,9 @@ class Branch:
         entry = self._table.get((self.state, event))
         if entry is None:
             return None
-        state = entry[0]
-        if state >= B.DONE > self.state:
+        if entry[2]:
             self.ctx.pending.remove(self)
-        self.state = state
+        self.state = entry[0]
         return entry[1]
 
     def make_ack(self, resp: Message) -> bytes:
