@@ -62,7 +62,7 @@ from sipfleet.dispatch.health import DstEvent
 from sipfleet.proxy.dialogs import ANSWERED, CONFIRMED, EARLY, Dialog
 from sipfleet.proxy.net import Listener, Peer
 from sipfleet.proxy.router import Target
-from sipfleet.proxy.uac import split_routes, uri_in
+from sipfleet.proxy.uac import extra_headers, split_routes, uri_in
 from sipfleet.security.gate import STAT_NAMES
 from sipfleet.sip.uri import URI
 
@@ -265,6 +265,7 @@ def _app_stats(app: AppLike, extra: Callable[[], Iterable[_Stat]] | None = None)
         counter("sipfleet", "retransmissions", "retransmissions"),
         counter("sipfleet", "timeouts", "timeouts"),
         counter("sipfleet", "transport_errors", "transport_errors"),
+        counter("sipfleet", "txn_refused", "txn_refused"),
         _Stat("sipfleet", "client_transactions", lambda: len(proxy.client_txns), False),
         _Stat("sipfleet", "accepting", lambda: int(proxy.accepting), False),
         # Kamailio 5.6's dispatcher keeps no statistics; sipfleet's are where
@@ -387,12 +388,6 @@ def end_dialog(
     )
     app.events.emit("dlg-ended", {"call_id": call_id, "byes": sent, "by": by})
     return sent
-
-
-def _extra_headers(text: str) -> list[bytes]:
-    """dlg.end_dlg's optional extra headers: CRLF-separated lines, blanks dropped."""
-    lines = text.replace("\r\n", "\n").split("\n")
-    return [line.strip().encode() for line in lines if line.strip() and ":" in line]
 
 
 # -- registration ----------------------------------------------------------------
@@ -591,7 +586,7 @@ class _Methods:
         if dlg.state not in (CONFIRMED, ANSWERED):
             log.info("dlg.end_dlg %d:%d: not answered yet, left to its INVITE", h_entry, h_id)
             return
-        end_dialog(app, dlg, _extra_headers(extra) if isinstance(extra, str) else ())
+        end_dialog(app, dlg, extra_headers(extra) if isinstance(extra, str) else ())
 
     # -- stats -----------------------------------------------------------------
 
