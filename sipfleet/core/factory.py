@@ -61,6 +61,7 @@ def build_settings(cfg: Config, route_key: bytes | None = None) -> ProxySettings
         dialog_lifetime=p.dialog_lifetime,
         route_key=route_key,
         preloaded_route=p.preloaded_route,
+        max_transactions=cfg.limits.max_transactions,  # [limits]: the tables' bound
     )
 
 
