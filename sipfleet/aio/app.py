@@ -41,10 +41,12 @@ from sipfleet.control.methods import Stat
 from sipfleet.control.paths import prepare_run_dir
 from sipfleet.control.registry import Registry
 from sipfleet.dispatch.destination import Destination
-from sipfleet.dispatch.dispatcher import Dispatcher, ReloadResult
+from sipfleet.dispatch.dispatcher import Dispatcher
+from sipfleet.dispatch.generation import ReloadResult
 from sipfleet.dispatch.health import DstEvent
 from sipfleet.dispatch.routing import DispatchRouter
 from sipfleet.dispatch.state import AdminState, DestState
+from sipfleet.dispatch.target import DestTarget
 from sipfleet.proxy.core import Proxy, ProxySettings
 from sipfleet.proxy.dialogs import CONFIRMED, Dialog
 from sipfleet.proxy.net import Listener, Peer
@@ -868,18 +870,20 @@ class App:
         self.loop.create_task(go())
 
     # -- drain ------------------------------------------------------------------
-    async def drain(self, set_id: int | None, address: str, by: str) -> list[dict[str, Any]]:
+    async def drain(self, target: DestTarget, by: str) -> list[dict[str, Any]]:
         """No new calls to these destinations; calls on them finish."""
-        return await self._set_admin(set_id, address, AdminState.DRAINING, by)
+        return await self._set_admin(target, AdminState.DRAINING, by)
 
-    async def undrain(self, set_id: int | None, address: str, by: str) -> list[dict[str, Any]]:
-        return await self._set_admin(set_id, address, AdminState.ENABLED, by)
+    async def undrain(self, target: DestTarget, by: str) -> list[dict[str, Any]]:
+        return await self._set_admin(target, AdminState.ENABLED, by)
 
     async def _set_admin(
-        self, set_id: int | None, address: str, admin: AdminState, by: str
+        self, target: DestTarget, admin: AdminState, by: str
     ) -> list[dict[str, Any]]:
-        found = self.dispatcher.locate(set_id, address)
-        changed = self.dispatcher.set_admin_of(set_id, address, admin, since=time.time(), by=by)
+        found = self.dispatcher.lookup(target)
+        changed = (
+            self.dispatcher.set_state(target, admin, since=time.time(), by=by) if found else []
+        )
         for d in changed:
             if self.store is not None:
                 st = self.dispatcher.state(d)
@@ -900,14 +904,14 @@ class App:
                 self._check_drained(d)
         return [self._drain_entry(d, st) for d, st in found]
 
-    def drain_status(self, set_id: int | None, address: str | None) -> list[dict[str, Any]]:
-        if address is None:
+    def drain_status(self, target: DestTarget | None) -> list[dict[str, Any]]:
+        if target is None:
             return [
                 self._drain_entry(d, st)
                 for d in self.dispatcher.destinations()
                 if (st := self.dispatcher.state(d)).admin is AdminState.DRAINING
             ]
-        return [self._drain_entry(d, st) for d, st in self.dispatcher.locate(set_id, address)]
+        return [self._drain_entry(d, st) for d, st in self.dispatcher.lookup(target)]
 
     def _drain_entry(self, d: Destination, st: DestState) -> dict[str, Any]:
         active = self.router.load.load(d.load_key)  # [cluster]: every node's calls
