@@ -44,7 +44,9 @@ def set_state(
         return _set_admin(runs, target, state, since, by)
     run = runs.get(target.set_id) if target.set_id is not None else None
     if target.kind == WHOLE_SET:
-        changed = [] if run is None else _reinit(run, range(run.nr), state)
+        if run is None:
+            return []
+        changed = _reinit(run, range(run.nr), state)
     else:
         if run is None:
             raise _not_found()
@@ -56,15 +58,10 @@ def set_state(
             raise _not_found()
         changed = _reinit(run, (i,), state)
     for d in changed:
-        _stamp(run, d, since, by)
-    return changed
-
-
-def _stamp(run: SetRun | None, d: Destination, since: float | None, by: str) -> None:
-    if run is not None:
         st = run.states[d.index]
         st.admin_since = since
         st.admin_by = by
+    return changed
 
 
 def _set_admin(

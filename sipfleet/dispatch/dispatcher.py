@@ -88,7 +88,7 @@ class Dispatcher:
     ) -> None:
         self._rng = rng if rng is not None else random.Random()
         self._resolver = resolver
-        self._prober = Prober(config, config.reply_codes(), 0.0, now)
+        self._prober = Prober(now)
         self.reconfigure(config)
         self._reload_time: float | None = None
         snapshot = build_snapshot(specs, resolver=resolver, skip_bad=config.skip_bad_destinations)

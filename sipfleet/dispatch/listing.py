@@ -3,11 +3,10 @@
 ``ds_rpc_print_set`` in dispatcher.c: every array item is wrapped in a
 one-key object (``{"SET": ...}``, ``{"DEST": ...}``); sets come in the
 AVL walk order; ``ATTRS`` appears when the entry has attrs (never in
-``short``); ``LATENCY`` when latency stats are kept;
-``RUNTIME`` when call-load is tracked; ``full`` adds HOST, IPADDR, PORT,
-PROTOID and DNSTIME_SEC/USEC, and shows ATTRS only for entries that have
-attrs, as 5.6.3 prints it (measured). Unset strings are None (JSON null).
-This is the RPC's answer as sent: nothing reshapes it afterwards.
+``short``); ``LATENCY`` when latency stats are kept; ``RUNTIME`` when
+call-load is tracked; ``full`` adds HOST, IPADDR, PORT, PROTOID and
+DNSTIME_SEC/USEC (5.6.3's full listing, measured). Unset strings are None
+(JSON null). This is the RPC's answer as sent: nothing reshapes it after.
 """
 
 from __future__ import annotations

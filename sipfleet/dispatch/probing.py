@@ -60,17 +60,20 @@ class Prober:
 
     __slots__ = ("_alpha", "_cfg", "_codes", "active", "next_round")
 
-    def __init__(
-        self, cfg: ProbeSettings, reply_codes: ReplyFilter, alpha: float, now: float
-    ) -> None:
-        self._cfg = cfg
-        self._codes = reply_codes
-        self._alpha = alpha
+    _cfg: ProbeSettings
+    _codes: ReplyFilter
+    _alpha: float
+
+    def __init__(self, now: float) -> None:
+        """The first round is due at ``now``; ``configure`` before use."""
         self.active = 1  # dispatcher.ping_active
         self.next_round = now
 
     def configure(self, cfg: ProbeSettings, reply_codes: ReplyFilter, alpha: float) -> None:
-        """New settings (a SIGHUP); the round schedule stays."""
+        """Take settings (at start and on a SIGHUP); the round schedule stays.
+
+        ``alpha`` is the weight of the old latency estimate.
+        """
         self._cfg = cfg
         self._codes = reply_codes
         self._alpha = alpha
