@@ -16,8 +16,9 @@ import gc
 import pstats
 import time
 
-from sipfleet.dispatch import Dispatcher, DispatcherConfig, parse_list
-from sipfleet.dispatch.routing import DispatchRouter
+from sipfleet.config import DispatcherConfig
+from sipfleet.dispatch import Dispatcher, parse_list
+from sipfleet.dispatch.policy import DispatchRouter
 from sipfleet.proxy.core import Proxy
 from sipfleet.proxy.net import Listener, Peer
 from sipfleet.sip.message import parse
@@ -79,7 +80,8 @@ GATE = "none"  # --gate: none, open (every caller counted), trunk (callers are a
 def _proxy(sink: Sink) -> Proxy:
     """The proxy as ``sipfleet run`` builds it: dispatcher, routing policy, dialogs."""
     dispatcher = Dispatcher(
-        DispatcherConfig(ping_interval=0), parse_list("1 sip:127.0.0.1:5070 0 0 duid=media-1\n")
+        DispatcherConfig(ping_interval=0).to_settings(),
+        parse_list("1 sip:127.0.0.1:5070 0 0 duid=media-1\n"),
     )
     router = DispatchRouter(dispatcher, [], load=None)  # type: ignore[arg-type]
     proxy = Proxy([Listener(0, "udp", "127.0.0.1", 5060)], sink, router)

@@ -183,7 +183,8 @@ def measure(kind: str, n: int, repeat: int) -> dict[str, float]:
 
 def selection_cost() -> list[tuple[int, float, float]]:
     sys.path.insert(0, str(ROOT))
-    from sipfleet.dispatch import Dispatcher, DispatcherConfig, Keys, parse_list
+    from sipfleet.config import DispatcherConfig
+    from sipfleet.dispatch import Dispatcher, Keys, parse_list
 
     out = []
     keys = [
@@ -191,7 +192,7 @@ def selection_cost() -> list[tuple[int, float, float]]:
     ]
     for size in (10, 1000, 100_000):
         text = "".join(f"1 sip:10.0.{i // 250}.{i % 250 + 1}:5060\n" for i in range(size))
-        d = Dispatcher(DispatcherConfig(ping_interval=0), parse_list(text))
+        d = Dispatcher(DispatcherConfig(ping_interval=0).to_settings(), parse_list(text))
         res = []
         for alg in (4, 0):
             t0 = time.perf_counter()

@@ -26,7 +26,9 @@ def _type(ann: Any) -> str:
     text = str(ann).replace("typing.", "")
     if isinstance(ann, type):
         text = ann.__name__
-    return text.replace("<class '", "").replace("'>", "").replace("sipfleet.", "")
+    text = text.replace("<class '", "").replace("'>", "").replace("sipfleet.", "")
+    # A model by its public name: config.ListenSpec, not config.proxy.ListenSpec.
+    return re.sub(r"\bconfig\.[a-z_]+\.(?=[A-Z])", "config.", text)
 
 
 def _default(field: FieldInfo) -> str:

@@ -14,8 +14,9 @@ import pytest
 
 from sipfleet.aio.cluster import Cluster, ClusterLoad, _safe
 from sipfleet.aio.events import EventBus
-from sipfleet.cluster_config import ClusterConfig
-from sipfleet.dispatch import Dispatcher, DispatcherConfig, parse_list
+from sipfleet.config import DispatcherConfig
+from sipfleet.config.cluster import ClusterConfig
+from sipfleet.dispatch import Dispatcher, parse_list
 from sipfleet.dispatch.state import AdminState
 from sipfleet.proxy.dialogs import CONFIRMED, Dialog, DialogTable
 from sipfleet.transaction.timers import Timers
@@ -35,7 +36,7 @@ def make(node: str = "A") -> tuple[Cluster, Any]:
     table = DialogTable(Timers())
     app: Any = SimpleNamespace(
         proxy=SimpleNamespace(dialogs=table),
-        dispatcher=Dispatcher(DispatcherConfig(ping_interval=0), parse_list(LIST)),
+        dispatcher=Dispatcher(DispatcherConfig(ping_interval=0).to_settings(), parse_list(LIST)),
         events=EventBus(),
         loop=Loop(),
         store=None,

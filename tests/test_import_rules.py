@@ -4,6 +4,10 @@
   imports no I/O or concurrency module and no adapter or CLI module: bytes, messages
   and the time go in, effects come out (STYLE.md, "The shape").
 - No runtime import cycle among sipfleet's modules.
+- The modules mypyc compiles (``sipfleet._accel.MODULES``) never reach pydantic:
+  they run on plain settings objects; the typed config lives in ``sipfleet.config``.
+- Only ``sipfleet.config`` imports pydantic, and the pure core does not import it.
+- ``import sipfleet.config`` loads no event loop or HTTP client (asyncio, aiohttp).
 
 An import counts when it runs: at module level or inside a function, but not under
 ``if TYPE_CHECKING:``. Known breaches are listed below so that any NEW one fails;
@@ -13,8 +17,14 @@ an entry that no longer happens fails too, so the lists only shrink.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
+
+from sipfleet._accel import MODULES as COMPILED
 
 ROOT = Path(__file__).resolve().parent.parent / "sipfleet"
 
@@ -38,11 +48,7 @@ KNOWN_VIOLATIONS: frozenset[tuple[str, str]] = frozenset(
 
 # Each known cycle as the set of modules in one strongly connected component.
 # issue 10: to be removed when the App core is split
-KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset(
-    {
-        frozenset({"sipfleet.dispatch.policy", "sipfleet.dispatch.routing"}),
-    }
-)
+KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset()
 
 
 def _modules() -> dict[str, Path]:
@@ -202,3 +208,75 @@ def test_no_new_import_cycle() -> None:
     assert not new, f"import cycles among sipfleet's modules: {new}"
     gone = [sorted(c) for c in KNOWN_CYCLES - found]
     assert not gone, f"fixed or changed: update KNOWN_CYCLES: {gone}"
+
+
+def _parents(module: str) -> list[str]:
+    """The packages Python runs before ``module``: a.b.c needs a and a.b."""
+    parts = module.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts)) if ".".join(parts[:i]) in MODULES]
+
+
+def reached_from(module: str) -> dict[str, str]:
+    """Every module importing ``module`` runs, transitively (parent packages
+    included), mapped to the sipfleet module that imports it."""
+    seen: dict[str, str] = {module: ""}
+    todo = [module]
+    while todo:
+        current = todo.pop()
+        if current not in MODULES:
+            continue
+        for target in sorted(imports_of(current) | set(_parents(current))):
+            if target not in seen:
+                seen[target] = current
+                todo.append(target)
+    return seen
+
+
+def test_walk_follows_parents_and_imports() -> None:
+    reached = reached_from("sipfleet.config.routes")
+    assert "sipfleet.config" in reached  # the package runs first
+    assert reached["pydantic"].startswith("sipfleet.config")
+    assert "sipfleet.dispatch.settings" in reached
+
+
+@pytest.mark.parametrize("module", COMPILED)
+def test_compiled_module_does_not_reach_pydantic(module: str) -> None:
+    reached = reached_from(module)
+    hits = sorted((m, by) for m, by in reached.items() if m.split(".")[0] == "pydantic")
+    assert not hits, f"{module} reaches pydantic at run time through: {hits}"
+    assert not [m for m in reached if m.startswith("sipfleet.config")], (
+        f"{module} imports the typed config; give it plain settings"
+    )
+
+
+def test_only_the_config_package_imports_pydantic() -> None:
+    found = sorted(
+        (m, t)
+        for m in MODULES
+        if not m.startswith("sipfleet.config")
+        for t in imports_of(m)
+        if t.split(".")[0] == "pydantic"
+    )
+    assert not found, f"pydantic outside sipfleet.config: {found}"
+
+
+def test_pure_core_does_not_import_the_typed_config() -> None:
+    found = sorted(
+        (m, t)
+        for m in MODULES
+        if m.startswith(PURE_PACKAGES)
+        for t in imports_of(m)
+        if t.startswith("sipfleet.config")
+    )
+    assert not found, f"the pure core imports sipfleet.config (give it plain settings): {found}"
+
+
+def test_importing_the_config_loads_no_event_loop_or_http_client() -> None:
+    code = (
+        "import sys, sipfleet.config; "
+        "print(','.join(m for m in ('asyncio', 'aiohttp') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "", f"import sipfleet.config loads {out.stdout.strip()}"

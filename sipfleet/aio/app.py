@@ -36,6 +36,7 @@ from sipfleet.aio.systemd import Notifier
 from sipfleet.aio.tls import TlsContexts, TlsError
 from sipfleet.aio.webhooks import Webhooks
 from sipfleet.config import Config
+from sipfleet.config.security import to_settings
 from sipfleet.control.core_methods import ServerInfo, register_core_methods
 from sipfleet.control.methods import Stat
 from sipfleet.control.paths import prepare_run_dir
@@ -44,13 +45,12 @@ from sipfleet.dispatch.destination import Destination
 from sipfleet.dispatch.dispatcher import Dispatcher
 from sipfleet.dispatch.generation import ReloadResult
 from sipfleet.dispatch.health import DstEvent
-from sipfleet.dispatch.routing import DispatchRouter
+from sipfleet.dispatch.policy import DispatchRouter
 from sipfleet.dispatch.state import AdminState, DestState
 from sipfleet.dispatch.target import DestTarget
 from sipfleet.proxy.core import Proxy, ProxySettings
 from sipfleet.proxy.dialogs import CONFIRMED, Dialog
 from sipfleet.proxy.net import Listener, Peer
-from sipfleet.security.config import to_settings
 from sipfleet.security.gate import Gate
 from sipfleet.sip.build import set_server_header
 from sipfleet.sip.message import Limits, Message
@@ -248,7 +248,7 @@ class App:
         self.dispatcher = await asyncio.to_thread(
             functools.partial(
                 Dispatcher,
-                cfg.dispatcher,
+                cfg.dispatcher.to_settings(),
                 specs,
                 now=now,
                 resolver=resolve_destination,
@@ -261,7 +261,10 @@ class App:
                 st = self.dispatcher.state(d)
                 st.admin_since, st.admin_by = detail[1], detail[2]
         self.router = DispatchRouter(
-            self.dispatcher, cfg.route, load=_NoLoad(), on_events=self._on_dst_events
+            self.dispatcher,
+            [r.to_settings() for r in cfg.route],
+            load=_NoLoad(),
+            on_events=self._on_dst_events,
         )
         key = await asyncio.to_thread(route_key, cfg)
         self.proxy = Proxy(
@@ -694,8 +697,8 @@ class App:
             except TlsError as e:
                 log.error("SIGHUP: TLS not reloaded, keeping the old certificates: %s", e)
                 kept.append("tls")
-        self.dispatcher.reconfigure(new.dispatcher)
-        self.router.set_routes(new.route)
+        self.dispatcher.reconfigure(new.dispatcher.to_settings())
+        self.router.set_routes([r.to_settings() for r in new.route])
         logging.getLogger().setLevel(new.log.level.upper())
         for section in _RESTART_SECTIONS:
             if getattr(old, section) != getattr(new, section):

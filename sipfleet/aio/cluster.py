@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from sipfleet.cluster_config import ClusterConfig
+from sipfleet.config.cluster import ClusterConfig
 from sipfleet.dispatch.state import AdminState
 from sipfleet.dispatch.target import DestTarget
 from sipfleet.ratelog import RateLimitedLog

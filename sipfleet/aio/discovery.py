@@ -33,11 +33,10 @@ import dns.nameserver
 import dns.rdatatype
 import dns.resolver
 
+from sipfleet.config.discovery import DiscoveryConfig, DnsConfig
 from sipfleet.dispatch.destination import DestinationSpec, StateKey
 from sipfleet.dispatch.discovery import (
     Discovered,
-    DiscoveryConfig,
-    DnsConfig,
     Member,
     SrvRecord,
     base_specs,
@@ -46,6 +45,7 @@ from sipfleet.dispatch.discovery import (
     parse_server,
 )
 from sipfleet.dispatch.errors import DestinationError
+from sipfleet.dispatch.settings import DiscoverySettings
 from sipfleet.dispatch.state import AdminState
 from sipfleet.dispatch.target import DestTarget
 
@@ -127,7 +127,7 @@ def _norm(name: object) -> str:
 
 
 async def lookup(
-    client: DnsClient, cfg: DiscoveryConfig
+    client: DnsClient, cfg: DiscoverySettings
 ) -> tuple[list[SrvRecord], dict[str, list[str]]]:
     """Ask DNS for an entry: its records and the addresses of their targets.
 
@@ -200,7 +200,7 @@ class DiscoveryService:
         client: DnsClient | None = None,
     ) -> None:
         self.app = app
-        self.entries = [Discovered(c) for c in entries]
+        self.entries = [Discovered(c.to_settings()) for c in entries]
         self.dns_cfg = dns_cfg
         self._client = client
         self._lock = lock if lock is not None else asyncio.Lock()
@@ -417,7 +417,7 @@ class DiscoveryService:
         return int(self.app.proxy.dialogs.load(dest.load_key))
 
     @staticmethod
-    def _data(spec: DestinationSpec, cfg: DiscoveryConfig) -> dict[str, Any]:
+    def _data(spec: DestinationSpec, cfg: DiscoverySettings) -> dict[str, Any]:
         return {
             "set": spec.set_id,
             "uri": spec.uri,

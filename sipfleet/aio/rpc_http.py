@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from sipfleet.control.config import HttpConfig
+from sipfleet.config.control import HttpConfig
 from sipfleet.control.core_methods import package_version
 from sipfleet.control.jsonrpc import JsonRpcHandler, JsonRpcReply
 from sipfleet.control.methods import RPC_CALLER

@@ -21,8 +21,8 @@ from sipfleet.aio.rpc_dgram import start_dgram_udp, start_dgram_unix
 from sipfleet.aio.rpc_fifo import FifoServer
 from sipfleet.aio.rpc_http import HttpRoute, HttpServer, start_http
 from sipfleet.aio.rpc_unix import Perms
+from sipfleet.config.control import ControlConfig, parse_hostport
 from sipfleet.control.binrpc import BinRpcHandler
-from sipfleet.control.config import ControlConfig, parse_hostport
 from sipfleet.control.jsonrpc import JsonRpcHandler
 from sipfleet.control.paths import BINRPC_SOCKET, DGRAM_SOCKET, FIFO_NAME, prepare_run_dir
 from sipfleet.control.registry import Registry

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from sipfleet.aio.rpc_http import HttpRoute, HttpServer
 from sipfleet.aio.rpc_servers import ControlServers, start_control
-from sipfleet.control.config import ControlConfig
+from sipfleet.config.control import ControlConfig
 from sipfleet.control.jsonrpc import JsonRpcHandler
 from sipfleet.control.methods import RPC_CALLER
 from sipfleet.control.registry import Handler, Registry, RpcFault

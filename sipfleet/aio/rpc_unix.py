@@ -18,7 +18,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from sipfleet.control.config import SocketConfig
+from sipfleet.config.control import SocketConfig
 
 __all__ = ["OwnedPath", "Perms", "bind_unix", "make_fifo"]
 

@@ -1,4 +1,5 @@
-"""Events POSTed as JSON to operators' webhooks (``[[webhook]]`` tables).
+"""Events POSTed as JSON to operators' webhooks (``[[webhook]]`` tables,
+``sipfleet.config.webhooks``).
 
 Each webhook has its own bounded queue and one sender task: a slow or dead
 endpoint delays nobody else and costs bounded memory (when the queue is
@@ -17,33 +18,15 @@ from typing import Any
 
 import aiohttp
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
 
 from sipfleet.aio.events import Event, EventBus
+from sipfleet.config.webhooks import WebhookConfig
 from sipfleet.ratelog import RateLimitedLog
 
-__all__ = ["WebhookConfig", "Webhooks"]
+__all__ = ["Webhooks"]
 
 log = logging.getLogger("sipfleet.webhooks")
 _peer_log = RateLimitedLog(log)  # a dead endpoint fails every event
-
-
-class WebhookConfig(BaseModel):
-    """``[[webhook]]``: where events go."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    url: str = Field(pattern=r"^https?://", description="POST target")
-    events: list[str] = Field(
-        default_factory=list,
-        description="event kinds to send (dst-up, dst-down, drained, state-changed ...); "
-        "empty = all",
-    )
-    token: str = Field("", description="sent as 'Authorization: Bearer <token>'")
-    timeout: float = Field(5.0, gt=0, le=60)
-    retries: int = Field(5, ge=0, le=20)
-    backoff: float = Field(0.5, gt=0, le=60, description="first retry delay, doubled each time")
-    queue: int = Field(1000, ge=1, le=100_000, description="events kept while the target lags")
 
 
 class _Hook:

@@ -18,7 +18,6 @@ return an awaitable. The transports live in ``sipfleet.aio.rpc_servers``.
 """
 
 from sipfleet.control.binrpc import BinRpcHandler
-from sipfleet.control.config import ControlConfig
 from sipfleet.control.core_methods import ServerInfo, register_core_methods
 from sipfleet.control.jsonrpc import JsonRpcHandler, JsonRpcReply
 from sipfleet.control.registry import (
@@ -34,7 +33,6 @@ from sipfleet.control.registry import (
 __all__ = [
     "INVALID_PARAMS",
     "BinRpcHandler",
-    "ControlConfig",
     "Dialect",
     "JsonRpcHandler",
     "JsonRpcReply",

@@ -25,12 +25,12 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from sipfleet.control.registry import Param, Registry, RpcFault
-from sipfleet.dispatch.config import ALGORITHMS
 from sipfleet.dispatch.destination import Destination
 from sipfleet.dispatch.dispatcher import Dispatcher
 from sipfleet.dispatch.flags import DS_DISABLED, DS_NOPING, state_letters
 from sipfleet.dispatch.policy import RoutingPolicy
 from sipfleet.dispatch.select import Keys, LoadView, NoDestination, Selection
+from sipfleet.dispatch.settings import ALGORITHMS
 from sipfleet.dispatch.state import AdminState, Health
 from sipfleet.proxy.net import Peer
 from sipfleet.sip.address import parse_address
@@ -180,7 +180,7 @@ def _keys(msg: Message) -> Keys:
 
 def _conditions(route: Any) -> dict[str, Any]:
     match = route.cfg.match
-    return {k: v for k, v in match.model_dump().items() if v not in (None, [], {})}
+    return {k: v for k, v in match.as_dict().items() if v not in (None, [], {})}
 
 
 def _dest_row(d: Destination, dispatcher: Dispatcher, load: LoadView) -> dict[str, Any]:

@@ -6,7 +6,6 @@ Kamailio's dispatcher module is the reference for every rule; see
 """
 
 from sipfleet.dispatch.attrs import Attrs, parse_attrs
-from sipfleet.dispatch.config import ALGORITHMS, DispatcherConfig, ReplyCodes
 from sipfleet.dispatch.destination import (
     Address,
     Destination,
@@ -30,6 +29,7 @@ from sipfleet.dispatch.select import (
     Selection,
     SelectKeys,
 )
+from sipfleet.dispatch.settings import ALGORITHMS, DispatcherSettings, ReplyCodes, RouteSpec
 from sipfleet.dispatch.snapshot import Resolver, Snapshot, build_snapshot
 from sipfleet.dispatch.state import AdminState, DestState, Health, LatencyStats
 from sipfleet.dispatch.target import DestTarget
@@ -45,8 +45,8 @@ __all__ = [
     "DestinationError",
     "DestinationSpec",
     "Dispatcher",
-    "DispatcherConfig",
     "DispatcherError",
+    "DispatcherSettings",
     "DstEvent",
     "Health",
     "Keys",
@@ -59,6 +59,7 @@ __all__ = [
     "ReloadResult",
     "ReplyCodes",
     "Resolver",
+    "RouteSpec",
     "SelectKeys",
     "Selection",
     "Snapshot",

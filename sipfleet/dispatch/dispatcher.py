@@ -29,7 +29,6 @@ from typing import Any, Protocol
 from sipfleet.dispatch._gc import gc_paused
 from sipfleet.dispatch.admin import admin_states as _admin_states
 from sipfleet.dispatch.admin import set_state as _set_state
-from sipfleet.dispatch.config import DispatcherConfig
 from sipfleet.dispatch.destination import (
     Destination,
     DestinationSpec,
@@ -55,6 +54,7 @@ from sipfleet.dispatch.runtime import SetRun
 from sipfleet.dispatch.select import LoadView, NoDestination, Selection, SelectKeys
 from sipfleet.dispatch.select import select_routes as _select_routes
 from sipfleet.dispatch.select import select_set as _select_set
+from sipfleet.dispatch.settings import DispatcherSettings
 from sipfleet.dispatch.snapshot import Resolver, Snapshot, build_snapshot
 from sipfleet.dispatch.state import AdminState, DestState, OverloadState
 from sipfleet.dispatch.target import DestTarget, locate, lookup
@@ -78,7 +78,7 @@ class Dispatcher:
 
     def __init__(
         self,
-        config: DispatcherConfig,
+        config: DispatcherSettings,
         specs: Iterable[DestinationSpec] = (),
         *,
         now: float = 0.0,
@@ -96,7 +96,7 @@ class Dispatcher:
         if admin_states:
             self._gen.restore_admin(admin_states)
 
-    def reconfigure(self, config: DispatcherConfig) -> None:
+    def reconfigure(self, config: DispatcherSettings) -> None:
         """Take new ``[dispatcher]`` settings (a SIGHUP); sets and state stay."""
         self.config = config
         self._prober.configure(
@@ -111,7 +111,7 @@ class Dispatcher:
     def from_store(
         cls,
         store: SpecSource,
-        config: DispatcherConfig,
+        config: DispatcherSettings,
         *,
         now: float = 0.0,
         resolver: Resolver | None = None,

@@ -1,8 +1,10 @@
-"""The routing policy at run time: the compiled ``[[route]]`` rules, and the
-proxy's Router over them and the Dispatcher (``DispatchRouter``).
+"""The routing policy at run time: the compiled ``[[route]]`` rules
+(``RoutingPolicy``), and the proxy's Router over them and the Dispatcher
+(``DispatchRouter``).
 
-Kept apart from the pydantic models in routing.py so that mypyc compiles
-it: it runs for every new request.
+Rules come in as plain ``RouteSpec`` (``sipfleet.dispatch.settings``; the
+config side is ``sipfleet.config.routes``). mypyc compiles this module: it
+runs for every new request.
 """
 
 from __future__ import annotations
@@ -16,13 +18,13 @@ from sipfleet.dispatch.destination import Destination, StateKey
 from sipfleet.dispatch.dispatcher import Dispatcher
 from sipfleet.dispatch.health import DstEvent
 from sipfleet.dispatch.select import LoadView, Selection
+from sipfleet.dispatch.settings import RouteSpec
 from sipfleet.proxy.router import Decision, Target
 from sipfleet.sip.address import parse_address
 from sipfleet.sip.errors import BadMessage
 from sipfleet.sip.uri import parse_uri
 
 if TYPE_CHECKING:
-    from sipfleet.dispatch.routing import RouteConfig
     from sipfleet.proxy.net import Peer
     from sipfleet.sip.message import Message
 
@@ -49,7 +51,7 @@ class _Compiled:
         "user",
     )
 
-    def __init__(self, cfg: RouteConfig, default_codes: frozenset[int], default_limit: int) -> None:
+    def __init__(self, cfg: RouteSpec, default_codes: frozenset[int], default_limit: int) -> None:
         m = cfg.match
         self.cfg = cfg
         self.user = re.compile(m.ruri_user) if m.ruri_user else None
@@ -101,7 +103,7 @@ class RoutingPolicy:
 
     def __init__(
         self,
-        routes: Sequence[RouteConfig],
+        routes: Sequence[RouteSpec],
         default_codes: frozenset[int],
         default_limit: int,
     ) -> None:
@@ -171,7 +173,7 @@ class DispatchRouter:
     def __init__(
         self,
         dispatcher: Dispatcher,
-        routes: Sequence[RouteConfig],
+        routes: Sequence[RouteSpec],
         load: LoadView,
         on_events: Callable[[list[DstEvent]], None] | None = None,
         resolve: Callable[[Destination], Target | None] | None = None,
@@ -192,15 +194,13 @@ class DispatchRouter:
         # A [[trunk]]'s route: the source names the route before any match rule.
         self.source_route: Callable[[Peer], str | None] | None = None
 
-    def set_routes(self, routes: Sequence[RouteConfig]) -> None:
+    def set_routes(self, routes: Sequence[RouteSpec]) -> None:
         """A new ``[[route]]`` list (SIGHUP); none configured = the default route."""
         d = self.dispatcher
         cfg = d.config
         if not routes:
-            from sipfleet.dispatch.routing import RouteConfig
-
             first = min((x.set_id for x in d.destinations()), default=1)
-            routes = [RouteConfig(name="default", sets=[first])]
+            routes = [RouteSpec(name="default", sets=(first,))]
         self.policy = RoutingPolicy(
             routes, frozenset(cfg.failover_codes), cfg.max_failover_attempts + 1
         )
@@ -350,4 +350,4 @@ class DispatchRouter:
             self.on_events(events)
 
     def describe(self) -> list[dict[str, Any]]:
-        return [r.cfg.model_dump() for r in self.policy.routes]
+        return [r.cfg.as_dict() for r in self.policy.routes]

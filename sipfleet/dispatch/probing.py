@@ -11,7 +11,6 @@ in the next round. A reply goes through ``ds_options_callback``'s rules
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Protocol
 
 from sipfleet.dispatch.destination import Destination
 from sipfleet.dispatch.health import (
@@ -23,36 +22,10 @@ from sipfleet.dispatch.health import (
 )
 from sipfleet.dispatch.latency import update_latency
 from sipfleet.dispatch.runtime import SetRun
+from sipfleet.dispatch.settings import DispatcherSettings, ReplyCodes
 from sipfleet.dispatch.state import DestState
 
-__all__ = ["ProbeSettings", "Prober", "ReplyFilter"]
-
-
-class ProbeSettings(Protocol):
-    """The ``[dispatcher]`` settings probing reads."""
-
-    @property
-    def ping_interval(self) -> float: ...
-    @property
-    def ping_timeout(self) -> float: ...
-    @property
-    def ping_method(self) -> str: ...
-    @property
-    def ping_from(self) -> str: ...
-    @property
-    def ping_latency_stats(self) -> bool: ...
-    @property
-    def probing_mode(self) -> int: ...
-    @property
-    def probing_threshold(self) -> int: ...
-    @property
-    def inactive_threshold(self) -> int: ...
-
-
-class ReplyFilter(Protocol):
-    """Which replies besides 2xx count as alive (``ds_ping_reply_codes``)."""
-
-    def accepts(self, code: int) -> bool: ...
+__all__ = ["Prober"]
 
 
 class Prober:
@@ -60,8 +33,8 @@ class Prober:
 
     __slots__ = ("_alpha", "_cfg", "_codes", "active", "next_round")
 
-    _cfg: ProbeSettings
-    _codes: ReplyFilter
+    _cfg: DispatcherSettings
+    _codes: ReplyCodes
     _alpha: float
 
     def __init__(self, now: float) -> None:
@@ -69,7 +42,7 @@ class Prober:
         self.active = 1  # dispatcher.ping_active
         self.next_round = now
 
-    def configure(self, cfg: ProbeSettings, reply_codes: ReplyFilter, alpha: float) -> None:
+    def configure(self, cfg: DispatcherSettings, reply_codes: ReplyCodes, alpha: float) -> None:
         """Take settings (at start and on a SIGHUP); the round schedule stays.
 
         ``alpha`` is the weight of the old latency estimate.

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from sipfleet.aio.asgi import serve_asgi
 from sipfleet.aio.rpc_http import HttpRoute
-from sipfleet.control.config import HttpConfig, McpConfig, is_loopback
+from sipfleet.config.control import HttpConfig, McpConfig, is_loopback
 from sipfleet.control.jsonrpc import JsonRpcHandler
 
 if TYPE_CHECKING:

@@ -30,7 +30,7 @@ from mcp.types import ToolAnnotations
 
 from sipfleet import __version__
 from sipfleet.cli.dispatcher import flatten_list
-from sipfleet.control.config import McpConfig
+from sipfleet.config.control import McpConfig
 from sipfleet.mcp.backend import Backend, BackendError
 from sipfleet.mcp.guard import check_take_out, find_targets, set_summary
 

@@ -1,5 +1,5 @@
 """The security settings the core uses: plain objects, built from the typed
-config by ``sipfleet.aio.app.build_security`` (no pydantic in the core)."""
+config by ``sipfleet.config.security.to_settings`` (no pydantic in the core)."""
 
 from __future__ import annotations
 

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from pydantic import ValidationError
 
 from sipfleet.cli.rpc import parse_param, rpc_cmd
+from sipfleet.config.control import ControlConfig, is_loopback, parse_hostport
 from sipfleet.control import paths
-from sipfleet.control.config import ControlConfig, is_loopback, parse_hostport
 from sipfleet.control.paths import (
     BINRPC_SOCKET,
     ENV_RUN_DIR,
@@ -218,7 +218,7 @@ def test_usage_errors_exit_2():
 
 def test_socket_owner_and_group_by_name_or_id():
     from sipfleet.aio.rpc_unix import Perms
-    from sipfleet.control.config import SocketConfig
+    from sipfleet.config.control import SocketConfig
 
     assert Perms.from_config(SocketConfig(owner="root", group="0")) == Perms(0o600, 0, 0)
     assert Perms.from_config(SocketConfig(owner=1000, mode=0o660)) == Perms(0o660, 1000, -1)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from test_methods import Env
 
-from sipfleet.dispatch.routing import RouteConfig
+from sipfleet.config import RouteConfig
 from sipfleet.dispatch.select import Keys, Selection
 from sipfleet.dispatch.state import AdminState
 from sipfleet.dispatch.target import DestTarget
@@ -58,8 +58,8 @@ def test_explain_names_the_route_and_skipped_destinations(env: Env) -> None:
                     "match": {"header": {"name": "X-Tenant", "value": "^acme$"}},
                     "sets": [2],
                 }
-            ),
-            RouteConfig(name="rest", sets=[1], algorithm=8),
+            ).to_settings(),
+            RouteConfig(name="rest", sets=[1], algorithm=8).to_settings(),
         ]
     )
     env.app.dispatcher.set_state(DestTarget.duid(None, "media-1"), AdminState.DRAINING, by="test")
@@ -93,7 +93,7 @@ def test_explain_no_route_and_bad_input(env: Env) -> None:
         [
             RouteConfig.model_validate(
                 {"name": "trunk", "match": {"source": ["10.0.0.0/8"]}, "sets": [1]}
-            )
+            ).to_settings()
         ]
     )
     out = env.result("sipfleet.explain_route", "sip:a@b", "INVITE", None, "192.0.2.1:5060")

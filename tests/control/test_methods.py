@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from sipfleet.aio.events import EventBus
+from sipfleet.config import DispatcherConfig
 from sipfleet.control.binrpc import (
     BinRpcHandler,
     PacketReader,
@@ -35,12 +36,11 @@ from sipfleet.control.registry import Registry, RpcFault
 from sipfleet.dispatch import (
     AdminState,
     Dispatcher,
-    DispatcherConfig,
     DispatcherError,
     ReloadResult,
     parse_list,
 )
-from sipfleet.dispatch.routing import DispatchRouter
+from sipfleet.dispatch.policy import DispatchRouter
 from sipfleet.proxy.core import Proxy, ProxySettings
 from sipfleet.proxy.dialogs import CONFIRMED, EARLY, Dialog
 from sipfleet.proxy.net import Listener, Peer
@@ -120,7 +120,7 @@ class FakeApp:
         self.events = EventBus()
         self.sync_store = store
         self.store: LocalStore | None = LocalStore(store)  # as App holds it
-        config = DispatcherConfig(**{"ping_interval": 0, **cfg})
+        config = DispatcherConfig(**{"ping_interval": 0, **cfg}).to_settings()
         self.dispatcher = Dispatcher(
             config, store.load(), now=loop.time(), admin_states=store.load_admin_states()
         )
@@ -357,7 +357,7 @@ def test_set_state_persists_the_admin_state_and_emits_an_event(env: Env) -> None
     assert env.app.events.recent[-1]["stored"] is None
     assert store.load_admin_states() == {(1, "sip:127.0.0.1:5071"): AdminState.DISABLED}
     # A restart reads it back (probing again from the file's flags 8), a reload keeps it.
-    again = Dispatcher.from_store(store, DispatcherConfig(ping_interval=0))
+    again = Dispatcher.from_store(store, DispatcherConfig(ping_interval=0).to_settings())
     listing = again.list_records()
     assert listing["RECORDS"][1]["SET"]["TARGETS"][1]["DEST"]["FLAGS"] == "DP"
     env.result("dispatcher.reload")

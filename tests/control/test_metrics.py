@@ -16,13 +16,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sipfleet.aio.events import EventBus
 from sipfleet.aio.http_metrics import METRIC_NAMES, metrics_registry
+from sipfleet.config import DispatcherConfig
 from sipfleet.control.fleet import fleet_view
 from sipfleet.control.jsonrpc import JsonRpcHandler
 from sipfleet.control.methods import RPC_CALLER, register_methods
 from sipfleet.control.registry import Registry
 from sipfleet.control.telemetry import PROBE_BUCKETS, Histogram, Telemetry
-from sipfleet.dispatch import Dispatcher, DispatcherConfig, parse_list
-from sipfleet.dispatch.routing import DispatchRouter
+from sipfleet.dispatch import Dispatcher, parse_list
+from sipfleet.dispatch.policy import DispatchRouter
 from sipfleet.proxy.core import Proxy, ProxySettings
 from sipfleet.proxy.net import Listener, Peer
 from sipfleet.testing import UA, FakeClock, RecordingSink
@@ -50,7 +51,9 @@ class App:
         self.events = EventBus()
         self.registry = Registry()
         self.dispatcher = Dispatcher(
-            DispatcherConfig(ping_interval=0, algorithm=4), parse_list(LIST, "t"), now=0.0
+            DispatcherConfig(ping_interval=0, algorithm=4).to_settings(),
+            parse_list(LIST, "t"),
+            now=0.0,
         )
         self.sink = RecordingSink()
         self.router = DispatchRouter(self.dispatcher, [], load=_NoLoad())

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from sipfleet.aio.rpc_thread import BUSY, ControlPlane, RpcGate
-from sipfleet.control.config import ControlConfig
+from sipfleet.config.control import ControlConfig
 from sipfleet.control.registry import Dialect, Registry, RpcFault
 
 

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from sipfleet.dispatch import Dispatcher, DispatcherConfig, parse_list
+from sipfleet.config import DispatcherConfig
+from sipfleet.dispatch import Dispatcher, parse_list
 
 
 class FakeLoad:
@@ -37,7 +38,10 @@ def build() -> Build:
     def _build(text: str, now: float = 0.0, seed: int = 1, **cfg: Any) -> Dispatcher:
         cfg.setdefault("probing_mode", 1)  # these tests probe every destination
         return Dispatcher(
-            DispatcherConfig(**cfg), parse_list(text, "test.list"), now=now, rng=random.Random(seed)
+            DispatcherConfig(**cfg).to_settings(),
+            parse_list(text, "test.list"),
+            now=now,
+            rng=random.Random(seed),
         )
 
     return _build

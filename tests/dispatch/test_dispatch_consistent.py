@@ -28,9 +28,10 @@ def assign(d, alg: int = 0) -> list[str]:  # type: ignore[no-untyped-def]
 def baseline() -> list[str]:
     import random
 
-    from sipfleet.dispatch import Dispatcher, DispatcherConfig, parse_list
+    from sipfleet.config import DispatcherConfig
+    from sipfleet.dispatch import Dispatcher, parse_list
 
-    d = Dispatcher(DispatcherConfig(), parse_list(TEN), rng=random.Random(1))
+    d = Dispatcher(DispatcherConfig().to_settings(), parse_list(TEN), rng=random.Random(1))
     return assign(d)
 
 

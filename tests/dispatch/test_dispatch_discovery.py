@@ -6,13 +6,10 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from sipfleet.config import ConfigError, load_config
-from sipfleet.dispatch.config import DispatcherConfig
+from sipfleet.config import ConfigError, DiscoveryConfig, DispatcherConfig, DnsConfig, load_config
 from sipfleet.dispatch.destination import DestinationSpec
 from sipfleet.dispatch.discovery import (
     Discovered,
-    DiscoveryConfig,
-    DnsConfig,
     MemberState,
     SrvRecord,
     base_specs,
@@ -24,18 +21,19 @@ from sipfleet.dispatch.discovery import (
     transport_of,
 )
 from sipfleet.dispatch.dispatcher import Dispatcher
+from sipfleet.dispatch.settings import DiscoverySettings
 from sipfleet.dispatch.snapshot import build_snapshot
 from sipfleet.dispatch.target import DestTarget
 
 SRV = "_sip._udp.media.fleet.test"
 
 
-def cfg(**kw: object) -> DiscoveryConfig:
+def cfg(**kw: object) -> DiscoverySettings:
     base: dict[str, object] = {"set": 1, "srv": SRV, "refresh": 1}
     base.update(kw)
     if "a" in kw:
         base.pop("srv")
-    return DiscoveryConfig.model_validate(base)
+    return DiscoveryConfig.model_validate(base).to_settings()
 
 
 def uris(specs: list[DestinationSpec]) -> list[str]:
@@ -71,7 +69,7 @@ def test_config_file_sections() -> None:
             "dns": {"servers": ["127.0.0.1:5353", "[::1]:53", "192.0.2.1"]},
         }
     )
-    assert c.discovery[0].set == 2 and c.discovery[0].name == SRV
+    assert c.discovery[0].set == 2 and c.discovery[0].to_settings().name == SRV
     assert [parse_server(s) for s in c.dns.servers] == [
         ("127.0.0.1", 5353),
         ("::1", 53),
@@ -260,7 +258,7 @@ def test_a_rebuild_keeps_the_state_of_remaining_members() -> None:
 
     e = Discovered(cfg())
     e.apply([spec(1), spec(2)], 0.0)
-    d = Dispatcher(DispatcherConfig(), merge([], [e])[0])
+    d = Dispatcher(DispatcherConfig().to_settings(), merge([], [e])[0])
     d.set_state(DestTarget.uri(1, "sip:127.0.0.1:2"), AdminState.DRAINING, by="discovery")
     kept = d.find(1, "sip:127.0.0.1:2")
     assert kept is not None
@@ -307,7 +305,7 @@ def test_a_named_destination_keeps_every_address(monkeypatch: pytest.MonkeyPatch
 def test_requests_from_any_address_of_a_named_destination_are_from_a_back_end() -> None:
     """Kamailio's ds_is_from_list compares the first address only (issue 4338)."""
     from sipfleet.dispatch.destination import Address
-    from sipfleet.dispatch.routing import DispatchRouter
+    from sipfleet.dispatch.policy import DispatchRouter
 
     def resolve(host: str, port: int | None, transport: str) -> Address | None:
         if host != "media.example":
@@ -315,7 +313,7 @@ def test_requests_from_any_address_of_a_named_destination_are_from_a_back_end() 
         return Address("192.0.2.1", port or 5060, transport, ("192.0.2.2",))
 
     d = Dispatcher(
-        DispatcherConfig(),
+        DispatcherConfig().to_settings(),
         [DestinationSpec(1, "sip:media.example"), DestinationSpec(1, "sip:198.51.100.1")],
         resolver=resolve,
     )

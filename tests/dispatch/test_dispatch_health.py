@@ -8,8 +8,8 @@ import pytest
 from conftest import Build
 
 from sipfleet.dispatch import Dispatcher, DstEvent, Health, Keys, LatencyStats
-from sipfleet.dispatch.config import ReplyCodes
 from sipfleet.dispatch.flags import parse_rpc_state
+from sipfleet.dispatch.settings import ReplyCodes
 from sipfleet.dispatch.target import DestTarget
 
 TWO = "1 sip:a 0\n1 sip:b 8\n"  # a: no P flag, b: probing (P)

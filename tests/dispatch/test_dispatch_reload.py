@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 from conftest import Build
 
+from sipfleet.config import DispatcherConfig
 from sipfleet.dispatch import (
     Address,
     AdminState,
     DestinationSpec,
     Dispatcher,
-    DispatcherConfig,
     DispatcherError,
     Health,
     Keys,
@@ -189,7 +189,7 @@ def test_remove_exact_match_after_sip_prefix(build: Build) -> None:
 
 def test_persisted_admin_states_apply_at_start() -> None:
     d = Dispatcher(
-        DispatcherConfig(),
+        DispatcherConfig().to_settings(),
         parse_list(BASE),
         admin_states={
             (1, "sip:a.example"): AdminState.DISABLED,
@@ -209,7 +209,7 @@ class FakeStore:
 
 
 def test_from_store() -> None:
-    d = Dispatcher.from_store(FakeStore(), DispatcherConfig())
+    d = Dispatcher.from_store(FakeStore(), DispatcherConfig().to_settings())
     assert flags(d)["sip:c.example"] == "DX"
 
 
@@ -221,7 +221,7 @@ def test_resolver_for_names_only() -> None:
         return Address("192.0.2.7", port or 5060, transport) if host == "media.example" else None
 
     text = "1 sip:10.0.0.1\n1 sip:media.example:5070;transport=tcp\n1 sip:nodns.example 16\n1 sip:nx.example\n"
-    d = Dispatcher(DispatcherConfig(), parse_list(text), resolver=resolver)
+    d = Dispatcher(DispatcherConfig().to_settings(), parse_list(text), resolver=resolver)
     assert sorted(calls) == [("media.example", 5070, "tcp"), ("nx.example", None, "udp")]
     assert d.snapshot.warning_count == 1 and "nx.example" in d.snapshot.warnings[0]
     full = {

@@ -31,11 +31,11 @@ import socket
 import subprocess
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from waits import wait_for
 
 __all__ = [
     "MariaDbServer",
@@ -59,14 +59,14 @@ def _free_port() -> int:
 
 
 def _wait_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def accepts() -> bool:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited ({proc.returncode}):\n{_tail(log)}")
         with contextlib.suppress(OSError), socket.create_connection((HOST, port), 0.2):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"server not listening on {port} after {timeout} s:\n{_tail(log)}")
+            return True
+        return False
+
+    wait_for(f"the server to listen on {port}", accepts, timeout, seen=lambda: _tail(log))
 
 
 def _tail(path: Path, n: int = 30) -> str:
@@ -138,14 +138,15 @@ class PgServer:
             )  # fmt: skip
         _wait_port(self.port, self.proc, self.log, _START_TIMEOUT)
         # Listening is not yet accepting: wait for a query to answer.
-        deadline = time.monotonic() + _START_TIMEOUT
-        while True:
+        answers: list[str] = []
+
+        def answered() -> bool:
             r = self._psql("postgres", "SELECT 1", check=False)
-            if r.returncode == 0:
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"PostgreSQL does not answer: {r.stderr!r}\n{_tail(self.log)}")
-            time.sleep(0.1)
+            answers.append(repr(r.stderr))
+            return r.returncode == 0
+
+        wait_for("PostgreSQL to answer a query", answered, _START_TIMEOUT, 0.1,
+                 seen=lambda: f"{answers[-1:]}\n{_tail(self.log)}")  # fmt: skip
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -2,7 +2,8 @@
 a ``sipfleet run`` with its control plane on, a full list file (sets, flags, priorities,
 attrs), probing, routes and webhooks, that can be killed and restarted on the same
 store; SIPp UAS that answer OPTIONS (``-aa``) and log their calls; and small helpers
-to read the fleet's state over JSON-RPC and to poll for a condition with a deadline.
+to read the fleet's state over JSON-RPC; ``wait_for`` (waits.py) polls for a condition
+with a deadline.
 
 Import it by name (pyproject puts tests/e2e on the path), as sipp.py::
 
@@ -18,16 +19,18 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import sipp as harness
+from waits import wait_for
 
 __all__ = [
     "Dest",
@@ -43,26 +46,9 @@ __all__ = [
     "wait_for",
 ]
 
-T = TypeVar("T")
-
-
 HOST = harness.HOST
 #: The log file name a logging SIPp writes in its work directory (-trace_logs).
 SIPP_LOG = "calls.log"
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float, interval: float = 0.05) -> T:
-    """Poll ``probe`` until it returns something truthy; fail naming ``what`` after
-    ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while True:
-        last = probe()
-        if last:
-            return last
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
-        time.sleep(interval)
 
 
 # --- logs of the logging scenarios ---------------------------------------------------
@@ -290,7 +276,7 @@ class Fleet(harness.Proxy):  # type: ignore[misc,name-defined]
             )
         self.starts += 1
 
-    def start(self, timeout: float = 10.0, *, fresh: bool = True) -> None:
+    def start(self, timeout: float = 30.0, *, fresh: bool = True) -> None:
         """Start; ``fresh=False`` keeps the list file (and every store file) as left."""
         if fresh:
             super().start(timeout)
@@ -329,7 +315,7 @@ class Fleet(harness.Proxy):  # type: ignore[misc,name-defined]
         os.kill(self.popen.pid, sig)
         self.popen.wait(timeout=timeout)
 
-    def restart(self, timeout: float = 10.0) -> float:
+    def restart(self, timeout: float = 30.0) -> float:
         """SIGKILL, then start again on the same config and store; the seconds it was
         down (until its SIP sockets listened again)."""
         t0 = time.monotonic()
@@ -376,6 +362,30 @@ class Fleet(harness.Proxy):  # type: ignore[misc,name-defined]
             port = int(contact.split(";")[0].rstrip(">").rsplit(":", 1)[1])
             out[port] = out.get(port, 0) + 1
         return out
+
+    def stored_dialogs(self) -> set[str]:
+        """Call-IDs of the dialogs the list store has on disk (``<list file>.dialogs.db``,
+        what a restart restores), read beside the running process (SQLite in WAL mode)."""
+        path = Path(f"{self.list_path}.dialogs.db")
+        if not path.exists():
+            return set()
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+        try:
+            rows = con.execute("SELECT call_id FROM sipfleet_dialogs").fetchall()
+        finally:
+            con.close()
+        return {r if isinstance(r, str) else bytes(r).decode("utf-8", "replace") for (r,) in rows}
+
+    def wait_stored(self, call_ids: set[str], timeout: float = 15.0) -> None:
+        """Wait until the dialogs on disk are exactly ``call_ids``: the write-behind
+        batches (new dialogs every 200 ms, ended ones at once) have landed, so a
+        SIGKILL now restores exactly these."""
+        wait_for(
+            f"the {len(call_ids)} open dialogs (and no other) on disk",
+            lambda: self.stored_dialogs() == call_ids,
+            timeout,
+            seen=lambda: f"{len(self.stored_dialogs())} stored",
+        )
 
     def statistic(self, name: str) -> int:
         """One counter of ``stats.get_statistics all``: ``group:name = value``."""

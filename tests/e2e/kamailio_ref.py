@@ -34,7 +34,6 @@ import signal
 import socket
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from waits import wait_for
 
 KAMAILIO = shutil.which("kamailio") or "/usr/sbin/kamailio"
 KAMCMD = shutil.which("kamcmd") or "/usr/sbin/kamcmd"
@@ -248,7 +248,7 @@ def start_kamailio(
     *,
     dispatcher_list: str = DEFAULT_LIST,
     modparams: Sequence[str] = (),
-    startup_timeout: float = 15.0,
+    startup_timeout: float = 30.0,
 ) -> KamailioRef:
     """Start the reference Kamailio; returns once it answers over HTTP and ctl.
 
@@ -278,26 +278,31 @@ def start_kamailio(
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # one process group: stop() ends every child
         )
-    deadline = time.monotonic() + startup_timeout
-    while True:
+
+    def ready() -> bool:
+        assert ref.process is not None
         if ref.process.poll() is not None:
             raise RuntimeError(f"kamailio exited with {ref.process.returncode}:\n{ref.log_tail()}")
-        if ref.ctl_path.exists():
-            answer = None
-            with contextlib.suppress(OSError):
-                answer = http_post(
-                    "127.0.0.1",
-                    ref.http_port,
-                    "/RPC",
-                    b'{"jsonrpc":"2.0","method":"core.version","id":1}',
-                    timeout=1.0,
-                )
-            if answer is not None and answer.status == 200:
-                return ref
-        if time.monotonic() > deadline:
-            ref.stop()
-            raise RuntimeError(f"kamailio not ready after {startup_timeout:g} s:\n{ref.log_tail()}")
-        time.sleep(0.1)
+        if not ref.ctl_path.exists():
+            return False
+        answer = None
+        with contextlib.suppress(OSError):
+            answer = http_post(
+                "127.0.0.1",
+                ref.http_port,
+                "/RPC",
+                b'{"jsonrpc":"2.0","method":"core.version","id":1}',
+                timeout=1.0,
+            )
+        return answer is not None and answer.status == 200
+
+    try:
+        wait_for("kamailio to answer core.version", ready, startup_timeout, 0.1,
+                 seen=ref.log_tail)  # fmt: skip
+    except AssertionError:
+        ref.stop()
+        raise
+    return ref
 
 
 @contextlib.contextmanager
@@ -331,7 +336,7 @@ class SipfleetControl(_RpcPeer):
     def __init__(
         self, run_dir: Path, build: Callable[[Any], None], config: dict[str, Any] | None = None
     ) -> None:
-        from sipfleet.control.config import ControlConfig
+        from sipfleet.config.control import ControlConfig
         from sipfleet.control.registry import Registry
 
         self.run_dir = run_dir

@@ -19,11 +19,11 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from waits import wait_for
 
 __all__ = ["RedisServer", "redis_server_fixture"]
 
@@ -64,12 +64,16 @@ class RedisServer:
         self.proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        deadline = time.monotonic() + _START_TIMEOUT
-        while not self.ping():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                tail = self.log.read_text()[-2000:] if self.log.exists() else ""
-                raise RuntimeError(f"redis-server did not start:\n{tail}")
-            time.sleep(0.02)
+
+        def tail() -> str:
+            return self.log.read_text()[-2000:] if self.log.exists() else ""
+
+        def up() -> bool:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited at start:\n{tail()}")
+            return self.ping()
+
+        wait_for("redis-server to answer PING", up, _START_TIMEOUT, 0.02, seen=tail)
 
     def stop(self) -> None:
         """SIGKILL: as a crash, nothing flushed."""

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
+from waits import wait_for
 
 __all__ = [
     "SCENARIOS",
@@ -165,6 +166,16 @@ class Stats:
     @property
     def created(self) -> int:
         return int(self.row["TotalCallCreated"])
+
+    @property
+    def open_calls(self) -> int:
+        """Calls SIPp holds now, those in their final timewait included."""
+        return int(self.row["CurrentCall"])
+
+    @property
+    def written_at(self) -> float:
+        """When SIPp wrote this row (wall clock, seconds since the epoch)."""
+        return float(self.row["CurrentTime"].split()[-1])
 
     @property
     def incoming(self) -> int:
@@ -298,26 +309,26 @@ class Proxy(_Proc):
     def list_text(self) -> str:
         return "".join(f"1 {uri} 0 0\n" for uri in self.destinations)
 
-    def start(self, timeout: float = 10.0) -> None:
+    def start(self, timeout: float = 30.0) -> None:
         for attempt in range(3):
             self.config_path.write_text(self.config_text())
             self.list_path.write_text(self.list_text())
             self._spawn([*sipfleet_command(), "run", "-c", str(self.config_path)])
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                if not self.alive():
-                    err = _tail(self.stderr_path)
-                    # A free port can be taken between picking and binding it
-                    # (by another process's ephemeral port): pick again.
-                    if "address already in use" in err and attempt < 2:
-                        self.new_ports()
-                        break
-                    raise RuntimeError(f"sipfleet exited at start:\n{err}")
-                if listening(self.port, "udp") and listening(self.port, "tcp"):
-                    return
-                time.sleep(0.05)
-            else:
-                raise RuntimeError(f"sipfleet did not bind {self.address} within {timeout} s")
+
+            def up(attempt: int = attempt) -> str:
+                if self.alive():
+                    bound = listening(self.port, "udp") and listening(self.port, "tcp")
+                    return "up" if bound else ""
+                err = _tail(self.stderr_path)
+                # A free port can be taken between picking and binding it
+                # (by another process's ephemeral port): pick again.
+                if "address already in use" in err and attempt < 2:
+                    return "port taken"
+                raise RuntimeError(f"sipfleet exited at start:\n{err}")
+
+            if wait_for(f"sipfleet to bind {self.address}", up, timeout) == "up":
+                return
+            self.new_ports()
 
     def new_ports(self) -> None:
         self.port = free_port()
@@ -354,7 +365,7 @@ class Uas(_Proc):
     def error_path(self) -> Path:
         return self.workdir / "errors.log"
 
-    def start(self, lifetime: float = 120.0, timeout: float = 5.0) -> None:
+    def start(self, lifetime: float = 120.0, timeout: float = 20.0) -> None:
         shutil.copy(SCENARIOS / self.scenario, self.workdir / self.scenario)
         self._spawn(
             [
@@ -364,14 +375,29 @@ class Uas(_Proc):
                 "-timeout", f"{lifetime:.0f}",
             ]
         )  # fmt: skip
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def bound() -> bool:
             if not self.alive():
                 raise RuntimeError(f"{self.name} exited at start:\n{_tail(self.stderr_path)}")
-            if listening(self.port, self.transport):
-                return
-            time.sleep(0.02)
-        raise RuntimeError(f"{self.name} did not bind {self.port}/{self.transport}")
+            return listening(self.port, self.transport)
+
+        wait_for(f"{self.name} to bind {self.port}/{self.transport}", bound, timeout, 0.02)
+
+    def wait_idle(self, since: float, timeout: float = 15.0) -> Stats:
+        """Wait for a statistics row written after ``since`` (wall clock) that shows no
+        call open: every call that ended before ``since`` is forgotten, its timewait
+        over (rows come every second: ``-fd 1``)."""
+
+        def idle() -> Stats | None:
+            st = Stats.read(self.stat_path)
+            ok = st is not None and st.written_at > since and st.open_calls == 0
+            return st if ok else None
+
+        def last() -> str:
+            st = Stats.read(self.stat_path)
+            return "no row" if st is None else f"{st.open_calls} open at {st.written_at:.3f}"
+
+        return wait_for(f"{self.name} to hold no call after {since:.3f}", idle, timeout, seen=last)
 
     def stop(self) -> Stats:
         """Stop softly (SIGUSR1: no new calls, finish current ones) and read the final stats.

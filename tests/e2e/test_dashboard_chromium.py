@@ -120,6 +120,7 @@ def test_drain_by_click_stops_new_calls(sipp_env, browser, tmp_path: Path):
     target = os.environ.get("SIPFLEET_SCREENSHOT")
     # One more tick (the chart shows b's line at 0); for the README's picture, enough
     # for two minutes of chart history on each side of the drain.
+    # sleep-ok: what the screenshot shows (chart history), nothing the test awaits
     time.sleep(20.0 if target else 1.2)
     shot = tmp_path / "dashboard.png"
     page.screenshot(path=str(shot), full_page=True)

@@ -5,7 +5,6 @@ restored one ends that call only."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import fleet
@@ -34,7 +33,7 @@ def test_dialog_ids_survive_a_restart_and_end_dlg_ends_only_that_call(sipp_env: 
     # stay up until dlg.end_dlg sends both.
     first = sipp_env.start_uac("uac_callee_bye.xml", proxy, calls=4, rate=20)
     before = fleet.wait_for("four confirmed dialogs", lambda: _confirmed(proxy, 4), 15)
-    time.sleep(0.5)  # past the dialog store's write-behind batch (200 ms)
+    proxy.wait_stored(set(before))  # past the dialog store's write-behind batch (200 ms)
     proxy.restart()
     assert _ids(proxy) == before  # restored, same ids
     second = sipp_env.start_uac("uac_callee_bye.xml", proxy, calls=4, rate=20)

@@ -152,7 +152,13 @@ def test_sipvicious_finds_nothing_and_is_banned(sipp_env, tmp_path):
     # No [[trunk]]: the scanners are stopped by what they do, not by an allow-list.
     proxy = edge(sipp_env, dests, trunks=[], security={})
     uac = trunk_uac(sipp_env, "uac_logged.xml", proxy, calls=1000, rate=100)
-    time.sleep(1.0)
+    # The scanners run while the trunk's calls flow.
+    fleet.wait_for(
+        "the trunk's calls flowing",
+        lambda: len(a.invites()) + len(b.invites()) >= 50,
+        30,
+        seen=lambda: len(a.invites()) + len(b.invites()),
+    )
     target = f"127.0.0.1:{proxy.port}"
     svmap = subprocess.run(
         [SVMAP, "-b", SCANNER_IP, "-p", str(proxy.port), "127.0.0.1"],
@@ -201,7 +207,15 @@ def test_invite_flood_is_banned_fast_and_trunk_calls_all_pass(sipp_env):
     )
     pid = proxy.popen.pid
     uac = trunk_uac(sipp_env, "uac_logged.xml", proxy, calls=1500, rate=100)
-    time.sleep(7.5)  # the trunk's own tables at their steady size (calls + 6.4 s)
+
+    def calls_for() -> float:
+        """Seconds since the trunk's first call reached a UAS."""
+        first = min((x.time for u in (a, b) for x in u.invites()), default=None)
+        return 0.0 if first is None else time.time() - first
+
+    # The trunk's own tables at their steady size: a transaction lives 6.4 s after its
+    # call, so 7.5 s into the calls (counted from the first, not from SIPp's start).
+    fleet.wait_for("7.5 s of trunk calls", lambda: calls_for() >= 7.5, 30, 0.1, seen=calls_for)
     before = rss_kib(pid)
     open_before = proxy.statistic("inuse_transactions")
     flooder = subprocess.Popen(
@@ -210,17 +224,19 @@ def test_invite_flood_is_banned_fast_and_trunk_calls_all_pass(sipp_env):
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     t0 = time.monotonic()
-    fleet.wait_for("the flooder's ban", lambda: SCANNER_IP in banned(proxy), 5.0, 0.02)
+    fleet.wait_for("the flooder's ban", lambda: SCANNER_IP in banned(proxy), 15.0, 0.02)
     ban_after = time.monotonic() - t0
     peak = before
     while flooder.poll() is None and time.monotonic() - t0 < 15:
         peak = max(peak, rss_kib(pid))
-        time.sleep(0.1)
+        time.sleep(0.1)  # sleep-ok: the sampling interval while the flood runs (bounded)
     out, _ = flooder.communicate(timeout=10)
     flood = json.loads(out)
     result = uac.wait()
     assert result.failed == 0 and result.successful == 1500, result.summary()
-    assert ban_after < 2.0, ban_after
+    # Counted from the flooder's start (its own Python start-up included): seconds on a
+    # loaded machine would still be "fast" beside a ban by hand; a missed ban is never.
+    assert ban_after < 3.0, ban_after
     assert flood["sent"] >= 50_000
     assert proxy.statistic("banned_drops") >= flood["sent"] - 1000
     invites = a.log("INVITE") + b.log("INVITE")
@@ -254,7 +270,7 @@ def test_invite_flood_is_banned_fast_and_trunk_calls_all_pass(sipp_env):
     cli.communicate(timeout=60)
     assert cli.returncode == 0
     assert ask(SCANNER_IP, proxy) == [403]  # back to an untrusted source, not a banned one
-    fleet.wait_for("the unban event", lambda: proxy.statistic("events_unban") >= 1, 5.0)
+    fleet.wait_for("the unban event", lambda: proxy.statistic("events_unban") >= 1, 15.0)
     cli = proxy.cli("security", "ban", "127.0.0.9", "-t", "60", "-r", "by hand")
     cli.communicate(timeout=60)
     (row,) = [b for b in proxy.rpc("security.bans") if b["address"] == "127.0.0.9"]
@@ -283,7 +299,7 @@ def test_overload_sheds_new_invites_and_recovers(sipp_env):
                 ("127.0.0.1", proxy.port),
             )
         fleet.wait_for(
-            "5 open transactions", lambda: proxy.statistic("inuse_transactions") >= 5, 5.0
+            "5 open transactions", lambda: proxy.statistic("inuse_transactions") >= 5, 15.0
         )
         s.settimeout(2.0)
         try:

@@ -121,7 +121,7 @@ def test_refused_tcp_connections_are_logged_rate_limited(sipp_env):
             return (written, suppressed) if written + suppressed == 2000 else None
 
         # The last summary comes with the next second's flush.
-        written, suppressed = fleet.wait_for("every refusal written or counted", accounted, 5)
+        written, suppressed = fleet.wait_for("every refusal written or counted", accounted, 15)
         assert 10 <= written <= 20 + 10 * elapsed, (written, elapsed)
         assert suppressed > 0
         assert "Traceback" not in _log(p)

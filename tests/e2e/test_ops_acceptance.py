@@ -70,10 +70,12 @@ def test_drain_under_load_loses_nothing_and_wait_exits_after_the_last_bye(sipp_e
     fails, and the CLI exits 0 within 1 s of b's last BYE."""
     a, b, c = _three(sipp_env)
     proxy = fleet.proxy(sipp_env, _dests([a, b, c]), dispatcher={"algorithm": 4, **PROBING})
-    fleet.wait_for("a, b, c active", lambda: set(proxy.flags().values()) == {"AP"}, 5)
+    fleet.wait_for(
+        "a, b, c active", lambda: set(proxy.flags().values()) == {"AP"}, 15, seen=proxy.flags
+    )
 
     uac = fleet.uac(sipp_env, "uac_logged.xml", proxy, calls=1200, rate=200, duration_ms=5000)
-    fleet.wait_for("calls up on b", lambda: _open_on(b) >= 100, 10)
+    fleet.wait_for("calls up on b", lambda: _open_on(b) >= 100, 20, seen=lambda: _open_on(b))
     issued = time.time()
     cli = proxy.cli("dispatcher", "drain", "b", "--wait", "--timeout", "20")
 
@@ -87,8 +89,7 @@ def test_drain_under_load_loses_nothing_and_wait_exits_after_the_last_bye(sipp_e
         in_force = time.time()
         on_b_at_drain = proxy.loads()[b.uri]
         assert proxy.flags()[b.uri] == "DP"  # takes no calls, still probed
-        while cli.poll() is None:
-            time.sleep(0.01)
+        fleet.wait_for("the CLI to exit", lambda: cli.poll() is not None, 40, 0.01)
         cli_exit = time.time()
         out, err = cli.communicate(timeout=5)
     finally:
@@ -100,7 +101,9 @@ def test_drain_under_load_loses_nothing_and_wait_exits_after_the_last_bye(sipp_e
     assert (r.successful, r.failed) == (1200, 0), r.summary()
     assert cli.returncode == 0, (out, err)
     invites, byes = b.log("INVITE"), b.log("BYE")
-    late = [x for x in invites if x.time > in_force + 0.1]  # + datagrams in flight
+    # + datagrams in flight, and a UAS that logs late on a loaded machine (a drain that
+    # did not hold would show INVITEs on b for seconds: a third of 200 calls/s).
+    late = [x for x in invites if x.time > in_force + 0.5]
     assert not late, (in_force, late[:5])
     assert {x.call_id for x in byes} == {x.call_id for x in invites}  # every call completed
     last_bye = max(x.time for x in byes)
@@ -110,8 +113,9 @@ def test_drain_under_load_loses_nothing_and_wait_exits_after_the_last_bye(sipp_e
         f"{cli_exit - last_bye:.2f} s after b's last BYE"
     )
     assert last_bye > in_force + 4  # the drain did wait for calls
-    # sipfleet ends the dialog as the BYE passes, a hair before the UAS logs it.
-    assert -0.05 <= cli_exit - last_bye <= 1.0, (cli_exit, last_bye)
+    # sipfleet ends the dialog as the BYE passes, a hair before the UAS logs it (later
+    # still when SIPp is short of CPU); the slack on both sides is a loaded machine's.
+    assert -0.5 <= cli_exit - last_bye <= 1.5, (cli_exit, last_bye)
     assert b"drained" in out, out
     assert any(e["event"] == "drained" and e["duid"] == "b" for e in proxy.rpc("sipfleet.events"))
     assert set(proxy.loads().values()) == {0}
@@ -136,6 +140,7 @@ def _reload_and_flip_run(env: Any, *, seconds: float, rate: int, reload_every: f
     reloads = flips = 0
     cycle = ["d", "a", "i", "a"]
     next_reload = time.monotonic() + reload_every
+    next_flip = time.monotonic()
     with_d = False
     while uac.alive():
         proxy.rpc("dispatcher.set_state", cycle[flips % 4], 1, c.uri)
@@ -146,12 +151,15 @@ def _reload_and_flip_run(env: Any, *, seconds: float, rate: int, reload_every: f
             proxy.rpc("dispatcher.reload")
             reloads += 1
             next_reload += reload_every
-        time.sleep(0.5)
+        # Paced by the clock, not by the RPCs' speed: a flip every 0.5 s.
+        next_flip += 0.5
+        time.sleep(max(0.0, next_flip - time.monotonic()))  # sleep-ok: pacing the flips
     r = uac.wait()
     print(f"reload/flip: {calls} calls, {reloads} reloads, {flips} set_state flips")
 
     assert (r.successful, r.failed) == (calls, 0), r.summary()
-    assert reloads >= seconds / reload_every - 1 and flips >= 2 * seconds - 2
+    # Slow RPCs on a loaded machine may skip a beat: at least one flip a second.
+    assert reloads >= seconds / reload_every - 2 and flips >= seconds, (reloads, flips)
     got = [len(u.invites()) for u in (a, b, c, d)]
     assert sum(got) == calls and all(got), got  # d took calls while listed
     assert set(proxy.loads().values()) == {0}
@@ -191,7 +199,7 @@ def test_killed_uas_loses_only_its_established_calls(sipp_env):
         sipp_env, "uac_logged.xml", proxy, calls=600, rate=100, duration_ms=2000,
         extra=["-recv_timeout", "3000"],
     )  # fmt: skip
-    fleet.wait_for("calls up on c", lambda: _open_on(c) >= 50, 10)
+    fleet.wait_for("calls up on c", lambda: _open_on(c) >= 50, 20, seen=lambda: _open_on(c))
     c.terminate(signal.SIGKILL, grace=0)
     killed = time.time()
     open_on_c = _open_ids(c)  # its log is complete now
@@ -230,8 +238,13 @@ def test_restart_with_calls_up_keeps_their_byes_and_load(sipp_env):
     uas = [fleet.uas(sipp_env, extra=patient) for _ in range(3)]
     proxy = fleet.proxy(sipp_env, _dests(uas), dispatcher={"algorithm": 4})
     long_calls = fleet.uac(sipp_env, "uac_logged.xml", proxy, calls=60, rate=60, duration_ms=7000)
-    fleet.wait_for("60 calls up", lambda: proxy.rpc("dlg.stats_active")["ongoing"] == 60, 5)
-    time.sleep(0.5)  # more than the 200 ms persistence batch
+    fleet.wait_for(
+        "60 calls up",
+        lambda: proxy.rpc("dlg.stats_active")["ongoing"] == 60,
+        15,
+        seen=lambda: proxy.rpc("dlg.stats_active"),
+    )
+    proxy.wait_stored({d["call-id"] for d in proxy.rpc("dlg.list")})
     before = proxy.loads()
     assert sorted(before.values()) == [20, 20, 20]
 
@@ -246,16 +259,26 @@ def test_restart_with_calls_up_keeps_their_byes_and_load(sipp_env):
         f"restart: down {down:.2f} s (SIGKILL to RPC answering); {restored} dialogs "
         f"restored; calls started while down: {r.summary()}"
     )
-    assert down < 3.0
+    # The stream's INVITEs are retransmitted for ~7 s; 3 s is usual, a loaded machine
+    # starts Python slower.
+    assert down < 6.0
     assert restored == ["60"]
     assert (r.successful, r.failed) == (100, 0), r.summary()
 
     # Only the long calls are left: load per UAS = its open calls, by every count.
-    time.sleep(0.5)  # the stream's last dialogs end as their BYEs pass
-    loads, by_callee = proxy.loads(), proxy.dialogs_by_callee()
-    dialogs = {d["call-id"] for d in proxy.rpc("dlg.list")}
     long_ids = {x.call_id for x in fleet.uac_log(long_calls, "START")}
-    assert dialogs == long_ids, (dialogs - long_ids, long_ids - dialogs)
+
+    def dialogs() -> set[str]:
+        return {d["call-id"] for d in proxy.rpc("dlg.list")}
+
+    # The stream's last dialogs end as their BYEs pass.
+    fleet.wait_for(
+        "only the long calls open",
+        lambda: dialogs() == long_ids,
+        10,
+        seen=lambda: (dialogs() - long_ids, long_ids - dialogs()),
+    )
+    loads, by_callee = proxy.loads(), proxy.dialogs_by_callee()
     assert loads == before, (loads, before)
     assert [loads[u.uri] for u in uas] == [by_callee.get(u.port, 0) for u in uas], by_callee
     assert [loads[u.uri] for u in uas] == [_open_on(u) for u in uas]
@@ -264,7 +287,9 @@ def test_restart_with_calls_up_keeps_their_byes_and_load(sipp_env):
     assert (r.successful, r.failed) == (60, 0), r.summary()
     byes = {x.call_id for u in uas for x in u.log("BYE")}
     assert long_ids <= byes  # every BYE of a call set up before the restart reached its UAS
-    fleet.wait_for("every load back to 0", lambda: set(proxy.loads().values()) == {0}, 2)
+    fleet.wait_for(
+        "every load back to 0", lambda: set(proxy.loads().values()) == {0}, 10, seen=proxy.loads
+    )
     assert proxy.rpc("dlg.list") == []
 
 
@@ -279,7 +304,12 @@ def test_sigkill_restart_leaves_no_phantom_dialog(sipp_env):
     uas = [fleet.uas(sipp_env) for _ in range(3)]
     proxy = fleet.proxy(sipp_env, _dests(uas), dispatcher={"algorithm": 4})
     uac = fleet.uac(sipp_env, "uac_logged.xml", proxy, calls=800, rate=200, duration_ms=100)
-    time.sleep(1.5)
+
+    def placed() -> int:
+        return sum(len(u.invites()) for u in uas)
+
+    # Mid-run: about 300 calls placed (1.5 s at the nominal rate), 500 to come.
+    fleet.wait_for("300 calls placed", lambda: placed() >= 300, 20, seen=placed)
     killed = time.time()
     proxy.restart()
     r = uac.wait()
@@ -287,17 +317,23 @@ def test_sigkill_restart_leaves_no_phantom_dialog(sipp_env):
     # retransmission meets a proxy that forgot it): that is the restart, not a leak.
     assert r.successful + r.failed == 800 and r.failed <= 3, r.summary()
 
-    time.sleep(0.5)
-    left = proxy.rpc("dlg.list")
-    byes = {x.call_id: x.time for u in uas for x in u.log("BYE")}
-    phantoms = {d["call-id"]: round(byes[d["call-id"]] - killed, 3) for d in left}
-    # BYEs within the crash window of the kill itself are the price of writing behind.
-    phantoms = {cid: dt for cid, dt in phantoms.items() if dt < -0.02}
-    assert not phantoms, (
-        f"{len(phantoms)} dialogs left open after their BYE; BYE seen by the UAS this many "
-        f"seconds before the SIGKILL: {phantoms}"
-    )
-    open_calls = len(left)
+    def phantoms() -> dict[str, float]:
+        byes = {x.call_id: x.time for u in uas for x in u.log("BYE")}
+        seen = {d["call-id"]: round(byes[d["call-id"]] - killed, 3) for d in proxy.rpc("dlg.list")}
+        # BYEs within the crash window of the kill itself are the price of writing behind.
+        return {cid: dt for cid, dt in seen.items() if dt < -0.02}
+
+    # A dialog whose BYE went through ends as it passes; one still listed after the
+    # deadline is a phantom (restored, kept until dialog_lifetime).
+    try:
+        fleet.wait_for("no dialog left open after its BYE", lambda: not phantoms(), 10)
+    except AssertionError:
+        left = phantoms()
+        raise AssertionError(
+            f"{len(left)} dialogs left open after their BYE; BYE seen by the UAS this many "
+            f"seconds before the SIGKILL: {left}"
+        ) from None
+    open_calls = len(proxy.rpc("dlg.list"))
     assert sum(proxy.loads().values()) == open_calls, proxy.loads()
 
 
@@ -323,7 +359,8 @@ def test_drain_survives_reload_and_restart(sipp_env):
         assert (r.successful, r.failed) == (20, 0), (when, r.summary())
         assert len(b.invites()) == seen, when  # b took no call
         assert proxy.rpc("dlg.list") == [], when
-        time.sleep(0.5)  # past the 200 ms dialog batch: see the phantom dialog test
+        # The ended dialogs off the disk before the next SIGKILL: see the phantom test.
+        proxy.wait_stored(set())
 
     proxy.rpc("dispatcher.reload")
     still_draining("after dispatcher.reload")
@@ -348,11 +385,20 @@ def test_sigterm_refuses_new_calls_and_exits_after_the_last_dialog(sipp_env):
     uas = [fleet.uas(sipp_env) for _ in range(2)]
     proxy = fleet.proxy(sipp_env, [Dest(u) for u in uas])
     up = fleet.uac(sipp_env, "uac_logged.xml", proxy, calls=20, rate=40, duration_ms=3000)
-    fleet.wait_for("20 calls up", lambda: proxy.rpc("dlg.stats_active")["ongoing"] == 20, 5)
+    fleet.wait_for(
+        "20 calls up",
+        lambda: proxy.rpc("dlg.stats_active")["ongoing"] == 20,
+        15,
+        seen=lambda: proxy.rpc("dlg.stats_active"),
+    )
 
     assert proxy.popen is not None
     proxy.popen.send_signal(signal.SIGTERM)
-    time.sleep(0.2)
+    fleet.wait_for(
+        "the graceful stop to begin",
+        lambda: "graceful stop: no new calls" in proxy.stderr_path.read_text(),
+        10,
+    )
     late_uac = fleet.uac(sipp_env, "uac_answer_or_503.xml", proxy, calls=10, rate=20)
     late = late_uac.wait()
     fleet.wait_for("sipfleet to exit", lambda: not proxy.alive(), 10, 0.005)
@@ -363,7 +409,8 @@ def test_sigterm_refuses_new_calls_and_exits_after_the_last_dialog(sipp_env):
     assert proxy.popen.returncode == 0
     last_bye = max(x.time for u in uas for x in u.log("BYE"))
     print(f"graceful stop: exited {exited - last_bye:.2f} s after the last BYE")
-    assert exited - last_bye <= 1.0
+    # Right after it, not at shutdown_timeout (30 s); 2 s: a loaded machine's slack.
+    assert exited - last_bye <= 2.0
     assert (late.successful, late.failed) == (10, 0), late.summary()
     outcomes = Counter(x.kind for x in fleet.uac_log(late_uac))
     # Before 84f6750 they were routed to the UAS as if nothing had happened.
@@ -448,26 +495,27 @@ def test_webhooks_get_dst_down_dst_up_and_drained(sipp_env, hooks):
     )
     fleet.wait_for(
         "dst-up of a and b at startup", lambda: {e["duid"] for e in hooks.events("dst-up")}
-        == {"a", "b"}, 5
+        == {"a", "b"}, 15
     )  # fmt: skip
 
     b.signal(signal.SIGSTOP)
     try:
-        fleet.wait_for("dst-down of b", lambda: hooks.events("dst-down"), 5)
+        fleet.wait_for("dst-down of b", lambda: hooks.events("dst-down"), 15)
     finally:
         b.signal(signal.SIGCONT)
-    fleet.wait_for("dst-up of b again", lambda: len(hooks.events("dst-up")) == 3, 5)
+    fleet.wait_for("dst-up of b again", lambda: len(hooks.events("dst-up")) == 3, 15)
 
     call = fleet.uac(sipp_env, "uac_logged.xml", proxy, calls=1, rate=1, duration_ms=1500)
-    fleet.wait_for("the call up", lambda: proxy.rpc("dlg.stats_active")["ongoing"] == 1, 5)
+    fleet.wait_for("the call up", lambda: proxy.rpc("dlg.stats_active")["ongoing"] == 1, 15)
     on = next(u for u in (a, b) if u.invites())
     duid = "a" if on is a else "b"
     proxy.rpc("dispatcher.drain", duid)
-    time.sleep(0.5)
+    time.sleep(0.5)  # sleep-ok: a drained post sent too early would arrive in this window
+    assert proxy.rpc("dlg.stats_active")["ongoing"] == 1
     assert not hooks.events("drained")  # the call is still up
     r = call.wait()
     assert (r.successful, r.failed) == (1, 0), r.summary()
-    fleet.wait_for("drained", lambda: hooks.events("drained"), 5)
+    fleet.wait_for("drained", lambda: hooks.events("drained"), 15)
 
     [down] = hooks.events("dst-down")
     assert (down["set"], down["uri"], down["duid"]) == (1, b.uri, "b"), down

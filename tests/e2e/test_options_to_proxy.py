@@ -54,4 +54,5 @@ def test_options_to_the_proxy_is_answered_by_the_proxy(sipp_env, max_forwards):
 
     status, took = _options(proxy.port, max_forwards)
 
-    assert status == b"SIP/2.0 200 OK" and took < 0.5, (status, took)
+    # At once: well inside the 1 s a forwarded one would wait (slack for a loaded machine).
+    assert status == b"SIP/2.0 200 OK" and took < 0.9, (status, took)

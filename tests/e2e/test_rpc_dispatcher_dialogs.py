@@ -3,13 +3,13 @@ call between SIPp peers: kamcmd ends the call, both SIPp sides get their BYE and
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import kamailio_ref as ref
 import pytest
 import sipp as harness
+from waits import wait_for
 
 sipp_env = harness.sipp_env
 pytestmark = [
@@ -36,11 +36,8 @@ class Control(ref._RpcPeer):  # type: ignore[misc,name-defined]
         assert "error" not in doc, doc
         return doc["result"]
 
-    def wait_ready(self, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not self.ctl_path.exists():
-            assert time.monotonic() < deadline, "no ctl socket"
-            time.sleep(0.05)
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        wait_for(f"the ctl socket {self.ctl_path}", self.ctl_path.exists, timeout)
 
 
 def _proxy_with_control(env: Any, uas: Any) -> tuple[Any, Control]:
@@ -52,15 +49,14 @@ def _proxy_with_control(env: Any, uas: Any) -> tuple[Any, Control]:
     return proxy, control
 
 
-def _wait_confirmed(control: Control, timeout: float = 8.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def _wait_confirmed(control: Control, timeout: float = 20.0) -> dict[str, Any]:
+    def confirmed() -> dict[str, Any] | None:
         dialogs = control.result("dlg.list")
-        if dialogs and dialogs[0]["state"] == 4:
-            rec: dict[str, Any] = dialogs[0]
-            return rec
-        time.sleep(0.05)
-    raise AssertionError("no confirmed dialog")
+        return dialogs[0] if dialogs and dialogs[0]["state"] == 4 else None
+
+    return wait_for(
+        "a confirmed dialog", confirmed, timeout, seen=lambda: control.result("dlg.list")
+    )
 
 
 # UDP only for now: TCP calls through `sipfleet run` under uvloop fail at connection_made

@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import kamailio_ref as ref
 import pytest
 from click.testing import CliRunner
+from waits import wait_for
 
 from sipfleet.cli.main import cli
 
@@ -88,7 +88,7 @@ class SipfleetRun(ref._RpcPeer):  # type: ignore[misc,name-defined]
             *self.args,
         ]  # fmt: skip
 
-    def start(self, timeout: float = 15.0) -> SipfleetRun:
+    def start(self, timeout: float = 30.0) -> SipfleetRun:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 self.command(),
@@ -98,24 +98,30 @@ class SipfleetRun(ref._RpcPeer):  # type: ignore[misc,name-defined]
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def ready() -> bool:
+            assert self.process is not None
             if self.process.poll() is not None:
                 raise RuntimeError(f"sipfleet exited with {self.process.returncode}:\n{self.log()}")
-            if self.ctl_path.exists():
-                with contextlib.suppress(OSError):
-                    answer = ref.http_post(
-                        "127.0.0.1",
-                        self.http_port,
-                        "/RPC",
-                        b'{"jsonrpc":"2.0","method":"core.version","id":1}',
-                        timeout=1.0,
-                    )
-                    if answer is not None and answer.status == 200:
-                        return self
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"sipfleet not ready after {timeout:g} s:\n{self.log()}")
+            if not self.ctl_path.exists():
+                return False
+            with contextlib.suppress(OSError):
+                answer = ref.http_post(
+                    "127.0.0.1",
+                    self.http_port,
+                    "/RPC",
+                    b'{"jsonrpc":"2.0","method":"core.version","id":1}',
+                    timeout=1.0,
+                )
+                return answer is not None and answer.status == 200
+            return False
+
+        try:
+            wait_for("sipfleet to answer core.version", ready, timeout, seen=self.log)
+        except AssertionError:
+            self.stop()
+            raise
+        return self
 
     def log(self, limit: int = 4000) -> str:
         try:

@@ -22,7 +22,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ import kamailio_ref as ref
 import pytest
 import sipp as harness
 import test_rpc_dispatcher_kamtools as tools
+from waits import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -122,11 +122,12 @@ def uas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
             start_new_session=True,
         )
     try:
-        deadline = time.monotonic() + 10
-        while not harness.listening(UAS_PORT, "udp"):
+
+        def bound() -> bool:
             assert proc.poll() is None, (workdir / "out.log").read_text(errors="replace")
-            assert time.monotonic() < deadline, "SIPp UAS did not bind"
-            time.sleep(0.05)
+            return harness.listening(UAS_PORT, "udp")
+
+        wait_for("the SIPp UAS to bind", bound, 20)
         yield UAS_PORT
     finally:
         proc.kill()

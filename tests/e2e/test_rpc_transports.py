@@ -61,7 +61,7 @@ def build(registry: Registry) -> None:
     registry.add("test.fault", fault, doc="Always faults.")
 
     async def slow(ms: int) -> str:
-        await asyncio.sleep(ms / 1000)
+        await asyncio.sleep(ms / 1000)  # sleep-ok: a slow RPC method is the behaviour here
         return f"slept {ms} ms"
 
     registry.add("test.slow", slow, doc="Finishes later.", params=[Param("ms", "int")])
@@ -265,9 +265,10 @@ def test_kamctl_rpc_over_the_fifo(sipfleet):
 
 
 def _fifo_exchange(
-    fifo: Path, request: bytes, names: list[str], timeout: float = 3.0
+    fifo: Path, request: bytes, names: list[str], timeout: float = 15.0
 ) -> dict[str, bytes]:
-    """Make reply FIFOs in /tmp (as kamctl does), send ``request``, collect each reply."""
+    """Make reply FIFOs in /tmp (as kamctl does), send ``request``, collect each reply:
+    until every one was written and closed, or ``timeout`` (then what came)."""
     replies = {name: Path("/tmp") / name for name in names}
     fds: dict[str, int] = {}
     got = dict.fromkeys(names, b"")
@@ -289,6 +290,8 @@ def _fifo_exchange(
                     got[name] += chunk
                 elif got[name]:
                     pending.discard(name)  # the server wrote and closed
+            # sleep-ok: the poll interval of this bounded read; with a short timeout it
+            # is the window in which no reply may come (the bad reply_name below)
             time.sleep(0.01)
         return got
     finally:
@@ -429,9 +432,14 @@ def test_connections_past_the_bound_are_closed(tmp_path):
 
         async def crowd() -> bytes:
             held = [await asyncio.open_unix_connection(str(control.ctl_path)) for _ in range(2)]
-            await asyncio.sleep(0.05)
+            # Both taken by the server (each answers a request) before the third comes.
+            for cookie, (r, w) in enumerate(held):
+                w.write(encode_request("core.version", [], cookie))
+                framer = PacketReader()
+                while not framer.feed(await asyncio.wait_for(r.read(65536), 15)):
+                    pass
             reader, writer = await asyncio.open_unix_connection(str(control.ctl_path))
-            got = await asyncio.wait_for(reader.read(10), 2)
+            got = await asyncio.wait_for(reader.read(10), 15)
             for _, w in [*held, (reader, writer)]:
                 w.close()
             return got

@@ -159,7 +159,7 @@ def test_no_form_of_relay_reaches_a_host_of_the_attackers_choice(sipp_env, endpo
         lambda: len([d for d in attacker.got if not d.startswith(b"SIP/2.0 100")]) >= 13,
         10,
     )
-    time.sleep(0.5)  # anything relayed would have arrived by now
+    time.sleep(0.5)  # sleep-ok: nothing may reach evil; anything relayed would have by now
     assert evil.got == []
     assert sorted(backend.methods()) == sorted(
         ["INVITE"] * 5 + ["MESSAGE", "OPTIONS", "REGISTER", "SUBSCRIBE"]
@@ -191,15 +191,15 @@ def test_unacked_2xx_flood_leaves_no_load_and_nothing_to_restore(sipp_env, endpo
     assert proxy.loads().get(uri) == n
     t0 = time.monotonic()
     fleet.wait_for("the phantom calls to end", lambda: proxy.loads().get(uri, 0) == 0, 64 * t1 + 5)
-    assert time.monotonic() - t0 <= 64 * t1 + 1.0
+    assert time.monotonic() - t0 <= 64 * t1 + 2.0  # Timer H, not dialog_lifetime (+ load)
     # BYEs went both ways: to the back end and to the (claimed) caller.
-    fleet.wait_for("BYEs to the back end", lambda: backend.methods().count("BYE") == n, 5)
+    fleet.wait_for("BYEs to the back end", lambda: backend.methods().count("BYE") == n, 15)
     fleet.wait_for(
         "BYEs to the caller",
         lambda: (
             len({d.split(b"Call-ID: ")[1][:40] for d in attacker.got if d.startswith(b"BYE ")}) == n
         ),
-        5,
+        15,
     )
     assert proxy.rpc("dlg.list") == []
     # Another flood, then a crash before the ACK timeout: nothing comes back.
@@ -210,7 +210,9 @@ def test_unacked_2xx_flood_leaves_no_load_and_nothing_to_restore(sipp_env, endpo
     fleet.wait_for(
         "the second flood answered", lambda: proxy.rpc("dlg.stats_active")["answering"] == 50, 10
     )
-    time.sleep(0.5)  # past the dialog store's write-behind batch
+    # sleep-ok: past the dialog store's write-behind batch: a write of these unconfirmed
+    # dialogs (the bug this checks) would land in this window
+    time.sleep(0.5)
     proxy.restart()
     assert proxy.rpc("dlg.list") == [] and proxy.loads().get(uri, 0) == 0
 
@@ -222,7 +224,7 @@ def test_options_keepalives_to_us_hold_no_transactions(sipp_env, endpoints):
     for i in range(n):
         attacker.send(_request("OPTIONS", f"sip:127.0.0.1:{proxy.port}", attacker, i), proxy.port)
         if i % 100 == 99:
-            time.sleep(0.02)  # ~5,000/s: no datagram lost to a full socket buffer
+            time.sleep(0.02)  # sleep-ok: pacing, ~5,000/s: no datagram lost to a full buffer
     fleet.wait_for("every OPTIONS answered", lambda: len(attacker.got) >= n, 10)
     assert all(d.startswith(b"SIP/2.0 200 OK") for d in attacker.got)
     assert proxy.statistic("inuse_transactions") == 0

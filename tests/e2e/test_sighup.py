@@ -4,7 +4,6 @@ once) and the destinations are reloaded, without dropping anything."""
 from __future__ import annotations
 
 import signal
-import time
 from pathlib import Path
 
 import fleet
@@ -31,8 +30,14 @@ def test_sighup_applies_new_routes_and_destinations(sipp_env):
     c = fleet.uas(sipp_env)
     proxy.rewrite_list([fleet.Dest(a, set_id=1), fleet.Dest(b, set_id=2), fleet.Dest(c, set_id=2)])
     proxy.popen.send_signal(signal.SIGHUP)
-    fleet.wait_for("the new destination", lambda: c.uri in proxy.targets(), 5.0, 0.05)
-    time.sleep(0.1)
+    fleet.wait_for("the new destination", lambda: c.uri in proxy.targets(), 15.0, 0.05)
+    # The reload's log line comes once the new list and routes are in use.
+    fleet.wait_for(
+        "the SIGHUP reload done",
+        lambda: b"reloaded by SIGHUP" in Path(proxy.stderr_path).read_bytes(),
+        15.0,
+        0.05,
+    )
 
     r = fleet.uac(sipp_env, "uac_logged.xml", proxy, calls=10, rate=50).wait()
     assert (r.successful, r.failed) == (10, 0), r.summary()
@@ -45,7 +50,7 @@ def test_sighup_applies_new_routes_and_destinations(sipp_env):
     fleet.wait_for(
         "the refusal",
         lambda: b"config not reloaded" in Path(proxy.stderr_path).read_bytes(),
-        5.0,
+        15.0,
         0.05,
     )
     r = fleet.uac(sipp_env, "uac_logged.xml", proxy, calls=5, rate=50).wait()

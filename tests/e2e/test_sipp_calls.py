@@ -87,8 +87,9 @@ def test_no_answer_gives_408_after_first_response_timeout(sipp_env, transport):
     result = sipp_env.uac("uac_noanswer.xml", proxy, calls=10, rate=20, transport=transport)
 
     assert (result.successful, result.failed) == (10, 0), result.summary()
-    # INVITE -> 408 is the proxy's first-response timer, give or take its 50 ms tick.
-    assert 900 <= result.stats.response_time_ms() <= 1500, result.stats.row["ResponseTime1(C)"]
+    # INVITE -> 408 is the proxy's first-response timer (1 s), give or take its tick, and
+    # late timers on a loaded machine: never before it, nowhere near Timer B (32 s).
+    assert 900 <= result.stats.response_time_ms() <= 2500, result.stats.row["ResponseTime1(C)"]
     assert silent.stop().incoming == 10
 
 

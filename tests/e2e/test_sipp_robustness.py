@@ -75,7 +75,7 @@ def _blast_udp(address: tuple[str, int], payloads: list[bytes], stop: threading.
                     pass
             except OSError:
                 pass
-            time.sleep(PASS_PAUSE_S)
+            time.sleep(PASS_PAUSE_S)  # sleep-ok: pacing the garbage sender
     return sent
 
 
@@ -101,7 +101,7 @@ def _blast_tcp(address: tuple[str, int], payloads: list[bytes], stop: threading.
                     c.sendall(b"".join(payloads))
             except OSError:
                 pass
-            time.sleep(PASS_PAUSE_S)
+            time.sleep(PASS_PAUSE_S)  # sleep-ok: pacing the garbage sender
     finally:
         stalled.close()
     return sent

@@ -69,7 +69,7 @@ def tls_proxy(
     }
     env.procs.append(proxy)
     proxy.start()
-    fleet.wait_for("the tls listener", lambda: harness.listening(tls_port, "tcp"), 5.0)
+    fleet.wait_for("the tls listener", lambda: harness.listening(tls_port, "tcp"), 15.0)
     return proxy, tls_port
 
 
@@ -168,7 +168,7 @@ def test_tls_in_udp_out_has_two_record_routes_and_the_answer_comes_back_on_tls(s
         ).encode()
         backend.sendto(answer, (HOST, proxy.port))
         reply = b""
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 15
         while b"200 OK" not in reply and time.monotonic() < deadline:
             reply = _read_message(conn)
         assert reply.startswith(b"SIP/2.0 200 OK"), reply
@@ -222,7 +222,8 @@ def test_an_alias_lets_in_dialog_requests_reuse_the_callers_connection(sipp_env,
         backend.sendto(bye, (HOST, proxy.port))
         got = b""
         conn.settimeout(0.3)
-        deadline = time.monotonic() + (5.0 if with_cert else 1.5)
+        # With a cert the BYE comes (a generous deadline); without, none may come in 1.5 s.
+        deadline = time.monotonic() + (15.0 if with_cert else 1.5)
         while b"BYE sip:" not in got and time.monotonic() < deadline:
             try:
                 chunk = conn.recv(65536)
@@ -287,7 +288,7 @@ def test_a_client_that_does_not_trust_our_ca_fails_with_a_log_line(sipp_env, cer
             "tls handshake with 127.0.0.1:" in _stderr(proxy)
             and "failed: tlsv1 alert unknown ca" in _stderr(proxy)
         ),
-        5.0,
+        15.0,
     )
     with _client(tls_port, certs.ca) as conn:  # a client that trusts it is served
         assert _ping(conn, tls_port, "trusted").startswith(b"SIP/2.0 200 OK")
@@ -329,7 +330,7 @@ def test_require_certificate_refuses_clients_without_one_or_from_another_ca(sipp
     fleet.wait_for(
         "both refusals logged",
         lambda: _stderr(proxy).count("tls handshake with") >= 2,
-        5.0,
+        15.0,
     )
     log = _stderr(proxy)
     assert "peer did not return a certificate" in log
@@ -344,7 +345,7 @@ def test_a_silent_client_is_cut_at_the_handshake_timeout(sipp_env, certs):
     with socket.create_connection((HOST, tls_port), timeout=5.0) as s:
         assert s.recv(100) == b""  # closed by sipfleet
     assert time.monotonic() - start < 3.0
-    fleet.wait_for("the log line", lambda: "no handshake within 1 s" in _stderr(proxy), 5.0)
+    fleet.wait_for("the log line", lambda: "no handshake within 1 s" in _stderr(proxy), 15.0)
 
 
 # -- SIGHUP ---------------------------------------------------------------------------------
@@ -376,7 +377,7 @@ def test_sighup_reloads_certificates_without_dropping_a_connection(sipp_env, cer
     shutil.copy(cert2[1], live / "key.pem")
     assert proxy.popen is not None
     proxy.popen.send_signal(signal.SIGHUP)
-    fleet.wait_for("the reload", lambda: "TLS certificates reloaded" in _stderr(proxy), 5.0)
+    fleet.wait_for("the reload", lambda: "TLS certificates reloaded" in _stderr(proxy), 15.0)
 
     # The established connection still works; new handshakes get the new certificate.
     assert _ping(old, tls_port, "after").startswith(b"SIP/2.0 200 OK")
@@ -389,7 +390,7 @@ def test_sighup_reloads_certificates_without_dropping_a_connection(sipp_env, cer
     # Unusable files: the old certificate stays, with a clear line.
     (live / "key.pem").write_text("not a key\n")
     proxy.popen.send_signal(signal.SIGHUP)
-    fleet.wait_for("the refusal", lambda: "TLS not reloaded" in _stderr(proxy), 5.0)
+    fleet.wait_for("the refusal", lambda: "TLS not reloaded" in _stderr(proxy), 15.0)
     with _client(tls_port, ca2[0]) as new:
         assert _ping(new, tls_port, "kept").startswith(b"SIP/2.0 200 OK")
 
@@ -511,7 +512,7 @@ def test_calls_through_kamailio_over_tls(sipp_env, certs, tmp_path):
         proxy.list_path.write_text(f"1 {callee.uri} 0 0\n")
         assert proxy.popen is not None
         proxy.popen.send_signal(signal.SIGHUP)
-        fleet.wait_for("the reload", lambda: "reloaded by SIGHUP" in _stderr(proxy), 5.0)
+        fleet.wait_for("the reload", lambda: "reloaded by SIGHUP" in _stderr(proxy), 15.0)
         r = sipp_env.uac("uac_callee_bye.xml", carrier, calls=20, rate=20)
         assert (r.successful, r.failed) == (20, 0), r.summary() + _stderr(proxy)[-3000:]
         assert callee.stop().successful == 20

@@ -8,9 +8,10 @@ import re
 
 import pytest
 
-from sipfleet.cluster_config import ClusterConfig
-from sipfleet.dispatch import Dispatcher, DispatcherConfig, parse_list
-from sipfleet.dispatch.routing import DispatchRouter
+from sipfleet.config import DispatcherConfig
+from sipfleet.config.cluster import ClusterConfig
+from sipfleet.dispatch import Dispatcher, parse_list
+from sipfleet.dispatch.policy import DispatchRouter
 from sipfleet.proxy.core import Proxy, ProxySettings
 from sipfleet.proxy.net import Listener, Peer
 from sipfleet.sip.message import Message, parse
@@ -25,7 +26,10 @@ class Node:
     def __init__(self, port: int) -> None:
         self.clock = FakeClock()
         self.sink = RecordingSink()
-        d = Dispatcher(DispatcherConfig(ping_interval=0), parse_list("1 sip:127.0.0.1:5070 0 0\n"))
+        d = Dispatcher(
+            DispatcherConfig(ping_interval=0).to_settings(),
+            parse_list("1 sip:127.0.0.1:5070 0 0\n"),
+        )
         router = DispatchRouter(d, [], load=None)  # type: ignore[arg-type]
         self.proxy = Proxy(
             [Listener(0, "udp", "127.0.0.1", port, record_route=VIP)],

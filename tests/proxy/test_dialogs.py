@@ -7,8 +7,9 @@ import random
 
 import pytest
 
-from sipfleet.dispatch import Dispatcher, DispatcherConfig, parse_list
-from sipfleet.dispatch.routing import DispatchRouter, RouteConfig
+from sipfleet.config import DispatcherConfig, RouteConfig
+from sipfleet.dispatch import Dispatcher, parse_list
+from sipfleet.dispatch.policy import DispatchRouter
 from sipfleet.proxy.core import Proxy, ProxySettings
 from sipfleet.proxy.net import Listener, Peer
 from sipfleet.sip.message import Message
@@ -25,8 +26,14 @@ class Net:
         self.clock = FakeClock()
         self.sink = RecordingSink()
         cfg.setdefault("ping_interval", 0)
-        self.dispatcher = Dispatcher(DispatcherConfig(**cfg), parse_list(text), now=self.clock.now)  # type: ignore[arg-type]
-        self.router = DispatchRouter(self.dispatcher, routes or [], load=None)  # type: ignore[arg-type]
+        self.dispatcher = Dispatcher(
+            DispatcherConfig(**cfg).to_settings(), parse_list(text), now=self.clock.now
+        )  # type: ignore[arg-type]
+        self.router = DispatchRouter(
+            self.dispatcher,
+            [r.to_settings() for r in routes or []],
+            load=None,  # type: ignore[arg-type]
+        )
         self.proxy = Proxy(
             [Listener(0, "udp", "127.0.0.1", 5060)],
             self.sink,

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from sipfleet.dispatch import Dispatcher, DispatcherConfig, parse_list
-from sipfleet.dispatch.routing import DispatchRouter, MatchConfig, RouteConfig
+from sipfleet.config import DispatcherConfig, MatchConfig, RouteConfig
+from sipfleet.dispatch import Dispatcher, parse_list
+from sipfleet.dispatch.policy import DispatchRouter
 from sipfleet.proxy.core import Proxy, ProxySettings
 from sipfleet.proxy.dialogs import ANSWERED, CONFIRMED
 from sipfleet.proxy.net import Listener, Peer
@@ -27,8 +28,14 @@ class Net:
     def __init__(self, routes: list[RouteConfig] | None = None, **settings: object) -> None:
         self.clock = FakeClock()
         self.sink = RecordingSink()
-        self.dispatcher = Dispatcher(DispatcherConfig(ping_interval=0), parse_list(TWO))
-        self.router = DispatchRouter(self.dispatcher, routes or [], load=None)  # type: ignore[arg-type]
+        self.dispatcher = Dispatcher(
+            DispatcherConfig(ping_interval=0).to_settings(), parse_list(TWO)
+        )
+        self.router = DispatchRouter(
+            self.dispatcher,
+            [r.to_settings() for r in routes or []],
+            load=None,  # type: ignore[arg-type]
+        )
         settings.setdefault("aliases", [("sip.example.net", 5060)])
         self.proxy = Proxy(
             [Listener(0, "udp", "127.0.0.1", 5060)],

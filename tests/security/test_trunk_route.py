@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from sipfleet.config import ConfigError, load_config
-from sipfleet.dispatch import Dispatcher, DispatcherConfig, parse_list
-from sipfleet.dispatch.routing import DispatchRouter, RouteConfig
+from sipfleet.config import ConfigError, DispatcherConfig, RouteConfig, load_config
+from sipfleet.config.security import to_settings
+from sipfleet.dispatch import Dispatcher, parse_list
+from sipfleet.dispatch.policy import DispatchRouter
 from sipfleet.proxy.core import Proxy, ProxySettings
 from sipfleet.proxy.net import Listener, Peer
-from sipfleet.security.config import to_settings
 from sipfleet.security.gate import Gate
 from sipfleet.testing import UA, FakeClock, RecordingSink
 
@@ -33,10 +33,12 @@ def test_trunk_route_wins_over_match_rules():
     )
     clock, sink = FakeClock(), RecordingSink()
     text = "1 sip:127.0.0.1:5070 0 0\n2 sip:127.0.0.1:5072 0 0\n"
-    dispatcher = Dispatcher(DispatcherConfig(ping_interval=0), parse_list(text), now=clock.now)
+    dispatcher = Dispatcher(
+        DispatcherConfig(ping_interval=0).to_settings(), parse_list(text), now=clock.now
+    )
     # The first rule matches everything: only the trunk's route sends set 2 calls.
-    router = DispatchRouter(dispatcher, [RouteConfig(name="default", sets=[1]), *[
-        RouteConfig(name="tenant-b", sets=[2])]], load=None)  # type: ignore[arg-type]  # fmt: skip
+    router = DispatchRouter(dispatcher, [RouteConfig(name="default", sets=[1]).to_settings(), *[
+        RouteConfig(name="tenant-b", sets=[2]).to_settings()]], load=None)  # type: ignore[arg-type]  # fmt: skip
     proxy = Proxy([Listener(0, "udp", "127.0.0.1", 5060)], sink, router, ProxySettings())
     router.load = proxy.dialogs
     gate = Gate(to_settings(cfg.security, cfg.trunk, cfg.overload, cfg.limits))

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import filecmp
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,6 +22,7 @@ from dbservers import (  # noqa: F401  (fixtures)
     mariadb_server_fixture,
     pg_server_fixture,
 )
+from waits import wait_for_async
 
 from sipfleet.dispatch import parse_list
 from sipfleet.dispatch.destination import DestinationSpec
@@ -239,14 +240,6 @@ def test_changes_are_seen_once_each(server: Server) -> None:
     run(go())
 
 
-async def wait_until(what: str, cond: Callable[[], Any], timeout: float) -> None:
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 def test_an_unreachable_server_keeps_writes_and_reconciles(server: Server) -> None:
     url = server.kamailio_db()
     now = time.time()
@@ -268,13 +261,14 @@ def test_an_unreachable_server_keeps_writes_and_reconciles(server: Server) -> No
             # What it reads back includes what waits: a restart would not lose it.
             relay.restore()
             assert await next_change(store, 10.0)  # back: reload, changes may be missed
-            await wait_until(
+            await wait_for_async(
                 "the kept writes to land",
                 lambda: (
                     store.status()["pending_admin_writes"] == 0
                     and store.status()["pending_dialog_writes"] == 0
                 ),
-                10.0,
+                20.0,
+                seen=store.status,
             )
             assert store.status()["ok"] is True
         finally:

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from sipfleet.config import DispatcherConfig
 from sipfleet.dispatch import (
     AdminState,
     DestinationSpec,
     Dispatcher,
-    DispatcherConfig,
     ListFileError,
 )
 from sipfleet.dispatch.flags import parse_rpc_state
@@ -116,10 +116,10 @@ def test_admin_states(store: SqliteStore) -> None:
 
 def test_dispatcher_from_store_restores_admin_state(store: SqliteStore) -> None:
     store.replace(EXAMPLE_SPECS)
-    d = Dispatcher.from_store(store, DispatcherConfig())
+    d = Dispatcher.from_store(store, DispatcherConfig().to_settings())
     for dest in d.set_state(DestTarget.uri(1, "sip:10.0.0.11:5060"), parse_rpc_state("d")):
         store.save_admin_state(dest.key, AdminState.DISABLED)
-    restarted = Dispatcher.from_store(store, DispatcherConfig())
+    restarted = Dispatcher.from_store(store, DispatcherConfig().to_settings())
     flags = {
         t["DEST"]["URI"]: t["DEST"]["FLAGS"]
         for t in restarted.list_records()["RECORDS"][0]["SET"]["TARGETS"]

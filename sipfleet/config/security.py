@@ -1,6 +1,6 @@
-"""The typed config of edge security: ``[security]``, ``[[trunk]]``,
-``[overload]`` and ``[limits]`` (the pydantic side; the core gets
-``SecuritySettings`` built by ``to_settings``)."""
+"""``[security]``, ``[[trunk]]``, ``[overload]`` and ``[limits]``: the typed
+config of edge security and bounds; the core gets the plain
+``SecuritySettings`` (``sipfleet.security.settings``) built by ``to_settings``."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from sipfleet.dispatch import DispatcherConfig
+from sipfleet.config import DispatcherConfig
 
 
 def test_defaults() -> None:

@@ -1,4 +1,5 @@
-"""The dispatcher's typed configuration, mounted as ``[dispatcher]`` in the TOML.
+"""``[dispatcher]``: the dispatcher's typed configuration; ``to_settings()``
+gives the Dispatcher its plain ``DispatcherSettings``.
 
 Names follow Kamailio's module parameters where one exists (``ds_`` prefix
 dropped). Defaults are Kamailio's except where sipfleet deliberately differs,
@@ -14,78 +15,11 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sipfleet.dispatch.flags import parse_mark_state
+from sipfleet.dispatch.settings import ALGORITHMS, DispatcherSettings, ReplyCodes
 from sipfleet.sip.errors import BadMessage
 from sipfleet.sip.uri import parse_uri
 
-__all__ = ["ALGORITHMS", "DispatcherConfig", "ReplyCodes"]
-
-#: Algorithm ids Kamailio knows (ds_select_dst), 14 from 6.1 and 64 from 6.0.
-ALGORITHMS: dict[int, str] = {
-    0: "hash Call-ID",
-    1: "hash From URI",
-    2: "hash To URI",
-    3: "hash R-URI",
-    4: "round-robin",
-    5: "hash auth username",
-    6: "random",
-    7: "hash configured string",
-    8: "serial",
-    9: "weight",
-    10: "call-load",
-    11: "relative weight",
-    12: "parallel",
-    13: "latency",
-    14: "round-robin or serial",
-    64: "round-robin with overload control",
-}
-
-
-class ReplyCodes:
-    """Accepted OPTIONS replies besides 2xx: Kamailio's ``ds_ping_reply_codes``.
-
-    Syntax ``code=404;class=3``: ``code`` is 100..699, ``class`` 1..6 (a
-    whole class). Raises ValueError on anything else (Kamailio ignores it).
-    """
-
-    __slots__ = ("classes", "codes", "text")
-
-    def __init__(self, text: str = "") -> None:
-        self.text = text
-        codes: set[int] = set()
-        classes: set[int] = set()
-        for part in text.split(";"):
-            if not part.strip():
-                continue
-            name, eq, value = part.partition("=")
-            key = name.strip().lower()
-            try:
-                n = int(value.strip())
-            except ValueError:
-                raise ValueError(
-                    f"ping reply code {part.strip()!r}: value is not a number"
-                ) from None
-            if not eq or key not in ("code", "class"):
-                raise ValueError(f"ping reply code {part.strip()!r}: expected code=N or class=N")
-            if key == "code":
-                if not 100 <= n < 700:
-                    raise ValueError(f"ping reply code {n} out of range 100..699")
-                codes.add(n)
-            else:
-                if not 1 <= n < 7:
-                    raise ValueError(f"ping reply class {n} out of range 1..6")
-                classes.add(n)
-        self.codes = frozenset(codes)
-        self.classes = frozenset(classes)
-
-    def accepts(self, code: int) -> bool:
-        """Whether a received reply counts as the destination answering.
-
-        Any 2xx, or a configured code or class (``ds_ping_check_rplcode``).
-        """
-        return 200 <= code <= 299 or code in self.codes or code // 100 in self.classes
-
-    def __repr__(self) -> str:
-        return f"ReplyCodes({self.text!r})"
+__all__ = ["DispatcherConfig"]
 
 
 class DispatcherConfig(BaseModel):
@@ -218,6 +152,8 @@ class DispatcherConfig(BaseModel):
         parse_mark_state(v)
         return v
 
-    def reply_codes(self) -> ReplyCodes:
-        """The parsed ``ping_reply_codes``."""
-        return ReplyCodes(self.ping_reply_codes)
+    def to_settings(self) -> DispatcherSettings:
+        """The plain settings the Dispatcher runs on."""
+        fields = self.model_dump()
+        fields["failover_codes"] = tuple(self.failover_codes)
+        return DispatcherSettings(**fields)

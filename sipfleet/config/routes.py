@@ -1,29 +1,23 @@
-"""Routing policy: which destination set(s) and algorithm serve a new request.
+"""``[[route]]``: the routing policy's typed configuration.
 
 Ordered ``[[route]]`` tables in the TOML; the first whose ``match`` fits the
 request wins (R-URI user/host, a header, the source address, the method).
 A route names its sets in order (primary, then backups), the algorithm, how
 many candidates to try, and which final codes fail over. With no routes
-configured, one default route serves the lowest set id.
-
-``DispatchRouter`` is the proxy's Router: it evaluates the policy, asks the
-Dispatcher for candidates, and reports each branch's outcome back.
+configured, one default route serves the lowest set id. ``to_settings()``
+gives the plain ``RouteSpec`` the router (``sipfleet.dispatch.policy``) runs.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from sipfleet.dispatch.config import ALGORITHMS
+from sipfleet.dispatch.settings import ALGORITHMS, HeaderSpec, MatchSpec, RouteSpec
 
-if TYPE_CHECKING:
-    pass
-
-__all__ = ["DispatchRouter", "HeaderMatch", "MatchConfig", "RouteConfig", "RoutingPolicy"]
+__all__ = ["HeaderMatch", "MatchConfig", "RouteConfig"]
 
 
 class _Model(BaseModel):
@@ -33,6 +27,9 @@ class _Model(BaseModel):
 class HeaderMatch(_Model):
     name: str = Field(min_length=1)
     value: str = Field(description="regular expression the header value must match (search)")
+
+    def to_settings(self) -> HeaderSpec:
+        return HeaderSpec(self.name, self.value)
 
 
 class MatchConfig(_Model):
@@ -64,6 +61,15 @@ class MatchConfig(_Model):
                 raise ValueError(f"bad CIDR {c!r}") from None
         return v
 
+    def to_settings(self) -> MatchSpec:
+        return MatchSpec(
+            ruri_user=self.ruri_user,
+            ruri_host=self.ruri_host,
+            header=None if self.header is None else self.header.to_settings(),
+            source=tuple(self.source),
+            method=tuple(self.method),
+        )
+
 
 class RouteConfig(_Model):
     """``[[route]]``: a rule of the routing policy."""
@@ -91,6 +97,17 @@ class RouteConfig(_Model):
             raise ValueError("algorithm 7 hashes a header: set hash_header")
         return self
 
-
-# The runtime (compiled with mypyc) lives in policy.py; re-exported here.
-from sipfleet.dispatch.policy import DispatchRouter, RoutingPolicy  # noqa: E402
+    def to_settings(self) -> RouteSpec:
+        """The plain rule the router runs."""
+        codes = self.failover_codes
+        return RouteSpec(
+            name=self.name,
+            sets=tuple(self.sets),
+            match=self.match.to_settings(),
+            algorithm=self.algorithm,
+            limit=self.limit,
+            failover_codes=None if codes is None else tuple(codes),
+            consistent_hash=self.consistent_hash,
+            hash_header=self.hash_header,
+            retry_after=self.retry_after,
+        )
