@@ -11,16 +11,18 @@ cProfile of the hottest functions.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import cProfile
 import gc
 import pstats
 import time
 
-from sipfleet.config import DispatcherConfig
-from sipfleet.dispatch import Dispatcher, parse_list
-from sipfleet.dispatch.policy import DispatchRouter
+from sipfleet.aio.events import EventBus
+from sipfleet.config import Config, DispatcherConfig, ListenSpec, ProxyConfig
+from sipfleet.core.factory import build_core
+from sipfleet.dispatch import parse_list
 from sipfleet.proxy.core import Proxy
-from sipfleet.proxy.net import Listener, Peer
+from sipfleet.proxy.net import Peer
 from sipfleet.sip.message import parse
 
 UAC = Peer(0, "127.0.0.1", 5080)
@@ -78,23 +80,34 @@ GATE = "none"  # --gate: none, open (every caller counted), trunk (callers are a
 
 
 def _proxy(sink: Sink) -> Proxy:
-    """The proxy as ``sipfleet run`` builds it: dispatcher, routing policy, dialogs."""
-    dispatcher = Dispatcher(
-        DispatcherConfig(ping_interval=0).to_settings(),
-        parse_list("1 sip:127.0.0.1:5070 0 0 duid=media-1\n"),
-    )
-    router = DispatchRouter(dispatcher, [], load=None)  # type: ignore[arg-type]
-    proxy = Proxy([Listener(0, "udp", "127.0.0.1", 5060)], sink, router)
-    router.load = proxy.dialogs
-    proxy.branches._salt = "bench"  # same branches in the recording and the replay
-    if GATE != "none":
-        from sipfleet.security.gate import Gate
-        from sipfleet.security.settings import SecuritySettings, TrunkSpec
+    """The proxy as ``sipfleet run`` builds it (sipfleet.core.factory): dispatcher,
+    routing policy, dialogs, edge security gate."""
+    from sipfleet.security.gate import Gate
+    from sipfleet.security.settings import SecuritySettings, TrunkSpec
 
-        trunks = [TrunkSpec("bench", ["127.0.0.0/8"])] if GATE == "trunk" else []
-        # No back ends named: the UAC and UAS share 127.0.0.1 here, and a back
+    trunks = [TrunkSpec("bench", ["127.0.0.0/8"])] if GATE == "trunk" else []
+    cfg = Config(
+        proxy=ProxyConfig(listen=[ListenSpec(proto="udp", host="127.0.0.1", port=5060)]),
+        dispatcher=DispatcherConfig(ping_interval=0),
+    )
+    core = build_core(
+        cfg,
+        parse_list("1 sip:127.0.0.1:5070 0 0 duid=media-1\n"),
+        {},
+        now=lambda: 1000.0,
+        sink=sink,
+        events=EventBus(),
+        lock=asyncio.Lock,
+        gate=Gate(SecuritySettings(trunks=trunks, pike_density=10**9)),
+    )
+    proxy = core.proxy
+    proxy.branches._salt = "bench"  # same branches in the recording and the replay
+    if GATE == "none":
+        proxy.gate = None  # --gate none: the core without its edge rules
+    else:
+        # No back ends trusted: the UAC and UAS share 127.0.0.1 here, and a back
         # end's traffic would skip every check.
-        proxy.gate = Gate(SecuritySettings(trunks=trunks, pike_density=10**9))
+        core.gate.set_backends(frozenset())
     return proxy
 
 

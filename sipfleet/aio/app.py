@@ -1,8 +1,10 @@
 """The running sipfleet process: start, serve, drain, stop.
 
-Builds the pure core from the config (store -> dispatcher -> router ->
-proxy), wires it to the socket adapters and the loop's clock, drives its
-timers and OPTIONS probing, starts the control plane, and handles signals:
+The adapter around the node's pure core: loads the store, builds the core
+with ``sipfleet.core.factory.build_core``, attaches it to the socket
+adapters, arms one loop timer for the core's next deadline
+(``Core.handle_timer``: SIP timers, probes, dialog write batches), runs the
+store writes the core hands out, starts the control plane, and handles signals:
 SIGTERM/SIGINT start a graceful stop (new calls get 503 with Retry-After,
 calls in progress finish), a second one stops at once; SIGHUP reloads the
 destinations.
@@ -21,7 +23,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from sipfleet import ratelog
 from sipfleet.aio.cluster import Cluster
@@ -36,28 +38,21 @@ from sipfleet.aio.systemd import Notifier
 from sipfleet.aio.tls import TlsContexts, TlsError
 from sipfleet.aio.webhooks import Webhooks
 from sipfleet.config import Config
-from sipfleet.config.security import to_settings
 from sipfleet.control.core_methods import ServerInfo, register_core_methods
 from sipfleet.control.methods import Stat
 from sipfleet.control.paths import prepare_run_dir
 from sipfleet.control.registry import Registry
-from sipfleet.dispatch.destination import Destination
+from sipfleet.core.factory import build_core, build_gate, build_listeners
+from sipfleet.core.node import Core, CoreHooks
+from sipfleet.dispatch.destination import Destination, DestinationSpec
 from sipfleet.dispatch.dispatcher import Dispatcher
 from sipfleet.dispatch.generation import ReloadResult
-from sipfleet.dispatch.health import DstEvent
 from sipfleet.dispatch.policy import DispatchRouter
-from sipfleet.dispatch.state import AdminState, DestState
-from sipfleet.dispatch.target import DestTarget
-from sipfleet.proxy.core import Proxy, ProxySettings
-from sipfleet.proxy.dialogs import CONFIRMED, Dialog
-from sipfleet.proxy.net import Listener, Peer
-from sipfleet.security.gate import Gate
-from sipfleet.sip.build import set_server_header
-from sipfleet.sip.message import Limits, Message
+from sipfleet.proxy.core import Proxy
+from sipfleet.proxy.dialogs import Dialog
 from sipfleet.store.base import AsyncStore
 from sipfleet.store.dialogs import DialogRecord
 from sipfleet.store.open import EXAMPLE_DESTINATIONS, open_store
-from sipfleet.transaction.server import TimerConfig
 
 __all__ = ["EXAMPLE_DESTINATIONS", "App", "open_store", "run"]
 
@@ -74,10 +69,7 @@ _GC_PERIOD = 1.0
 _GC_YOUNG_MAX = 5_000
 _GC_CHECK = 0.02
 _GC_FULL_PERIOD = 3600.0
-_PERSIST_PERIOD = 0.2  # new dialogs reach the disk at most this late
-_CHECKPOINT_PERIOD = 5.0  # the log is written back this often, off the loop
-_DELETE_DELAY = 0.01  # ... and ended ones this late (a crash must not resurrect them)
-_MAX_PENDING_WRITES = 200_000  # bounds memory if the disk stalls
+_CHECKPOINT_PERIOD = 5.0  # the dialog store's log is written back this often, off the loop
 _TICK_MAX = 0.05  # timers fire at most this late; every SIP timer is >= 0.5 s
 _LAG_PERIOD = 0.1  # how often the event loop's lag is measured for overload shedding
 _TRIM_AFTER = 5000  # open transactions at a peak after which freed memory goes back to the OS
@@ -97,32 +89,6 @@ _RESTART_SECTIONS = (
     "limits",
     "cluster",
 )
-
-
-def build_settings(cfg: Config, route_key: bytes | None = None) -> ProxySettings:
-    p = cfg.proxy
-    aliases = []
-    for a in p.aliases:
-        host, _, port = a.rpartition(":") if a.count(":") == 1 else (a, "", "")
-        aliases.append((host or a, int(port) if port else 5060))
-    for spec in p.listen:  # [cluster] advertise names every node: it is ours too
-        shared = cfg.cluster.advertise_hostport(spec.port)
-        if shared is not None:
-            aliases.append((shared[0].lower(), shared[1]))
-    return ProxySettings(
-        timers=TimerConfig(p.t1, p.t2, p.t4),
-        first_response_timeout=p.first_response_timeout,
-        final_response_timeout=p.final_response_timeout,
-        max_forwards=p.max_forwards,
-        record_route=p.record_route,
-        limits=Limits(p.max_message_size, p.max_header_count, p.max_line_length),
-        aliases=aliases,
-        answer_options=p.answer_options,
-        transform_503=p.transform_503,
-        dialog_lifetime=p.dialog_lifetime,
-        route_key=route_key,
-        preloaded_route=p.preloaded_route,
-    )
 
 
 def conn_limits(cfg: Config) -> ConnLimits:
@@ -164,11 +130,6 @@ def route_key(cfg: Config) -> bytes:
     return key
 
 
-def build_gate(cfg: Config) -> Gate:
-    """The core's edge security from [security], [[trunk]], [overload], [limits]."""
-    return Gate(to_settings(cfg.security, cfg.trunk, cfg.overload, cfg.limits))
-
-
 class App:
     """One sipfleet process: call ``serve()``."""
 
@@ -180,17 +141,7 @@ class App:
         self.events = EventBus()
         self.operator = OperatorViews(self, self.loop)  # /metrics and the dashboard
         self.webhooks = Webhooks(list(cfg.webhook), self.events)
-        self.listeners = [
-            Listener(
-                i,
-                spec.proto,
-                spec.host,
-                spec.port,
-                spec.advertise,
-                cfg.cluster.advertise_hostport(spec.port),  # [cluster] advertise
-            )
-            for i, spec in enumerate(cfg.proxy.listen)
-        ]
+        self.listeners = build_listeners(cfg)
         self.tls = TlsContexts(cfg.tls) if _needs_tls(cfg) else None
         self.transports = SipTransports(
             self.listeners,
@@ -200,30 +151,20 @@ class App:
             self.tls,
         )
         self.store: AsyncStore | None = None
-        self.dispatcher: Dispatcher = None  # type: ignore[assignment]  # set in start()
-        self.router: DispatchRouter = None  # type: ignore[assignment]
-        self.proxy: Proxy = None  # type: ignore[assignment]
+        self._core: Core | None = None  # start() builds it from the store's contents
         self.registry = Registry()
         self.control: ControlPlane | None = None
-        self._tick: asyncio.TimerHandle | None = None
-        self._probe: asyncio.TimerHandle | None = None
+        self._tick: asyncio.TimerHandle | None = None  # the core's next deadline
+        self._tick_at = 0.0
         self._gc_handle: asyncio.TimerHandle | None = None
         self._gc_due = 0.0
         self._gc_full_at = 0.0
         self._stopped = asyncio.Event()
         self._stopping = False
-        self._reload_lock = asyncio.Lock()
-        self._drained_reported: dict[tuple[int, str], float | None] = {}
-        self._persisting = False  # open dialogs are written to the store
         self._dialog_writing: asyncio.Task[None] | None = None  # one batch at a time
         self._follow: asyncio.Task[None] | None = None
-        self._persist: asyncio.TimerHandle | None = None
-        self._dialog_writes: dict[tuple[bytes, bytes], Dialog | None] = {}
-        self._dialog_writes_dropped = 0
-        self._dialogs_stored: set[tuple[bytes, bytes]] = set()  # keys written to the disk
         self._checkpointing = False
         self._checkpoint: asyncio.TimerHandle | None = None
-        self._delete_soon: asyncio.TimerHandle | None = None
         self.discovery: DiscoveryService | None = None  # [[discovery]]: members from DNS
         self.cluster: Cluster | None = None  # [cluster]: sipfleet.aio.cluster
         self.gate = build_gate(cfg)
@@ -234,7 +175,6 @@ class App:
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
         cfg = self.cfg
-        now = self.loop.time()
         if cfg.cluster.enabled:  # [cluster]: refuse at once without the redis client
             check_cluster_installed()
         self.store = store = await open_store(cfg.store)
@@ -245,39 +185,39 @@ class App:
             await store.close()
             self.store = None
             raise
-        self.dispatcher = await asyncio.to_thread(
+        key = await asyncio.to_thread(route_key, cfg)
+        clustered = cfg.cluster.enabled
+        telemetry = self.operator.telemetry
+        hooks = CoreHooks(
+            reloaded=telemetry.reloaded,
+            merge_specs=self._merge_discovered,
+            probe_result=telemetry.probe,
+            dialog_confirmed=self._cluster_confirmed if clustered else None,
+            dialog_ended=self._cluster_ended if clustered else None,
+        )
+        # Off the loop: loading the destinations resolves their names.
+        self._core = await asyncio.to_thread(
             functools.partial(
-                Dispatcher,
-                cfg.dispatcher.to_settings(),
+                build_core,
+                cfg,
                 specs,
-                now=now,
+                details,
+                now=self.loop.time,
+                sink=self.transports.sink,
+                events=self.events,
+                lock=asyncio.Lock,
+                route_key=key,
+                store=store,
                 resolver=resolve_destination,
-                admin_states={k: v[0] for k, v in details.items()},
+                listeners=self.listeners,
+                gate=self.gate,
+                hooks=hooks,
+                run_blocking=asyncio.to_thread,
+                started_wall=self.started_wall,
+                registry=self.registry,
+                wake=self._wake,
             )
         )
-        for d in self.dispatcher.destinations():
-            detail = details.get(d.key)
-            if detail is not None:
-                st = self.dispatcher.state(d)
-                st.admin_since, st.admin_by = detail[1], detail[2]
-        self.router = DispatchRouter(
-            self.dispatcher,
-            [r.to_settings() for r in cfg.route],
-            load=_NoLoad(),
-            on_events=self._on_dst_events,
-        )
-        key = await asyncio.to_thread(route_key, cfg)
-        self.proxy = Proxy(
-            self.listeners, self.transports.sink, self.router, build_settings(cfg, key)
-        )
-        self.router.load = self.proxy.dialogs
-        self.proxy.gate = self.gate
-        set_server_header(cfg.security.server)
-        self._trust_backends()
-        if any(t.route for t in cfg.trunk):
-            self.router.source_route = self._trunk_route
-        self.proxy.dialogs.on_idle = self._on_dest_idle
-        self.proxy.dialogs.on_end = self._dialog_ended
         await self._open_dialog_store()
         if cfg.cluster.enabled:  # [cluster]: shared admin state and call-load
             self._start_cluster()
@@ -285,7 +225,9 @@ class App:
         await self.transports.start()
         self._register_methods()
         # Every method is registered before the control plane answers its first call.
-        self.discovery = DiscoveryService(self, cfg.discovery, cfg.dns, lock=self._reload_lock)
+        # The core's reload lock (made by asyncio.Lock above): a refresh and a reload never overlap.
+        reload_lock = cast(asyncio.Lock, self.core.reload_lock)
+        self.discovery = DiscoveryService(self, cfg.discovery, cfg.dns, lock=reload_lock)
         self.discovery.register(self.registry)
         routes = self.operator.http_routes(cfg.control.http.path)  # /metrics, the dashboard
         # Off the SIP loop, bounded: an RPC storm cannot starve SIP.
@@ -306,10 +248,9 @@ class App:
             store,
         )
         self._follow = self.loop.create_task(self._follow_store(store))
-        self._on_dst_events(self.dispatcher.initial_events())
+        self.core.emit_dst_events(self.dispatcher.initial_events())
         self.discovery.start()  # [[discovery]]: members from DNS (sipfleet.aio.discovery)
         self._schedule_tick()
-        self._schedule_probe(0.0)
         self._lag_due = self.loop.time() + _LAG_PERIOD
         self._lag = self.loop.call_at(self._lag_due, self._measure_lag)
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -336,22 +277,49 @@ class App:
         self.systemd.ready(sd_status())
         self.systemd.start_watchdog(self.loop, sd_status)
 
+    # -- the core's parts -------------------------------------------------------------
+    @property
+    def core(self) -> Core:
+        """The node's pure core (built by start())."""
+        if self._core is None:
+            raise RuntimeError("App.start() has not run")
+        return self._core
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        return self.core.dispatcher
+
+    @property
+    def router(self) -> DispatchRouter:
+        return self.core.router
+
+    @property
+    def proxy(self) -> Proxy:
+        return self.core.proxy
+
+    def _merge_discovered(self, specs: list[DestinationSpec]) -> list[DestinationSpec]:
+        """[[discovery]]: members from DNS stay across a reload."""
+        return self.discovery.merge(specs) if self.discovery is not None else specs
+
+    def _cluster_confirmed(self, dlg: Dialog) -> None:
+        if self.cluster is not None:
+            self.cluster.dialog_confirmed(dlg)
+
+    def _cluster_ended(self, dlg: Dialog, reason: str) -> None:
+        if self.cluster is not None and reason in ("bye", "expired", "bye-elsewhere"):
+            self.cluster.dialog_ended(dlg)  # [cluster] its record in Redis goes
+
+    def _check_drained(self, d: Destination) -> None:
+        """[cluster]: the last calls of a drain may end on another node."""
+        self.core.admin.check_drained(d)
+
     def _start_cluster(self) -> None:
         cfg = self.cfg.cluster
         lst = self.listeners[0]
         host = lst.host if lst.host not in ("0.0.0.0", "::") else socket.gethostname()
         self.cluster = cluster = Cluster(self, cfg, cfg.node or f"{host}:{lst.port}")
-        self.router.load = cluster.view
+        self.core.use_load(cluster.view)
         self.proxy.on_foreign_bye = cluster.foreign_bye
-        table = self.proxy.dialogs
-        persist = table.on_confirm
-
-        def confirmed(dlg: Dialog) -> None:
-            if persist is not None:
-                persist(dlg)
-            cluster.dialog_confirmed(dlg)
-
-        table.on_confirm = confirmed
         self.webhooks.claim = cluster.claim
         cluster.start()
 
@@ -363,19 +331,18 @@ class App:
         )
         register_core_methods(self.registry, info)
         from sipfleet.aio.node import NodeInfo
-        from sipfleet.control.dlg_methods import register_dlg_methods
-        from sipfleet.control.drain import register_drain_methods
-        from sipfleet.control.methods import register_methods
         from sipfleet.control.node_methods import register_node_methods, register_tls_methods
         from sipfleet.control.security import register_security_methods
-        from sipfleet.control.statistics import register_stats_methods
         from sipfleet.control.uac import register_uac_methods
+        from sipfleet.core.rpc import register_rpc
 
         node = NodeInfo(self)
-        book = register_methods(self.registry, self, extra_stats=lambda: self._extra_stats(node))
-        register_stats_methods(self.registry, book)
-        register_drain_methods(self.registry, self)
-        register_dlg_methods(self.registry, self)
+        register_rpc(
+            self.registry,
+            self.core,
+            extra_stats=lambda: self._extra_stats(node),
+            cluster_status=lambda: dict(self.cluster.status()) if self.cluster else None,
+        )
         register_node_methods(self.registry, node, info)
         register_tls_methods(self.registry, None)  # until sipfleet has TLS
         register_uac_methods(
@@ -393,6 +360,8 @@ class App:
         from sipfleet.control.statistics import node_stats
 
         out = node_stats(node)
+        writes = self.core.writes  # the dialog write buffer's bound
+        out.append(Stat("sipfleet", "dialog_writes_dropped", lambda: writes.dropped))
         for part in (self.transports, self.control):
             if part is not None:
                 out.extend(Stat(g, n, read, reset) for g, n, read, reset in part.stat_values())
@@ -437,26 +406,19 @@ class App:
             await self.discovery.close()
         if self.cluster is not None:  # [cluster]
             await self.cluster.close()
-        handles = (
-            self._tick,
-            self._probe,
-            self._gc_handle,
-            self._persist,
-            self._delete_soon,
-            self._lag,
-        )
-        for handle in (*handles, self._checkpoint):
+        for handle in (self._tick, self._gc_handle, self._lag, self._checkpoint):
             if handle is not None:
                 handle.cancel()
+        self._tick = None  # a batch finishing now must not arm it again (see _wake)
         if self._follow is not None:
             self._follow.cancel()
-        if self.store is not None and self._persisting:
+        if self.store is not None and self._core is not None and self.core.writes.enabled:
             if self._dialog_writing is not None:
                 await self._dialog_writing
             self._write_dialogs()
             if self._dialog_writing is not None:
                 await self._dialog_writing
-            self._persisting = False
+            self.core.writes.enabled = False
             while self._checkpointing:
                 await asyncio.sleep(0.01)
             try:
@@ -477,22 +439,25 @@ class App:
 
     # -- timers, probing, the collector ------------------------------------------
     def _schedule_tick(self) -> None:
+        """One loop timer for the core's next deadline (at most _TICK_MAX away:
+        the proxy's timer queues do not say when a new timer is earlier)."""
         now = self.loop.time()
-        nxt = self.proxy.next_timer()
+        nxt = self.core.next_deadline()
         delay = _TICK_MAX if nxt is None else min(max(nxt - now, 0.001), _TICK_MAX)
-        self._tick = self.loop.call_later(delay, self._on_tick)
+        self._tick_at = now + delay
+        self._tick = self.loop.call_at(self._tick_at, self._on_tick)
+
+    def _wake(self, when: float) -> None:
+        """The core has a deadline (a dialog deletion) earlier than the armed one."""
+        if self._tick is not None and when < self._tick_at:
+            self._tick.cancel()
+            self._tick_at = when
+            self._tick = self.loop.call_at(when, self._on_tick)
 
     def _on_tick(self) -> None:
-        now = self.loop.time()
-        try:
-            self.proxy.handle_timer(now)
-            self.gate.maintain(now)
-        except Exception:
-            self.proxy.stats.internal_errors += 1
-            log.exception("internal error in timers")
-        if self.gate.events:
-            for kind, data in self.gate.take_events():
-                self.events.emit(kind, data)
+        batch = self.core.handle_timer(self.loop.time())
+        if batch is not None:
+            self._apply_writes(*batch)
         self._schedule_tick()
 
     def _measure_lag(self) -> None:
@@ -502,16 +467,6 @@ class App:
         self.gate.set_lag(max(0.0, now - self._lag_due), now)
         self._lag_due = now + _LAG_PERIOD
         self._lag = self.loop.call_at(self._lag_due, self._measure_lag)
-
-    def _trust_backends(self) -> None:
-        """Destinations are trusted for in-dialog requests and never banned
-        (the same hosts the relay rules trust)."""
-        self.gate.set_backends(self.router.backend_hosts())
-
-    def _trunk_route(self, source: Peer) -> str | None:
-        lst = self.listeners[source.listener]
-        trunk = self.gate.trunks.match(source.host, source.port, lst.proto)
-        return trunk.route if trunk is not None else None
 
     def _collect(self) -> None:
         now = self.loop.time()
@@ -551,97 +506,10 @@ class App:
                 _MALLOC_TRIM(0)
                 log.debug("malloc_trim: %.1f ms", (time.perf_counter() - t0) * 1000)
 
-    def _schedule_probe(self, delay: float) -> None:
-        self._probe = self.loop.call_later(delay, self._on_probe_tick)
-
-    def _on_probe_tick(self) -> None:
-        now = self.loop.time()
-        try:
-            for req in self.dispatcher.due_probes(now):
-                self._send_probe(req.destination, req.method, req.from_uri, now)
-        except Exception:
-            log.exception("internal error while probing")
-        nxt = self.dispatcher.next_probe_at()
-        delay = 1.0 if nxt is None else min(max(nxt - self.loop.time(), 0.01), 1.0)
-        self._schedule_probe(delay)
-
-    def _send_probe(self, dest: Destination, method: str, from_uri: str, now: float) -> None:
-        target = self.router.target(dest)
-        if target is None:
-            self._probe_done(dest, now, None, None, now)
-            return
-        tag = os.urandom(4).hex()
-        headers = (
-            b"From: <" + from_uri.encode() + b">;tag=" + tag.encode(),
-            b"To: <" + dest.uri.encode() + b">",
-            b"Call-ID: probe-" + os.urandom(8).hex().encode() + b"@sipfleet",
-            b"CSeq: 1 " + method.encode(),
-        )
-        sent = self.proxy.originate(
-            method,
-            dest.uri,
-            target,
-            headers,
-            functools.partial(self._probe_done, dest, now),
-            now,
-            timeout=self.cfg.dispatcher.probe_timeout,
-        )
-        if not sent:
-            self._probe_done(dest, now, None, None, now)
-
-    def _probe_done(
-        self, dest: Destination, sent: float, code: int | None, msg: Message | None, now: float
-    ) -> None:
-        rtt = now - sent if code is not None else None
-        self.operator.telemetry.probe(dest.key, code, rtt)
-        events = self.dispatcher.on_probe_result(dest, code, rtt, now)
-        if events:
-            self._on_dst_events(events)
-
-    def _on_dst_events(self, events: list[DstEvent]) -> None:
-        for ev in events:
-            self.events.emit(ev.kind, ev.data())
-
     # -- reload -----------------------------------------------------------------
     async def reload(self, by: str = "rpc", *, rate_limited: bool = True) -> ReloadResult:
-        """Reread the store and swap the destination list atomically.
-
-        Within ``reload_delta`` of the last reload it raises Kamailio's
-        DispatcherError(500, "Ongoing reload"); a bad store raises
-        (500, "Reload Failed"). ``rate_limited=False`` (a reload the store
-        asked for) neither checks nor stamps that window, so an operator's
-        reload right after an edit is not refused because of it.
-        """
-        from sipfleet.dispatch.errors import DispatcherError
-
-        async with self._reload_lock:
-            assert self.store is not None
-            d = self.dispatcher
-            if rate_limited:
-                d.begin_reload(self.loop.time())
-            t0 = time.perf_counter()
-            try:
-                specs = await self.store.load()
-                if self.discovery is not None:  # [[discovery]]: members from DNS stay
-                    specs = self.discovery.merge(specs)
-                snapshot = await asyncio.to_thread(d.build, specs)
-            except Exception as e:
-                log.error("reload failed: %s", e)
-                self.operator.telemetry.reloaded(False, time.perf_counter() - t0)
-                raise DispatcherError(500, "Reload Failed", str(e)) from e
-            result = d.install(snapshot)
-            self.operator.telemetry.reloaded(True, time.perf_counter() - t0)
-            self.router.invalidate()
-            self._trust_backends()
-            log.info(
-                "reloaded by %s: %d added, %d removed, %d kept",
-                by,
-                result.added,
-                result.removed,
-                result.kept,
-            )
-            self._on_dst_events(list(result.events))
-            return result
+        """Reread the store and swap the destination list (``Core.reload``)."""
+        return await self.core.reload(by, rate_limited=rate_limited)
 
     async def _follow_store(self, store: AsyncStore) -> None:
         """Reload when the store says its destinations changed (a NOTIFY, a
@@ -698,7 +566,7 @@ class App:
                 log.error("SIGHUP: TLS not reloaded, keeping the old certificates: %s", e)
                 kept.append("tls")
         self.dispatcher.reconfigure(new.dispatcher.to_settings())
-        self.router.set_routes([r.to_settings() for r in new.route])
+        self.router.set_routes(new.route_specs())
         logging.getLogger().setLevel(new.log.level.upper())
         for section in _RESTART_SECTIONS:
             if getattr(old, section) != getattr(new, section):
@@ -733,114 +601,25 @@ class App:
 
     # -- dialogs that survive a restart -----------------------------------------------
     async def _open_dialog_store(self) -> None:
-        cfg = self.cfg.store
-        if not cfg.persist_dialogs or self.store is None:
+        writes = self.core.writes
+        if not writes.enabled or self.store is None:
             return
-        self._persisting = True
-        records = await self.store.load_dialogs(time.time())
-        now, wall = self.loop.time(), time.time()
-        table = self.proxy.dialogs
-        for r in records:
-            dlg = Dialog(r.call_id, r.from_tag, r.h_id, now - (wall - r.start))
-            dlg.state = CONFIRMED
-            dlg.to_tag = r.to_tag
-            dlg.lifetime = r.expires - r.start
-            dlg.from_line, dlg.to_line = r.from_line, r.to_line
-            dlg.caller_contact, dlg.callee_contact = r.caller_contact, r.callee_contact
-            dlg.route_set = r.route_set.split(b"\n") if r.route_set else []
-            dlg.caller_cseq, dlg.callee_cseq = r.caller_cseq, r.callee_cseq
-            dlg.caller_peer, dlg.callee_peer = _peer_from(r.caller_peer), _peer_from(r.callee_peer)
-            dest = self.dispatcher.find(r.set_id, r.uri) if r.set_id is not None and r.uri else None
-            dlg.dest = dest
-            dlg.load_key = dest.load_key if dest is not None else r.load_key
-            table.restore(dlg, now, r.expires - wall)
-            self._dialogs_stored.add((r.call_id, r.from_tag))
-        if records:
-            log.info("restored %d open dialogs", len(records))
-        table.on_confirm = self._dialog_confirmed
-        self._persist = self.loop.call_later(_PERSIST_PERIOD, self._flush_dialogs)
+        self.core.restore_dialogs(await self.store.load_dialogs(time.time()))
+        writes.start(self.loop.time())  # batches from now on (Core.handle_timer)
         self._checkpoint = self.loop.call_later(_CHECKPOINT_PERIOD, self._checkpoint_dialogs)
 
-    def _dialog_record(self, dlg: Dialog) -> DialogRecord:
-        wall = time.time() - (self.loop.time() - dlg.start)
-        dest = dlg.dest
-        return DialogRecord(
-            dlg.call_id,
-            dlg.from_tag,
-            dlg.to_tag,
-            dlg.h_id,
-            dest.set_id if isinstance(dest, Destination) else None,
-            dest.uri if isinstance(dest, Destination) else None,
-            dlg.load_key,
-            wall,
-            wall + dlg.lifetime,
-            dlg.from_line,
-            dlg.to_line,
-            dlg.caller_contact,
-            dlg.callee_contact,
-            b"\n".join(dlg.route_set),
-            dlg.caller_cseq,
-            dlg.callee_cseq,
-            _peer_text(dlg.caller_peer),
-            _peer_text(dlg.callee_peer),
-        )
-
-    def _dialog_confirmed(self, dlg: Dialog) -> None:
-        if len(self._dialog_writes) < _MAX_PENDING_WRITES:
-            self._dialog_writes[(dlg.call_id, dlg.from_tag)] = dlg
-        else:
-            self._dialog_writes_dropped += 1
-
-    def _dialog_ended(self, dlg: Dialog, reason: str) -> None:
-        if reason == "no-ack":
-            self.events.emit(
-                "dialog-no-ack",
-                {
-                    "call_id": dlg.call_id.decode("utf-8", "replace"),
-                    "uri": dlg.dest.uri if isinstance(dlg.dest, Destination) else None,
-                },
-            )
-        if self.cluster is not None and reason in ("bye", "expired", "bye-elsewhere"):
-            self.cluster.dialog_ended(dlg)  # [cluster] its record in Redis goes
-        if not self._persisting:
-            return
-        key = (dlg.call_id, dlg.from_tag)
-        if key in self._dialogs_stored:
-            self._dialog_writes[key] = None
-            # A row left behind by a crash comes back as a phantom call: its
-            # deletion goes out within _DELETE_DELAY, not the next batch.
-            if self._delete_soon is None:
-                self._delete_soon = self.loop.call_later(_DELETE_DELAY, self._flush_deletes)
-        else:
-            # Confirmed and ended between two flushes: it never reaches the
-            # disk at all (most short calls).
-            self._dialog_writes.pop(key, None)
-
-    def _flush_dialogs(self) -> None:
-        self._persist = self.loop.call_later(_PERSIST_PERIOD, self._flush_dialogs)
-        self._write_dialogs()
-
-    def _flush_deletes(self) -> None:
-        self._delete_soon = None
-        self._write_dialogs()
-
     def _write_dialogs(self) -> None:
-        """Hand the queued writes to the store as one batch, one batch at a
-        time (SQLite writes it on the loop itself: see sipfleet.store.dialogs)."""
+        """Hand whatever is queued to the store now (at close)."""
+        batch = self.core.take_writes()
+        if batch is not None:
+            self._apply_writes(*batch)
+
+    def _apply_writes(self, puts: list[DialogRecord], deletes: list[tuple[bytes, bytes]]) -> None:
+        """One batch at a time (SQLite writes it on the loop itself: see sipfleet.store.dialogs)."""
         store = self.store
-        if store is None or not self._persisting or not self._dialog_writes:
+        if store is None:  # cannot happen: the buffer is enabled only with a store
+            self.core.writes.done(self.loop.time())
             return
-        if self._dialog_writing is not None:
-            return  # taken when the batch in flight is done
-        writes, self._dialog_writes = self._dialog_writes, {}
-        puts = [self._dialog_record(d) for d in writes.values() if d is not None]
-        deletes = [k for k, d in writes.items() if d is None]
-        stored = self._dialogs_stored
-        for k, d in writes.items():
-            if d is None:
-                stored.discard(k)
-            else:
-                stored.add(k)
         self._dialog_writing = self.loop.create_task(self._apply_dialogs(store, puts, deletes))
 
     async def _apply_dialogs(
@@ -852,8 +631,7 @@ class App:
             log.error("cannot persist dialogs: %s", e)
         finally:
             self._dialog_writing = None
-        if self._dialog_writes and self._delete_soon is None:
-            self._delete_soon = self.loop.call_later(_DELETE_DELAY, self._flush_deletes)
+            self.core.writes.done(self.loop.time())
 
     def _checkpoint_dialogs(self) -> None:
         self._checkpoint = self.loop.call_later(_CHECKPOINT_PERIOD, self._checkpoint_dialogs)
@@ -872,85 +650,6 @@ class App:
 
         self.loop.create_task(go())
 
-    # -- drain ------------------------------------------------------------------
-    async def drain(self, target: DestTarget, by: str) -> list[dict[str, Any]]:
-        """No new calls to these destinations; calls on them finish."""
-        return await self._set_admin(target, AdminState.DRAINING, by)
-
-    async def undrain(self, target: DestTarget, by: str) -> list[dict[str, Any]]:
-        return await self._set_admin(target, AdminState.ENABLED, by)
-
-    async def _set_admin(
-        self, target: DestTarget, admin: AdminState, by: str
-    ) -> list[dict[str, Any]]:
-        found = self.dispatcher.lookup(target)
-        changed = (
-            self.dispatcher.set_state(target, admin, since=time.time(), by=by) if found else []
-        )
-        for d in changed:
-            if self.store is not None:
-                st = self.dispatcher.state(d)
-                try:
-                    await self.store.save_admin_state(d.key, admin, st.admin_since, by)
-                except Exception as e:
-                    # The change holds in memory; a database store retries the
-                    # write when it is back (see its status()).
-                    log.error("cannot persist the admin state of %s: %s", d.uri, e)
-                    self.events.emit(
-                        "store-error", {"operation": "save_admin_state", "error": str(e)}
-                    )
-            self.events.emit(
-                "state-changed",
-                {"set": d.set_id, "uri": d.uri, "duid": d.duid, "state": admin.value, "by": by},
-            )
-            if admin is AdminState.DRAINING:
-                self._check_drained(d)
-        return [self._drain_entry(d, st) for d, st in found]
-
-    def drain_status(self, target: DestTarget | None) -> list[dict[str, Any]]:
-        if target is None:
-            return [
-                self._drain_entry(d, st)
-                for d in self.dispatcher.destinations()
-                if (st := self.dispatcher.state(d)).admin is AdminState.DRAINING
-            ]
-        return [self._drain_entry(d, st) for d, st in self.dispatcher.lookup(target)]
-
-    def _drain_entry(self, d: Destination, st: DestState) -> dict[str, Any]:
-        active = self.router.load.load(d.load_key)  # [cluster]: every node's calls
-        draining = st.admin is AdminState.DRAINING
-        return {
-            "SET": d.set_id,
-            "URI": d.uri,
-            "DUID": d.duid,
-            "STATE": st.admin.value,
-            "HEALTH": st.health.value,
-            "SINCE": _iso(st.admin_since),
-            "FOR": int(time.time() - st.admin_since) if st.admin_since else None,
-            "BY": st.admin_by or None,
-            "ACTIVE_CALLS": active,
-            "DRAINED": draining and active == 0,
-        }
-
-    def _on_dest_idle(self, dest: object) -> None:
-        if isinstance(dest, Destination):
-            self._check_drained(dest)
-
-    def _check_drained(self, d: Destination) -> None:
-        try:
-            st = self.dispatcher.state(d)
-        except KeyError:
-            return
-        if st.admin is AdminState.DRAINING and self.router.load.load(d.load_key) == 0:
-            if self._drained_reported.get(d.key) == st.admin_since:
-                return
-            self._drained_reported[d.key] = st.admin_since
-            waited = time.time() - st.admin_since if st.admin_since else None
-            self.events.emit(
-                "drained",
-                {"set": d.set_id, "uri": d.uri, "duid": d.duid, "waited": waited},
-            )
-
 
 def _malloc_trim() -> Callable[[int], int] | None:
     try:
@@ -964,26 +663,10 @@ def _malloc_trim() -> Callable[[int], int] | None:
 _MALLOC_TRIM = _malloc_trim()
 
 
-def _peer_text(peer: Peer | None) -> str | None:
-    return None if peer is None else f"{peer.listener}|{peer.host}|{peer.port}"
-
-
-def _peer_from(text: str | None) -> Peer | None:
-    if not text:
-        return None
-    listener, host, port = text.split("|")
-    return Peer(int(listener), host, int(port))
-
-
 def _iso(ts: float | None) -> str | None:
     if ts is None:
         return None
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
-
-
-class _NoLoad:
-    def load(self, key: str) -> int:
-        return 0
 
 
 def run(cfg: Config, reload_config: Callable[[], Config] | None = None) -> None:

@@ -242,6 +242,7 @@ class FleetCollector(Collector):
             ("sipfleet_retransmissions", "Retransmissions absorbed", st.retransmissions),
             ("sipfleet_timeouts", "Branches that timed out", st.timeouts),
             ("sipfleet_transport_errors", "Peers that could not be reached", st.transport_errors),
+            ("sipfleet_transactions_refused", "Transactions refused: table full", st.txn_refused),
             (
                 "sipfleet_internal_errors",
                 "sipfleet's own bugs caught at run time",

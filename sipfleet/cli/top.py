@@ -192,8 +192,10 @@ def render(
     for cells in rows:
         table.add_row(*cells)
     events = Table(box=None, show_header=False, pad_edge=False)
-    events.add_column(style="dim", no_wrap=True)
-    events.add_column(style="bold", no_wrap=True)
+    # The time and the kind keep their width; a long event's text is what gets cut.
+    kinds = [str(e.get("event", "")) for e in now.events]
+    events.add_column(style="dim", no_wrap=True, min_width=8)
+    events.add_column(style="bold", no_wrap=True, min_width=max(map(len, kinds), default=0))
     events.add_column(overflow="ellipsis", no_wrap=True)
     for e in now.events:
         stamp = str(e.get("time", ""))

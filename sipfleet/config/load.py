@@ -31,9 +31,17 @@ from sipfleet.config.discovery import DiscoveryConfig, DnsConfig
 from sipfleet.config.dispatcher import DispatcherConfig
 from sipfleet.config.proxy import ProxyConfig, TlsConfig
 from sipfleet.config.routes import RouteConfig
-from sipfleet.config.security import LimitsConfig, OverloadConfig, SecurityConfig, TrunkConfig
+from sipfleet.config.security import (
+    LimitsConfig,
+    OverloadConfig,
+    SecurityConfig,
+    TrunkConfig,
+    to_settings,
+)
 from sipfleet.config.store import StoreConfig
 from sipfleet.config.webhooks import WebhookConfig
+from sipfleet.dispatch.settings import RouteSpec
+from sipfleet.security.settings import SecuritySettings
 
 __all__ = ["ENV_OVERRIDES", "Config", "ConfigError", "LogConfig", "load_config"]
 
@@ -86,6 +94,14 @@ class Config(_Model):
         ):
             raise ValueError("a tls: listener needs [tls] certificate and private_key")
         return self
+
+    def security_settings(self) -> SecuritySettings:
+        """The edge gate's plain settings: [security], [[trunk]], [overload], [limits]."""
+        return to_settings(self.security, self.trunk, self.overload, self.limits)
+
+    def route_specs(self) -> list[RouteSpec]:
+        """The routing policy's plain settings, one per [[route]] in order."""
+        return [r.to_settings() for r in self.route]
 
 
 # Environment variable -> dotted config key.

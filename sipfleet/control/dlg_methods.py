@@ -19,7 +19,6 @@ gives the callee's tag (5.6.3 prints the caller's tag there by mistake).
 from __future__ import annotations
 
 import re
-import time
 from typing import Any
 
 from sipfleet.control.methods import AppLike, dialog_record, end_dialog
@@ -34,7 +33,7 @@ _MAX_PATTERN = 1024  # a regex longer than this is refused, not compiled
 
 def register_dlg_methods(registry: Registry, app: AppLike) -> None:
     def records(dialogs: list[Dialog]) -> list[dict[str, Any]]:
-        now_wall, now = time.time(), app.loop.time()
+        now_wall, now = app.wall(), app.now()
         return [dialog_record(app, d, now_wall, now) for d in dialogs]
 
     def terminate(call_id: str, from_tag: str, to_tag: str) -> None:
@@ -65,7 +64,7 @@ def register_dlg_methods(registry: Registry, app: AppLike) -> None:
         if key != "start_ts" and op in ("gt", "lt"):
             raise RpcFault(500, "Matching operator not supported")
         number = int(value) if value.isdigit() else None
-        now_wall, now = time.time(), app.loop.time()
+        now_wall, now = app.wall(), app.now()
         found: list[Dialog] = []
         for dlg in app.proxy.dialogs:
             rec = dialog_record(app, dlg, now_wall, now)
@@ -108,7 +107,7 @@ def register_dlg_methods(registry: Registry, app: AppLike) -> None:
         )
 
     def briefing(fmt: str = "ftcFT") -> list[dict[str, Any]]:
-        now_wall, now = time.time(), app.loop.time()
+        now_wall, now = app.wall(), app.now()
         out = []
         for dlg in app.proxy.dialogs:
             rec = dialog_record(app, dlg, now_wall, now)

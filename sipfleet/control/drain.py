@@ -25,7 +25,7 @@ NOT_FOUND = RpcFault(404, "Destination Not Found")
 
 
 class DrainControl(Protocol):
-    """What the running process offers (sipfleet.aio.app.App)."""
+    """What the node offers: sipfleet.core.admin.AdminService."""
 
     async def drain(self, target: DestTarget, by: str) -> list[dict[str, Any]]: ...
 

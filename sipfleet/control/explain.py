@@ -66,7 +66,7 @@ class ExplainApp(Protocol):
     @property
     def events(self) -> Any: ...
     @property
-    def loop(self) -> Any: ...
+    def now(self) -> Any: ...
 
 
 def _header_lines(headers: object) -> list[tuple[str, str]]:
@@ -252,7 +252,7 @@ def explain_route(
     sel = d.preview(
         [(s, alg) for s in cfg.sets],
         _keys(msg),
-        now=app.loop.time(),
+        now=app.now(),
         limit=chosen.limit,
         hash_string=hash_string,
         load=load,

@@ -3,8 +3,9 @@
 Names, parameters, help texts (``system.methodHelp`` of Kamailio 5.6.3),
 result shapes, strings and fault codes are Kamailio's, compared with the
 real one in tests/e2e. This module is the glue between the registry and
-the running process (``sipfleet.aio.app.App``): the state lives in the
-pure core, the store is the process's ``AsyncStore``.
+the node's core (``sipfleet.core.node.Core``, as ``build_core`` makes it):
+admin state changes go through its admin service (``sipfleet.core.admin``),
+the store is the process's ``AsyncStore``.
 
 Where sipfleet differs from Kamailio, on purpose:
 
@@ -35,10 +36,8 @@ this module's ``StatsBook``.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -55,24 +54,21 @@ from sipfleet.control.registry import (
     Registry,
     RpcFault,
 )
-from sipfleet.dispatch.destination import Destination, DestinationSpec, StateKey, normalize_uri
+from sipfleet.dispatch.destination import Destination, DestinationSpec, normalize_uri
 from sipfleet.dispatch.dispatcher import Dispatcher
 from sipfleet.dispatch.errors import DispatcherError
-from sipfleet.dispatch.flags import parse_rpc_state
 from sipfleet.dispatch.generation import ReloadResult
 from sipfleet.dispatch.hashing import rpc_hash
 from sipfleet.dispatch.health import DstEvent
-from sipfleet.dispatch.state import AdminState
-from sipfleet.dispatch.target import DestTarget
 from sipfleet.proxy.dialogs import ANSWERED, CONFIRMED, EARLY, Dialog
 from sipfleet.proxy.net import Listener, Peer
 from sipfleet.proxy.router import Target
-from sipfleet.proxy.uac import split_routes, uri_in
+from sipfleet.proxy.uac import extra_headers, split_routes, uri_in
 from sipfleet.security.gate import STAT_NAMES
 from sipfleet.sip.uri import URI
 
 if TYPE_CHECKING:
-    from sipfleet.aio.events import EventBus
+    from sipfleet.core.admin import AdminService, Events, LockFactory
     from sipfleet.proxy.core import Proxy
     from sipfleet.store.base import AsyncStore
 
@@ -102,7 +98,7 @@ class _Router(Protocol):
 
 
 class AppLike(Protocol):
-    """What the methods use of the running process (``App``, or a test's fake)."""
+    """What the methods use of the node: ``sipfleet.core.node.Core``."""
 
     @property
     def dispatcher(self) -> Dispatcher: ...
@@ -113,13 +109,19 @@ class AppLike(Protocol):
     @property
     def store(self) -> AsyncStore | None: ...
     @property
-    def events(self) -> EventBus: ...
+    def events(self) -> Events: ...
     @property
-    def loop(self) -> asyncio.AbstractEventLoop: ...
+    def admin(self) -> AdminService: ...
     @property
     def started_wall(self) -> float: ...
+    @property
+    def now(self) -> Callable[[], float]: ...
+    @property
+    def wall(self) -> Callable[[], float]: ...
+    @property
+    def new_lock(self) -> LockFactory: ...
 
-    async def reload(self, by: str = "rpc") -> ReloadResult: ...
+    async def reload(self, by: str = "rpc", *, rate_limited: bool = True) -> ReloadResult: ...
 
 
 def _fault(e: DispatcherError) -> RpcFault:
@@ -264,6 +266,7 @@ def _app_stats(app: AppLike, extra: Callable[[], Iterable[_Stat]] | None = None)
         counter("sipfleet", "retransmissions", "retransmissions"),
         counter("sipfleet", "timeouts", "timeouts"),
         counter("sipfleet", "transport_errors", "transport_errors"),
+        counter("sipfleet", "txn_refused", "txn_refused"),
         _Stat("sipfleet", "client_transactions", lambda: len(proxy.client_txns), False),
         _Stat("sipfleet", "accepting", lambda: int(proxy.accepting), False),
         # Kamailio 5.6's dispatcher keeps no statistics; sipfleet's are where
@@ -382,33 +385,30 @@ def end_dialog(
     by = RPC_CALLER.get()
     call_id = dlg.call_id.decode("utf-8", "replace")
     sent = app.proxy.end_dialog(
-        dlg, "rpc", app.loop.time(), extra, functools.partial(_bye_done, what, call_id)
+        dlg, "rpc", app.now(), extra, functools.partial(_bye_done, what, call_id)
     )
     app.events.emit("dlg-ended", {"call_id": call_id, "byes": sent, "by": by})
     return sent
-
-
-def _extra_headers(text: str) -> list[bytes]:
-    """dlg.end_dlg's optional extra headers: CRLF-separated lines, blanks dropped."""
-    lines = text.replace("\r\n", "\n").split("\n")
-    return [line.strip().encode() for line in lines if line.strip() and ":" in line]
 
 
 # -- registration ----------------------------------------------------------------
 
 
 def register_methods(
-    registry: Registry, app: AppLike, extra_stats: Callable[[], Iterable[_Stat]] | None = None
+    registry: Registry,
+    app: AppLike,
+    extra_stats: Callable[[], Iterable[_Stat]] | None = None,
+    cluster_status: Callable[[], dict[str, Any] | None] | None = None,
 ) -> StatsBook:
     """Register every dispatcher.*, dlg.*, stats.* and sipfleet.* method on ``app``.
 
     ``extra_stats`` adds statistics the process adapter reads (memory, TCP);
-    the returned book serves stats.fetch and friends
-    (``sipfleet.control.statistics``).
+    ``cluster_status`` the [cluster] link's state for sipfleet.status; the
+    returned book serves stats.fetch and friends (``sipfleet.control.statistics``).
     """
     from sipfleet.control.explain import register_explain_methods
 
-    book = _Methods(registry, app, extra_stats).stats
+    book = _Methods(registry, app, extra_stats, cluster_status).stats
     register_explain_methods(registry, app)
     return book
 
@@ -421,12 +421,12 @@ class _Methods:
         registry: Registry,
         app: AppLike,
         extra_stats: Callable[[], Iterable[_Stat]] | None = None,
+        cluster_status: Callable[[], dict[str, Any] | None] | None = None,
     ) -> None:
         self.app = app
+        self._cluster_status = cluster_status
         self.stats = StatsBook(lambda: _app_stats(app, extra_stats))
-        # Persisting serialises here, so the last write is always the newest state.
-        self._persist_lock = asyncio.Lock()
-        self._change_lock = asyncio.Lock()  # add/remove: memory and store change together
+        self._change_lock = app.new_lock()  # add/remove: memory and store change together
         self._register(registry)
 
     # -- dispatcher ------------------------------------------------------------
@@ -457,74 +457,11 @@ class _Methods:
         return await self._set_state("set_duid_state", state, group, duid)
 
     async def _set_state(self, method: str, state: str, group: int, target: str) -> str:
-        d = self.app.dispatcher
-        by = RPC_CALLER.get()
         try:
-            bits = parse_rpc_state(state)  # the state is checked first
-            if target == "all":
-                named = DestTarget.whole_set(group)
-            elif method == "set_state":
-                named = DestTarget.uri(group, target)
-            else:
-                named = DestTarget.duid(group, target)
-            changed = [x.key for x in d.set_state(named, bits, since=time.time(), by=by)]
+            await self.app.admin.set_state(method, state, group, target, RPC_CALLER.get())
         except DispatcherError as e:
             raise _fault(e) from None
-        stored = await self._persist_admin(changed, by)
-        self.app.events.emit(
-            "state-changed",
-            {
-                "set": group,
-                "duid" if method == "set_duid_state" else "uri": target,
-                "state": state,
-                "admin_changed": len(changed),
-                "stored": stored,
-                "by": by,
-            },
-        )
         return "Ok. Dispatcher state updated."
-
-    async def _persist_admin(self, keys: Sequence[StateKey], by: str) -> bool | None:
-        """Stamp and save the admin state of ``keys`` as it is when written.
-
-        None: nothing to save (or no store); False: the store failed (logged,
-        and a ``store-error`` event): the change holds until the next restart.
-        """
-        d = self.app.dispatcher
-        since = time.time()
-        for key in keys:
-            dest = d.find(key[0], key[1])
-            if dest is not None:
-                st = d.state(dest)
-                st.admin_since, st.admin_by = since, by
-        store = self.app.store
-        if not keys or store is None:
-            return None
-        async with self._persist_lock:
-            writes: list[tuple[StateKey, AdminState | None, float | None, str]] = []
-            for key in keys:
-                dest = d.find(key[0], key[1])
-                if dest is None:
-                    writes.append((key, None, None, by))
-                else:
-                    st = d.state(dest)
-                    writes.append((key, st.admin, st.admin_since, st.admin_by))
-
-            error: Exception | None = None
-            for key, admin, when, who in writes:
-                try:
-                    await store.save_admin_state(key, admin, when, who)
-                except Exception as e:  # the others are still tried (and kept for a retry)
-                    error = e
-            if error is not None:
-                log.error(
-                    "cannot persist the admin state of %d destinations: %s", len(writes), error
-                )
-                self.app.events.emit(
-                    "store-error", {"operation": "save_admin_state", "error": str(error)}
-                )
-                return False
-        return True
 
     def ping_active(self, state: int | None = None) -> dict[str, int]:
         return self.app.dispatcher.ping_active(state)
@@ -542,7 +479,7 @@ class _Methods:
             return values
         except RpcFault:
             try:
-                self.app.dispatcher.begin_reload(self.app.loop.time())
+                self.app.dispatcher.begin_reload(self.app.now())
             except DispatcherError as e:
                 raise _fault(e) from None
             raise
@@ -561,7 +498,7 @@ class _Methods:
         async with self._change_lock:
             before = d.snapshot.walk_specs()
             try:
-                result = d.add(group, address, flags, priority, attrs, now=app.loop.time())
+                result = d.add(group, address, flags, priority, attrs, now=app.now())
             except DispatcherError as e:
                 raise _fault(e) from None
             app.router.invalidate()
@@ -586,7 +523,7 @@ class _Methods:
         async with self._change_lock:
             before = d.snapshot.walk_specs()
             try:
-                result = d.remove(group, address, now=app.loop.time())
+                result = d.remove(group, address, now=app.now())
             except DispatcherError as e:
                 raise _fault(e) from None
             app.router.invalidate()
@@ -630,7 +567,7 @@ class _Methods:
 
     def dlg_list(self) -> list[dict[str, Any]]:
         app = self.app
-        now_wall, now = time.time(), app.loop.time()
+        now_wall, now = app.wall(), app.now()
         return [dialog_record(app, dlg, now_wall, now) for dlg in app.proxy.dialogs]
 
     def dlg_stats_active(self, own: object = None) -> dict[str, int]:
@@ -645,7 +582,7 @@ class _Methods:
         if dlg.state not in (CONFIRMED, ANSWERED):
             log.info("dlg.end_dlg %d:%d: not answered yet, left to its INVITE", h_entry, h_id)
             return
-        end_dialog(app, dlg, _extra_headers(extra) if isinstance(extra, str) else ())
+        end_dialog(app, dlg, extra_headers(extra) if isinstance(extra, str) else ())
 
     # -- stats -----------------------------------------------------------------
 
@@ -665,7 +602,7 @@ class _Methods:
         store = app.store
         return {
             "version": __version__,
-            "uptime": max(int(time.time() - app.started_wall), 0),
+            "uptime": max(int(app.wall() - app.started_wall), 0),
             "accepting": app.proxy.accepting,
             "sets": len(d.snapshot.sets),
             "destinations": len(dests),
@@ -674,7 +611,7 @@ class _Methods:
             "dialogs": len(dialogs),
             "early_dialogs": dialogs.early,
             "store": store.status() if store is not None else None,
-            "cluster": _cluster_status(app),
+            "cluster": self._cluster_status() if self._cluster_status is not None else None,
             "events": dict(app.events.counts),
         }
 
@@ -819,9 +756,3 @@ def _bye_done(what: str, call_id: str, side: str, code: int | None) -> None:
         log.warning("%s %s: no answer to the BYE to the %s", what, call_id, side)
     else:
         log.info("%s %s: the %s answered the BYE with %d", what, call_id, side, code)
-
-
-def _cluster_status(app: object) -> dict[str, Any] | None:
-    """[cluster]: the link to the other nodes (None when not clustered)."""
-    cluster = getattr(app, "cluster", None)
-    return None if cluster is None else dict(cluster.status())

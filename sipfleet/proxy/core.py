@@ -29,6 +29,11 @@ What is relayed, and where (sipfleet is no open relay):
   end, or the request comes from one. Otherwise: 481 (no such dialog
   here) or 403 (forged signature, or a next hop outside the dialog).
 - ACK for a 2xx follows the same rules; what fails them is dropped.
+
+Around this transaction user: the bounded transaction tables and their
+keys (``sipfleet.transaction.table``), the response context machines
+(``context``), the header edits (``headers``) and the requests the proxy
+sends as a user agent of its own (``uac``).
 """
 
 from __future__ import annotations
@@ -38,15 +43,30 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Final
 
+from sipfleet.proxy import uac
 from sipfleet.proxy.branch import BranchFactory
+from sipfleet.proxy.context import Branch, Context
 from sipfleet.proxy.dialogs import Dialog, DialogTable
+from sipfleet.proxy.headers import (
+    add_record_route,
+    blank_agents,
+    decrement_max_forwards,
+    is_local,
+    listener_for,
+    pop_routes,
+    remove_route_values,
+    route_uri,
+    set_top_via,
+    strip_via,
+    top_via_value,
+    via_after_ours,
+)
 from sipfleet.proxy.net import Listener, Peer, Sink
 from sipfleet.proxy.router import Decision, Router, Target
 from sipfleet.proxy.routesig import RouteSigner
-from sipfleet.proxy.uac import bye_requests
 from sipfleet.ratelog import RateLimitedLog
 from sipfleet.security.gate import PASS, REFUSE, Gate  # issue 11
-from sipfleet.sip.address import parse_address, split_commas
+from sipfleet.sip.address import parse_address
 from sipfleet.sip.build import make_response
 from sipfleet.sip.errors import BadMessage
 from sipfleet.sip.message import (
@@ -59,17 +79,16 @@ from sipfleet.sip.message import (
     parse,
 )
 from sipfleet.sip.uri import URI, parse_uri
-from sipfleet.sip.via import Via, split_first
 from sipfleet.transaction.client import ClientTransaction
 from sipfleet.transaction.server import ServerState, ServerTransaction, TimerConfig
-from sipfleet.transaction.timers import Timer, Timers
+from sipfleet.transaction.table import MAX_TRANSACTIONS, TransactionTable, server_key
+from sipfleet.transaction.timers import Timers
 
-__all__ = ["Context", "Proxy", "ProxySettings", "Stats"]
+__all__ = ["Proxy", "ProxySettings", "Stats"]
 
 log = logging.getLogger("sipfleet.proxy")
 _new = tuple.__new__  # a Peer without the namedtuple's Python-level __new__
 
-_RPORT: Final = re.compile(rb";\s*rport(?=\s*(;|$))", re.I)
 _RR_METHODS: Final = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
 _ALLOW: Final = b"Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, PRACK, REFER, MESSAGE, NOTIFY, SUBSCRIBE"
 
@@ -86,6 +105,7 @@ class ProxySettings:
         "limits",
         "max_failover",
         "max_forwards",
+        "max_transactions",
         "preloaded_route",
         "record_route",
         "route_key",
@@ -109,6 +129,7 @@ class ProxySettings:
         dialog_lifetime: float = 7200.0,
         route_key: bytes | None = None,
         preloaded_route: str = "remove",
+        max_transactions: int = MAX_TRANSACTIONS,
     ) -> None:
         self.timers = timers or TimerConfig()
         self.first_response_timeout = first_response_timeout
@@ -126,6 +147,9 @@ class ProxySettings:
         # Pre-loaded Route values (not ours) on out-of-dialog requests from
         # sources that are not back ends: "remove" (as Kamailio's stock config) or "refuse" (403).
         self.preloaded_route = preloaded_route
+        # The bound on each transaction table (server, client): new requests
+        # beyond it get 503, as when the gate's max_transactions is reached.
+        self.max_transactions = max_transactions
 
 
 class Stats:
@@ -150,6 +174,7 @@ class Stats:
         "retransmissions",
         "timeouts",
         "transport_errors",
+        "txn_refused",
         "uac_transactions",
         "uas_transactions",
     )
@@ -171,6 +196,7 @@ class Stats:
         self.retransmissions = 0
         self.timeouts = 0
         self.transport_errors = 0
+        self.txn_refused = 0  # transactions not made: a table was full (503 or dropped)
         self.uac_transactions = 0
         self.uas_transactions = 0
         # Requests received by method (any other method counts as OTHER: a peer
@@ -181,104 +207,6 @@ class Stats:
     def as_dict(self) -> dict[str, int]:
         """The plain counters."""
         return {n: v for n in self.__slots__ if isinstance(v := getattr(self, n), int)}
-
-
-class Context:
-    """A response context (16.2): one server transaction and its branches."""
-
-    __slots__ = (
-        "attempts",
-        "cancel_reason",
-        "cancelled",
-        "decision",
-        "dialog",
-        "finals",
-        "head",
-        "initial",
-        "msg",
-        "next_index",
-        "peer",
-        "pending",
-        "rr",
-        "rr_token",
-        "server",
-        "sips",
-        "tail",
-        "top_via",
-    )
-
-    def __init__(self, msg: Message, peer: Peer, server: ServerTransaction, top_via: bytes) -> None:
-        self.msg = msg
-        self.peer = peer
-        self.server = server
-        self.top_via = top_via
-        self.decision: Decision | None = None
-        self.next_index = 0
-        self.attempts = 0
-        # Branches still waiting for an answer. A concluded branch leaves this
-        # list, so context and branches never form a cycle that would outlive
-        # them (they are freed by refcount, not by the collector).
-        self.pending: list[Branch] = []
-        self.finals: list[tuple[int, bytes | None]] = []  # (status, response bytes or None=local)
-        self.cancelled = False
-        self.cancel_reason: list[bytes] = []
-        self.dialog: Dialog | None = None
-        self.initial = False  # an out-of-dialog request the router placed
-        self.head = b""  # request line
-        self.tail: list[bytes] = []  # edited header lines after our Via/RR
-        self.rr = False
-        self.rr_token = b""  # the signature in our Record-Route
-        self.sips = False  # RFC 5630: TLS on every hop, so only TLS branches
-
-    @property
-    def answered(self) -> bool:
-        return self.server.status >= 200
-
-
-class Branch:
-    """One forwarded copy of the request and what became of it."""
-
-    __slots__ = (
-        "cancel_sent",
-        "concluded",
-        "ctx",
-        "peer",
-        "provisional",
-        "target",
-        "timer",
-        "txn",
-        "via_line",
-        "wants_cancel",
-    )
-
-    def __init__(self, ctx: Context, target: Target, peer: Peer, via_line: bytes) -> None:
-        self.ctx = ctx
-        self.target = target
-        self.peer = peer
-        self.via_line = via_line
-        self.txn: ClientTransaction | None = None
-        self.provisional = False
-        self.concluded = False
-        self.cancel_sent = False
-        self.wants_cancel = False
-        self.timer: Timer | None = None
-
-    def make_ack(self, resp: Message) -> bytes:
-        """The hop-by-hop ACK for a non-2xx final on this branch (17.1.1.3)."""
-        ctx = self.ctx
-        msg = ctx.msg
-        lines = [ctx.head.replace(msg.method.encode(), b"ACK", 1), self.via_line]
-        for name, line in zip(msg.names, msg.lines, strict=True):
-            if name in (b"from", b"call-id"):
-                lines.append(line)
-        lines.append(resp.lines[resp.pos(b"to")] if resp.has(b"to") else b"To: <>")
-        lines.extend(line for line in ctx.tail if line[:6].lower() == b"route:")
-        lines.append(b"CSeq: %d ACK" % msg.cseq[0])
-        lines.append(b"Max-Forwards: 70")
-        lines.append(b"Content-Length: 0")
-        lines.append(b"")
-        lines.append(b"")
-        return b"\r\n".join(lines)
 
 
 class Proxy:
@@ -305,9 +233,12 @@ class Proxy:
         self.dialogs.on_ack_timeout = self._on_ack_timeout
         self.signer = RouteSigner(st.route_key)
         self.stats = Stats()
-        self.server_txns: dict[object, ServerTransaction] = {}
-        self.client_txns: dict[tuple[str, str], ClientTransaction] = {}
-        self._by_peer: dict[Peer, set[ClientTransaction]] = {}
+        self.txns = TransactionTable(
+            sink, self.timers, st.timers, st.max_transactions, self._on_client_terminated
+        )
+        # The tables themselves, for the statistics and the tests.
+        self.server_txns: dict[object, ServerTransaction] = self.txns.server
+        self.client_txns: dict[tuple[str, str], ClientTransaction] = self.txns.client
         self.branches = BranchFactory(self.listeners[0].sent_by)
         self._prefix_b = self.branches.prefix.encode()
         # Our own Record-Route values, recognised in Route without parsing:
@@ -324,9 +255,9 @@ class Proxy:
             host, _, port = lst.advertise.rpartition(":")
             self.local_addrs.add((host.strip("[]").lower(), int(port)))
         self.local_addrs.update((h.lower(), p) for h, p in self.settings.aliases)
-        self._out: dict[tuple[str, int], Listener] = {}
+        self.outbound: dict[tuple[str, int], Listener] = {}
         for lst in self.listeners:
-            self._out.setdefault((lst.proto, lst.family), lst)
+            self.outbound.setdefault((lst.proto, lst.family), lst)
         self.accepting = True
         self.gate: Gate | None = None  # edge security (sipfleet.security, issue 11): set by the app
         # [cluster]: a BYE relayed by signature for a dialog this node does not
@@ -337,10 +268,8 @@ class Proxy:
         # per transaction is one more object for the collector to scan.
         self._cb_response = self._on_branch_response
         self._cb_failure = self._on_branch_failure
-        self._cb_client_done = self._on_client_terminated
-        self._cb_server_done = self._on_server_terminated
         self._cb_fr = self._on_fr_timer
-        self._peer_log = RateLimitedLog(log)
+        self.peer_log = RateLimitedLog(log)
 
     # == entry points ==========================================================
     def receive(self, data: bytes, peer: Peer, now: float) -> None:
@@ -379,7 +308,7 @@ class Proxy:
     def transport_failed(self, peer: Peer, now: float) -> None:
         """The adapter could not reach ``peer`` (TCP refused, reset...)."""
         self._now = now
-        txns = self._by_peer.pop(peer, None)
+        txns = self.txns.transport_failed(peer)
         if not txns:
             return
         self.stats.transport_errors += 1
@@ -397,57 +326,9 @@ class Proxy:
         timeout: float | None = None,
         body: bytes = b"",
     ) -> bool:
-        """Send a request of our own (an OPTIONS probe, a BYE of dlg.end_dlg,
-        a request of tm.t_uac_*).
-
-        ``headers`` carries From, To, Call-ID, CSeq and any Route (and the
-        Content-Type of a ``body``); Via, Max-Forwards and Content-Length are
-        added. ``on_done(code, response,
-        now)`` is called once: with the final response, or with None when
-        none came within ``timeout`` (or Timer F) or the transport failed.
-        """
+        """Send a request of our own (see ``sipfleet.proxy.uac.originate``)."""
         self._now = now
-        lst = self._out.get((target.proto, 6 if ":" in target.host else 4))
-        if lst is None:
-            return False
-        peer = _new(Peer, (lst.index, target.host, target.port))
-        branch_id = self.branches.new("00000000")
-        via_line = lst.via_prefix + b";branch=" + branch_id.encode()
-        data = b"\r\n".join(
-            (
-                b"%s %s SIP/2.0" % (method.encode(), ruri.encode()),
-                via_line,
-                b"Max-Forwards: %d" % self.settings.max_forwards,
-                *headers,
-                b"Content-Length: %d" % len(body),
-                b"",
-                body,
-            )
-        )
-        origin = _Origin(on_done)
-        txn = ClientTransaction(
-            (branch_id, method),
-            branch_id,
-            method == "INVITE",
-            lst.reliable,
-            data,
-            self.sink,
-            peer,
-            self.timers,
-            self.settings.timers,
-            _origin_response,
-            _origin_failure,
-            self._cb_client_done,
-        )
-        txn.context = origin
-        self.client_txns[txn.key] = txn  # type: ignore[index]
-        if lst.reliable:
-            self._by_peer.setdefault(peer, set()).add(txn)
-        if timeout is not None:
-            origin.timer = self.timers.add(now, timeout, _origin_timeout, txn)
-        self.stats.uac_transactions += 1
-        txn.start(now)
-        return True
+        return uac.originate(self, method, ruri, target, headers, on_done, now, timeout, body)
 
     def end_dialog(
         self,
@@ -458,36 +339,15 @@ class Proxy:
         on_bye: Callable[[str, int | None], None] | None = None,
     ) -> int:
         """End an answered or confirmed dialog: a BYE to each side, then the
-        dialog and its load go. Returns how many BYEs were sent; ``on_bye(side,
-        code)`` hears each one's answer (None: none came)."""
+        dialog and its load go (see ``sipfleet.proxy.uac.end_dialog``)."""
         self._now = now
-        sent = 0
-        try:
-            byes = bye_requests(dlg, self.listeners, self._is_ours, extra)
-        except ValueError as e:
-            self._log(now, "dialog %r: no BYE sent: %s", dlg.call_id[:64], e)
-            byes = []
-        for bye in byes:
-
-            def done(code: int | None, msg: Message | None, t: float, side: str = bye.side) -> None:
-                if on_bye is not None:
-                    on_bye(side, code)
-
-            if self.originate("BYE", bye.ruri, bye.target, bye.headers, done, now):
-                sent += 1
-        self.dialogs.end(dlg, reason, now)
-        return sent
+        return uac.end_dialog(self, dlg, reason, now, extra, on_bye)
 
     def _on_ack_timeout(self, dlg: Dialog, now: float) -> None:
         """A 2xx went up and its ACK never came: hang up both sides, as
         Kamailio's dialog module does for its timeouts (the table ends it)."""
         self._log(now, "no ACK for the 2xx of %r: ending the call", dlg.call_id[:64])
-        try:
-            byes = bye_requests(dlg, self.listeners, self._is_ours)
-        except ValueError:
-            return
-        for bye in byes:
-            self.originate("BYE", bye.ruri, bye.target, bye.headers, _ignore_done, now)
+        uac.hang_up(self, dlg, now)
 
     # == requests ==============================================================
     def _on_request(self, msg: Message, peer: Peer, now: float) -> None:
@@ -501,12 +361,12 @@ class Proxy:
         if method == "OPTIONS" and self._options_for_us(msg):
             # A keep-alive for us: answered statelessly (RFC 3261 8.2.6.2), so
             # a flood of them holds no transaction and no memory.
-            top_via = self._top_via_value(msg.via, peer)
+            top_via = top_via_value(msg.via, peer)
             data = make_response(msg, 200, extra=(_ALLOW,), top_via=top_via)
             self.stats.local_replies += 1
             self.sink.send(self._reply_peer(msg, peer), data)
             return
-        key = self._server_key(msg, method)
+        key = server_key(msg, method)
         txn = self.server_txns.get(key)
         if txn is not None:
             self.stats.retransmissions += 1
@@ -514,11 +374,15 @@ class Proxy:
             return
         if self.gate is not None and not self._admit(msg, peer, method, now):
             return  # issue 11: transaction/dialog bound or overload (503)
+        if self.txns.server_full():
+            self.refuse(now, method, peer.host, peer.port)
+            self._stateless(msg, peer, 503, "Service Unavailable", (b"Retry-After: 5",))
+            return
         if method == "CANCEL":
             self._on_cancel(msg, peer, now)
             return
         self._check_proxy_rules(msg)
-        top_via = self._top_via_value(msg.via, peer)
+        top_via = top_via_value(msg.via, peer)
         server = self._new_server(key, msg, peer, method == "INVITE")
         ctx = Context(msg, peer, server, top_via)
         server.context = ctx
@@ -542,7 +406,7 @@ class Proxy:
                 msg.method == "OPTIONS"
                 and self.settings.answer_options
                 and ruri.user is None
-                and self._is_ours(ruri)
+                and self.is_ours(ruri)
             ):
                 raise _LocalAnswer(200)
             raise BadMessage("Too Many Hops", status=483)
@@ -560,7 +424,7 @@ class Proxy:
         if not self.settings.answer_options or msg.to_tag is not None:
             return False
         ruri = parse_uri(msg.ruri)
-        if ruri.user is not None or not self._is_ours(ruri):
+        if ruri.user is not None or not self.is_ours(ruri):
             return False
         if b"route" in msg.first:
             lines = list(msg.lines)
@@ -578,13 +442,13 @@ class Proxy:
         # 16.4: a strict router upstream put our Record-Route URI in the R-URI.
         if has_routes and ";lr" in ruri:
             strict = parse_uri(ruri)
-            if self._is_ours(strict):
+            if self.is_ours(strict):
                 strict_token = (strict.params.get("sf") or "").encode()
                 routes = msg.values(b"route")
                 last = parse_address(routes[-1], "Route").uri.decode("utf-8", "surrogateescape")
                 ruri = last
                 head = b" ".join((msg.method.encode(), last.encode(), b"SIP/2.0"))
-                _remove_route_values(msg, lines, 1, from_end=True)
+                remove_route_values(msg, lines, 1, from_end=True)
         popped, hint, next_route, token = (
             self._pop_routes(msg, lines) if has_routes else (0, None, None, None)
         )
@@ -595,10 +459,10 @@ class Proxy:
                 if self.settings.preloaded_route != "remove":
                     self._deny(ctx, 403, "Preloaded Route Forbidden", now)
                     return
-                _remove_route_values(msg, lines, 1 << 30)  # ours are gone already
+                remove_route_values(msg, lines, 1 << 30)  # ours are gone already
             if msg.method == "OPTIONS" and self.settings.answer_options:
                 uri = parse_uri(ruri)
-                if uri.user is None and self._is_ours(uri):
+                if uri.user is None and self.is_ours(uri):
                     self._reply(ctx, 200, extra=(_ALLOW,))  # a keep-alive for us
                     return
             if not self.accepting:
@@ -608,7 +472,7 @@ class Proxy:
             if not popped and strict_token is None:
                 self._deny(ctx, 481, "Call/Transaction Does Not Exist", now)
                 return
-            next_hop = _route_uri(next_route) if next_route is not None else parse_uri(ruri)
+            next_hop = route_uri(next_route) if next_route is not None else parse_uri(ruri)
             dlg = self.dialogs.find(msg.call_id, msg.from_tag, msg.to_tag)
             if not self._may_relay(ctx, dlg, token or strict_token, next_hop):
                 return
@@ -702,15 +566,8 @@ class Proxy:
     def _edit_common(self, ctx: Context, lines: list[bytes]) -> None:
         """16.6 items 3 (Max-Forwards) and the received/rport of the top Via."""
         msg = ctx.msg
-        mf = msg.max_forwards
-        if mf is None:
-            lines.append(b"Max-Forwards: %d" % self.settings.max_forwards)
-        else:
-            lines[msg.first[b"max-forwards"]] = b"Max-Forwards: %d" % (mf - 1)
-        if ctx.top_via is not msg.via.raw:
-            i = msg.first[b"via"]
-            rest = split_first(lines[i].partition(b":")[2])[1]
-            lines[i] = b"Via: " + ctx.top_via + (b", " + rest if rest else b"")
+        decrement_max_forwards(msg, lines, self.settings.max_forwards)
+        set_top_via(msg, lines, ctx.top_via)
         if b"content-length" not in msg.first:
             lines.append(b"Content-Length: %d" % len(msg.body))
         gate = self.gate  # issue 11: a back end's User-Agent/Server does not leave the edge
@@ -719,9 +576,7 @@ class Proxy:
             and gate.settings.strip_backend_agent
             and gate.is_backend(ctx.peer.host)
         ):
-            for j, name in enumerate(msg.names):
-                if name in _AGENT_HEADERS:
-                    lines[j] = b""
+            blank_agents(msg, lines)
 
     def _next_branch(self, ctx: Context, now: float) -> None:
         """Forward to the next candidate, or give the best final answer."""
@@ -741,7 +596,7 @@ class Proxy:
         if ctx.sips and target.proto != "tls":
             ctx.finals.append((480, None))  # never downgrade a SIPS request (RFC 5630 4.1)
             return False
-        lst = self._out.get((target.proto, 6 if ":" in target.host else 4))
+        lst = listener_for(self.outbound, target.proto, target.host)
         if lst is None:
             ctx.finals.append((503, None))
             self.router.outcome(target, 503, now)
@@ -752,37 +607,29 @@ class Proxy:
         via_line = lst.via_prefix + b";branch=" + branch_id.encode()
         parts = [ctx.head, via_line]
         if ctx.rr:
-            token = ctx.rr_token + b">"
-            parts.append(lst.rr_head + token)
-            inbound = self.listeners[ctx.peer.listener]
-            if inbound is not lst:
-                parts.append(inbound.rr_head + token)  # double Record-Route (RFC 5658)
+            add_record_route(parts, lst, self.listeners[ctx.peer.listener], ctx.rr_token)
         parts.extend(ctx.tail)
         parts.append(b"")
         parts.append(msg.body)
         data = b"\r\n".join(parts)
-        br = Branch(ctx, target, peer, via_line)
         invite = msg.method == "INVITE"
-        txn = ClientTransaction(
-            (branch_id, msg.method),
+        br = Branch(ctx, target, peer, via_line, invite)
+        txn = self.txns.new_client(
             branch_id,
-            invite,
+            msg.method,
             lst.reliable,
             data,
-            self.sink,
             peer,
-            self.timers,
-            self.settings.timers,
             self._cb_response,
             self._cb_failure,
-            self._cb_client_done,
+            br,
             br.make_ack if invite else None,
         )
-        txn.context = br
+        if txn is None:
+            self.refuse(now, msg.method, target.host, target.port)
+            ctx.finals.append((503, None))
+            return False
         br.txn = txn
-        self.client_txns[txn.key] = txn  # type: ignore[index]
-        if lst.reliable:
-            self._by_peer.setdefault(peer, set()).add(txn)
         ctx.pending.append(br)
         self.stats.uac_transactions += 1
         self.stats.fwd_requests += 1
@@ -797,11 +644,11 @@ class Proxy:
 
     # == responses =============================================================
     def _on_response(self, msg: Message, now: float) -> None:
-        branch = msg.top_branch()
-        txn = self.client_txns.get((branch, msg.cseq[1]))
+        txn = self.txns.client_for(msg)
         if txn is not None:
             txn.receive(msg, now)
             return
+        branch = msg.top_branch()
         if self.branches.is_ours(branch) and 200 <= msg.status < 300:
             # A 2xx retransmission after our transactions are gone (16.7, RFC 6026).
             self._forward_response_stateless(msg, now)
@@ -828,25 +675,24 @@ class Proxy:
             br.timer.cancel()
             br.timer = None
         if status < 200:
-            if not br.provisional:
-                br.provisional = True
-                if br.wants_cancel or (ctx.cancelled and not br.concluded):
-                    self._send_cancel(br, now)
-                elif txn.invite and not br.concluded:
-                    # Timer C (16.6 item 11) / Kamailio's fr_inv_timer.
-                    br.timer = self.timers.add(
-                        now, self.settings.final_response_timeout, self._cb_fr, br
-                    )
-            if status == 100 or br.concluded:
-                return  # 16.7 item 5: 100 Trying is not forwarded
-            if not ctx.answered:
+            actions = br.fire("1xx")
+            if not actions:
+                return
+            if "cancel" in actions:
+                self._send_cancel(br, now)
+            elif "timer_c" in actions:
+                # Timer C (16.6 item 11) / Kamailio's fr_inv_timer.
+                br.timer = self.timers.add(
+                    now, self.settings.final_response_timeout, self._cb_fr, br
+                )
+            # 16.7 item 5: 100 Trying is not forwarded
+            if status != 100 and "relay" in actions and not ctx.answered:
                 self._relay_response(ctx, msg, status)
             return
         if 200 <= status < 300:
             # Every 2xx goes upstream, even from a branch we gave up on (16.7 item 5).
             first = not ctx.answered
-            if not br.concluded:
-                _conclude(br)
+            if br.fire("final") is not None:
                 self.router.outcome(br.target, status, now)
             if ctx.server.state in (
                 ServerState.PROCEEDING,
@@ -859,12 +705,10 @@ class Proxy:
             if first and txn.invite and ctx.dialog is not None:
                 self.dialogs.on_final(ctx, br.target, status, msg, now, br.peer)
                 for other in list(ctx.pending):  # 16.7 item 10: cancel the rest
-                    _conclude(other)
                     self._give_up(other, now)
             return
-        if br.concluded:
-            return
-        _conclude(br)
+        if br.fire("final") is None:
+            return  # concluded already
         self.router.outcome(br.target, status, now)
         ctx.finals.append((status, self._strip_via(msg)))
         self._branch_done(ctx, status, now)
@@ -888,36 +732,39 @@ class Proxy:
         self._conclude_local(br, 408, now)
 
     def _conclude_local(self, br: Branch, code: int, now: float) -> None:
-        _conclude(br)
+        br.fire("final")  # a no-op when _give_up concluded it
         self.router.outcome(br.target, code, now)
         br.ctx.finals.append((code, None))
         self._branch_done(br.ctx, code, now)
 
     def _give_up(self, br: Branch, now: float) -> None:
-        """Stop a branch: CANCEL it if it rang, else just stop retransmitting."""
+        """Stop and conclude a branch: CANCEL it if it rang (else on its first
+        provisional, 9.1), or just stop retransmitting."""
         txn = br.txn
         if txn is None:
             return
         if br.timer is not None:
             br.timer.cancel()
             br.timer = None
-        if txn.invite and br.provisional:
-            self._send_cancel(br, now)
+        actions = br.fire("give_up")
+        if not actions:
             return
-        if txn.invite:
-            br.wants_cancel = True  # 9.1: CANCEL only after a provisional
-        # Timer B/F still runs: it ends the transaction, which absorbs any
-        # late answer meanwhile.
-        txn.stop_retransmitting()
+        if "cancel" in actions:
+            self._send_cancel(br, now)
+        elif "stop" in actions:
+            # Timer B/F still runs: it ends the transaction, which absorbs any
+            # late answer meanwhile.
+            txn.stop_retransmitting()
 
     def _branch_done(self, ctx: Context, status: int, now: float) -> None:
-        if ctx.answered:
-            return
         if ctx.pending:
             return
+        actions = ctx.fire("all_done")
+        if actions is None:
+            return  # answered already
         decision = ctx.decision
         if (
-            not ctx.cancelled
+            "failover" in actions
             and decision is not None
             and status in decision.failover_codes
             and (self.settings.max_failover == 0 or ctx.attempts <= self.settings.max_failover)
@@ -952,7 +799,7 @@ class Proxy:
             self._reply(ctx, status, reason, extra=extra)
         else:
             self.stats.fwd_replies += 1
-            ctx.server.respond(status, data, now)
+            self._respond(ctx, status, data, now)
 
     def _relay_response(self, ctx: Context, msg: Message, status: int) -> None:
         data = self._strip_via(msg)
@@ -961,7 +808,13 @@ class Proxy:
         self.stats.fwd_replies += 1
         if status >= 200:
             self._release(ctx)
-        ctx.server.respond(status, data, self._now)
+        self._respond(ctx, status, data, self._now)
+
+    @staticmethod
+    def _respond(ctx: Context, status: int, data: bytes, now: float) -> None:
+        """Send a response up through the context's server transaction."""
+        if ctx.server.respond(status, data, now) and status >= 200:
+            ctx.fire("final")
 
     @staticmethod
     def _release(ctx: Context) -> None:
@@ -971,28 +824,18 @@ class Proxy:
         ctx.server.context = None
 
     def _strip_via(self, msg: Message) -> bytes | None:
-        """The response without our Via (16.7 item 3)."""
-        i = msg.first[b"via"]
-        line = msg.lines[i]
-        rest = split_first(line.partition(b":")[2])[1]
-        if rest is None:
-            if not msg.repeated or msg.names.count(b"via") == 1:
-                return None  # no Via left: the response was for us (16.7 item 4)
-            lines = msg.lines[:i] + msg.lines[i + 1 :]
-        else:
-            lines = msg.lines[:i] + [b"Via: " + rest] + msg.lines[i + 1 :]
-        if self.gate is not None and self.gate.settings.strip_backend_agent:
-            lines = _without_agent(msg, lines, i, rest is None)  # issue 11
-        return b"\r\n".join((msg.start, *lines, b"", msg.body))
+        """The response without our Via (16.7 item 3); None: it was for us."""
+        gate = self.gate
+        return strip_via(msg, gate is not None and gate.settings.strip_backend_agent)
 
     def _forward_response_stateless(self, msg: Message, now: float) -> None:
         data = self._strip_via(msg)
         if data is None:
             return
-        nxt = parse_via_after_ours(msg)
+        nxt = via_after_ours(msg)
         if nxt is None:
             return
-        lst = self._out.get((nxt.transport.lower(), 6 if ":" in nxt.host else 4))
+        lst = listener_for(self.outbound, nxt.transport.lower(), nxt.host)
         if lst is None:
             self.stats.drop_replies += 1
             return
@@ -1003,10 +846,10 @@ class Proxy:
     # == CANCEL and ACK ========================================================
     def _on_cancel(self, msg: Message, peer: Peer, now: float) -> None:
         """16.10."""
-        invite = self.server_txns.get(self._server_key(msg, "INVITE"))
-        key = self._server_key(msg, "CANCEL")
+        invite = self.server_txns.get(server_key(msg, "INVITE"))
+        key = server_key(msg, "CANCEL")
         server = self._new_server(key, msg, peer, False)
-        top_via = self._top_via_value(msg.via, peer)
+        top_via = top_via_value(msg.via, peer)
         if invite is None:
             server.respond(481, make_response(msg, 481, top_via=top_via), now)
             self.stats.local_replies += 1
@@ -1016,63 +859,33 @@ class Proxy:
         ctx = invite.context
         if not isinstance(ctx, Context):
             return  # the INVITE already has its final answer: CANCEL changes nothing
-        if ctx.answered or ctx.cancelled:
-            return
-        ctx.cancelled = True
+        if ctx.fire("cancel") is None:
+            return  # answered or cancelled already
         ctx.cancel_reason = msg.get_lines(b"reason")
-        pending = False
-        for br in ctx.pending:
-            pending = True
-            if br.provisional:
-                self._send_cancel(br, now)
-            else:
-                br.wants_cancel = True
-        if not pending:
+        if not ctx.pending:
             self._answer_best(ctx, now)
+            return
+        for br in ctx.pending:
+            if br.fire("cancel"):
+                self._send_cancel(br, now)
 
     def _send_cancel(self, br: Branch, now: float) -> None:
-        """9.1: CANCEL with the branch's R-URI, Via, Route, Call-ID, CSeq number."""
-        if br.cancel_sent or br.txn is None:
+        """9.1: CANCEL the branch (its machine says when: once, after a provisional)."""
+        if br.txn is None:
             return
-        br.cancel_sent = True
         br.txn.cancelled(now)  # issue 11: no final within 64*T1 ends the INVITE (9.1)
-        ctx = br.ctx
-        msg = ctx.msg
-        lines = [ctx.head.replace(msg.method.encode(), b"CANCEL", 1), br.via_line]
-        for name, line in zip(msg.names, msg.lines, strict=True):
-            if name in (b"from", b"to", b"call-id"):
-                lines.append(line)
-        lines.extend(line for line in ctx.tail if line[:6].lower() == b"route:")
-        lines.append(b"CSeq: %d CANCEL" % msg.cseq[0])
-        lines.append(b"Max-Forwards: %d" % self.settings.max_forwards)
-        for reason in ctx.cancel_reason:
-            lines.append(b"Reason: " + reason)
-        lines.append(b"Content-Length: 0")
-        lines.append(b"")
-        lines.append(b"")
-        data = b"\r\n".join(lines)
+        data = br.make_cancel(self.settings.max_forwards)
         lst = self.listeners[br.peer.listener]
-        txn = ClientTransaction(
-            (br.txn.branch, "CANCEL"),
-            br.txn.branch,
-            False,
-            lst.reliable,
-            data,
-            self.sink,
-            br.peer,
-            self.timers,
-            self.settings.timers,
-            _ignore_response,
-            _ignore_failure,
-            self._cb_client_done,
+        txn = self.txns.new_client(
+            br.txn.branch, "CANCEL", lst.reliable, data, br.peer, _ignore_response, _ignore_failure
         )
-        self.client_txns[txn.key] = txn  # type: ignore[index]
+        assert txn is not None  # a CANCEL is never refused
         self.stats.uac_transactions += 1
         txn.start(now)
 
     def _on_ack(self, msg: Message, peer: Peer, now: float) -> None:
         try:
-            invite = self.server_txns.get(self._server_key(msg, "INVITE"))
+            invite = self.server_txns.get(server_key(msg, "INVITE"))
         except BadMessage:
             self.stats.drop_requests += 1
             return
@@ -1089,7 +902,7 @@ class Proxy:
             if not popped or msg.to_tag is None:
                 self.stats.drop_requests += 1
                 return
-            next_hop = _route_uri(next_route) if next_route is not None else parse_uri(msg.ruri)
+            next_hop = route_uri(next_route) if next_route is not None else parse_uri(msg.ruri)
             mf = msg.max_forwards
             dlg = self.dialogs.find(msg.call_id, msg.from_tag, msg.to_tag)
             verdict = self._relay_verdict(msg, peer, dlg, token, next_hop)
@@ -1111,20 +924,13 @@ class Proxy:
             return
         proto = next_hop.params.get("transport") or (hint.params.get("transport") if hint else None)
         host = next_hop.params.get("maddr") or next_hop.host
-        lst = self._out.get(((proto or "udp").lower(), 6 if ":" in host else 4))
+        lst = listener_for(self.outbound, (proto or "udp").lower(), host)
         if lst is None:
             self.stats.drop_requests += 1
             return
         top = msg.via
-        ctx_via = self._top_via_value(top, peer)
-        if ctx_via is not top.raw:
-            i = msg.first[b"via"]
-            rest = split_first(lines[i].partition(b":")[2])[1]
-            lines[i] = b"Via: " + ctx_via + (b", " + rest if rest else b"")
-        if mf is None:
-            lines.append(b"Max-Forwards: %d" % self.settings.max_forwards)
-        else:
-            lines[msg.first[b"max-forwards"]] = b"Max-Forwards: %d" % (mf - 1)
+        set_top_via(msg, lines, top_via_value(top, peer))
+        decrement_max_forwards(msg, lines, self.settings.max_forwards)
         branch = self.branches.stateless(top.branch or msg.call_id.decode("ascii", "replace"))
         via_line = lst.via_prefix + b";branch=" + branch.encode()
         data = b"\r\n".join((msg.start, via_line, *[x for x in lines if x], b"", msg.body))
@@ -1132,15 +938,6 @@ class Proxy:
         self.sink.send(Peer(lst.index, host, next_hop.effective_port()), data)
 
     # == helpers ===============================================================
-    def _server_key(self, msg: Message, method: str) -> object:
-        via = msg.via
-        if method == "ACK":
-            method = "INVITE"
-        if via.branch.startswith("z9hG4bK"):
-            return (via.branch, via.host, via.port, method)
-        # RFC 2543 peers: 17.2.3's fallback matching.
-        return (msg.call_id, msg.cseq[0], msg.from_tag, via.raw, method)
-
     def _new_server(self, key: object, msg: Message, peer: Peer, invite: bool) -> ServerTransaction:
         lst = self.listeners[peer.listener]
         resp_peer = peer
@@ -1148,98 +945,42 @@ class Proxy:
             via = msg.via
             if not via.has_rport:
                 resp_peer = _new(Peer, (peer.listener, peer.host, via.port or 5060))
-        txn = ServerTransaction(
-            key,
-            invite,
-            lst.reliable,
-            self.sink,
-            resp_peer,
-            self.timers,
-            self.settings.timers,
-            self._cb_server_done,
-        )
+        txn = self.txns.new_server(key, invite, lst.reliable, resp_peer)
         if self.gate is not None and not lst.reliable and self.gate.quiet(peer.host):
             txn.quiet = True  # issue 11: no Timer G copies to an unverified UDP source
-        self.server_txns[key] = txn
         self.stats.uas_transactions += 1
         return txn
 
-    def _on_server_terminated(self, txn: ServerTransaction, timed_out: bool) -> None:
-        self.server_txns.pop(txn.key, None)
-        txn.context = None
-
     def _on_client_terminated(self, txn: ClientTransaction) -> None:
-        self.client_txns.pop(txn.key, None)  # type: ignore[call-overload]
+        """A client transaction left the table: its branch lets go of it."""
         br = txn.context
         if isinstance(br, Branch):
             if br.timer is not None:
                 br.timer.cancel()
                 br.timer = None
-            peers = self._by_peer.get(br.peer)
-            if peers is not None:
-                peers.discard(txn)
-                if not peers:
-                    del self._by_peer[br.peer]
             txn.context = None
 
-    def _top_via_value(self, via: Via, peer: Peer) -> bytes:
-        """The first Via with received/rport added (RFC 3261 18.2.1, RFC 3581 4)."""
-        raw = via.raw
-        if via.has_rport and not via.rport_port:
-            raw = _RPORT.sub(b";rport=%d" % peer.port, raw, count=1)
-            if via.received is None:
-                raw += b";received=" + peer.host.encode()
-            return raw
-        if via.host != peer.host and via.received is None:
-            return raw + b";received=" + peer.host.encode()
-        return raw
+    def refuse(self, now: float, method: str, host: str, port: int) -> None:
+        """A transaction table is full: count it and say so (rate-limited)."""
+        self.stats.txn_refused += 1
+        self._log(
+            now,
+            "transaction table full (%d): %s for %s:%d refused",
+            self.settings.max_transactions,
+            method,
+            host,
+            port,
+        )
 
     def _pop_routes(
         self, msg: Message, lines: list[bytes]
     ) -> tuple[int, URI | None, bytes | None, bytes | None]:
-        """16.4: drop the Route values that name us from the top of the route set.
+        """16.4 with our own Record-Route values (see headers.pop_routes)."""
+        return pop_routes(msg, lines, self._own_routes, self._own_prefixes, self.local_addrs)
 
-        Returns how many were dropped, the last of them (its transport says
-        how to reach the next hop of a double Record-Route), the next Route
-        value, and the signature our values carried (routesig). Emptied
-        lines are left as b"" so indexes stay valid.
-        """
-        popped = 0
-        hint: URI | None = None
-        token: bytes | None = None
-        own = self._own_routes
-        for i, name in enumerate(msg.names):
-            if name != b"route":
-                continue
-            values = split_commas(lines[i].partition(b":")[2])
-            k = 0
-            for v in values:
-                uri = own.get(v)
-                if uri is None:
-                    for prefix, puri in self._own_prefixes:
-                        if v.startswith(prefix) and v.endswith(b">"):
-                            uri = puri
-                            token = v[len(prefix) : -1]
-                            break
-                if uri is None:
-                    uri = _route_uri(v)
-                    if not self._is_ours(uri):
-                        break
-                    sf = uri.params.get("sf")
-                    if sf:
-                        token = sf.encode()
-                hint = uri
-                k += 1
-            popped += k
-            if k < len(values):
-                if k:
-                    lines[i] = b"Route: " + b", ".join(values[k:])
-                return popped, hint, values[k], token
-            lines[i] = b""
-        return popped, hint, None, token
-
-    def _is_ours(self, uri: URI) -> bool:
-        return (uri.host, uri.effective_port()) in self.local_addrs
+    def is_ours(self, uri: URI) -> bool:
+        """``uri`` names this proxy."""
+        return is_local(uri, self.local_addrs)
 
     def _reply(
         self,
@@ -1251,7 +992,7 @@ class Proxy:
         data = make_response(ctx.msg, status, reason, tuple(extra), top_via=ctx.top_via)
         if status >= 200:
             self.stats.local_replies += 1
-        ctx.server.respond(status, data, self._now)
+        self._respond(ctx, status, data, self._now)
 
     def _bad_message(
         self, data: bytes, peer: Peer, err: BadMessage, now: float, msg: Message | None = None
@@ -1320,7 +1061,7 @@ class Proxy:
         self, msg: Message, peer: Peer, status: int, reason: str, extra: tuple[bytes, ...] = ()
     ) -> None:
         """One answer, no transaction (nothing kept, nothing retransmitted)."""
-        top_via = self._top_via_value(msg.via, peer)
+        top_via = top_via_value(msg.via, peer)
         self.sink.send(
             self._reply_peer(msg, peer), make_response(msg, status, reason, extra, top_via=top_via)
         )
@@ -1329,27 +1070,10 @@ class Proxy:
     def _log(self, now: float, fmt: str, *args: object) -> None:
         """Lines a peer can trigger: rate-limited per call site, with a count of
         what was suppressed, so floods can't fill disks."""
-        self._peer_log.info(now, fmt, *args)
+        self.peer_log.info(now, fmt, *args)
 
 
-_AGENT_HEADERS: Final = (b"server", b"user-agent")
 _TOKEN: Final = re.compile(rb"[a-z0-9.!%*_+`'~-]+")
-
-
-def _without_agent(msg: Message, lines: list[bytes], via: int, via_dropped: bool) -> list[bytes]:
-    """``lines`` (msg's, with the Via at ``via`` edited or dropped) less Server/User-Agent."""
-    names = msg.names
-    if via_dropped:
-        names = names[:via] + names[via + 1 :]
-    return [line for name, line in zip(names, lines, strict=True) if name not in _AGENT_HEADERS]
-
-
-def _conclude(br: Branch) -> None:
-    if not br.concluded:
-        br.concluded = True
-        pending = br.ctx.pending
-        if br in pending:
-            pending.remove(br)
 
 
 class _LocalAnswer(BadMessage):
@@ -1366,49 +1090,7 @@ def _rank(final: tuple[int, bytes | None]) -> tuple[int, int, int]:
     return (0 if cls == 6 else cls, 0 if final[1] is not None else 1, status)
 
 
-class _Origin:
-    """What a request we originated is waiting for."""
-
-    __slots__ = ("done", "on_done", "timer")
-
-    def __init__(self, on_done: Callable[[int | None, Message | None, float], None]) -> None:
-        self.on_done = on_done
-        self.done = False
-        self.timer: Timer | None = None
-
-    def finish(self, code: int | None, msg: Message | None, now: float) -> None:
-        if self.done:
-            return
-        self.done = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        self.on_done(code, msg, now)
-
-
-def _origin_response(txn: ClientTransaction, msg: Message, now: float) -> None:
-    if msg.status >= 200 and isinstance(txn.context, _Origin):
-        txn.context.finish(msg.status, msg, now)
-
-
-def _origin_failure(txn: ClientTransaction, code: int, now: float) -> None:
-    if isinstance(txn.context, _Origin):
-        txn.context.finish(None, None, now)
-
-
-def _origin_timeout(now: float, txn: ClientTransaction) -> None:
-    origin = txn.context
-    if isinstance(origin, _Origin):
-        origin.timer = None
-        txn.stop_retransmitting()  # Timer F still cleans up
-        origin.finish(None, None, now)
-
-
 def _ignore_response(txn: ClientTransaction, msg: Message, now: float) -> None:
-    pass
-
-
-def _ignore_done(code: int | None, msg: Message | None, now: float) -> None:
     pass
 
 
@@ -1422,7 +1104,7 @@ def _on_dialog_path(dlg: Dialog, host: str) -> bool:
         if not value:
             continue
         try:
-            uri = _route_uri(value)
+            uri = route_uri(value)
         except BadMessage:
             continue
         if (uri.params.get("maddr") or uri.host) == host:
@@ -1432,40 +1114,6 @@ def _on_dialog_path(dlg: Dialog, host: str) -> bool:
 
 def _ignore_failure(txn: ClientTransaction, code: int, now: float) -> None:
     pass
-
-
-def parse_via_after_ours(msg: Message) -> Via | None:
-    from sipfleet.sip.via import parse_via
-
-    vias = msg.values(b"via")
-    if len(vias) < 2:
-        return None
-    try:
-        return parse_via(vias[1])
-    except BadMessage:
-        return None
-
-
-def _route_uri(value: bytes) -> URI:
-    return parse_uri(parse_address(value, "Route").uri.decode("utf-8", "surrogateescape"))
-
-
-def _remove_route_values(
-    msg: Message, lines: list[bytes], count: int, from_end: bool = False
-) -> None:
-    """Drop ``count`` Route values from the start (or end) of the Route set, in ``lines``;
-    emptied lines become b"" so that indexes stay valid."""
-    idx = msg.positions(b"route")
-    if from_end:
-        idx.reverse()
-    for i in idx:
-        if count <= 0:
-            break
-        values = split_commas(lines[i].partition(b":")[2])
-        n = min(count, len(values))
-        count -= n
-        keep = values[: len(values) - n] if from_end else values[n:]
-        lines[i] = b"Route: " + b", ".join(keep) if keep else b""
 
 
 def _lenient(data: bytes) -> Message | None:

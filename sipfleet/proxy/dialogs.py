@@ -31,7 +31,7 @@ from sipfleet.sip.address import split_commas
 from sipfleet.transaction.timers import Timer, Timers
 
 if TYPE_CHECKING:
-    from sipfleet.proxy.core import Context
+    from sipfleet.proxy.context import Context
     from sipfleet.proxy.net import Peer
     from sipfleet.proxy.router import Target
     from sipfleet.sip.message import Message

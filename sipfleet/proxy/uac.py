@@ -1,8 +1,12 @@
-"""Requests the proxy writes as a user agent of its own: the BYEs that end a
-dialog (``dlg.end_dlg``, a 2xx whose ACK never came), built from what the
-dialog table remembers of both sides (RFC 3261 15.1.1, 12.2.1.1).
+"""The proxy as a user agent of its own (its UAC side).
 
-Pure: the proxy core sends them through ``Proxy.originate``.
+``originate`` sends a request of ours (an OPTIONS probe, a BYE, a request
+of tm.t_uac_*) through a client transaction and reports its outcome once;
+``end_dialog`` and ``hang_up`` end a dialog with a BYE to each side, built
+from what the dialog table remembers of both (RFC 3261 15.1.1, 12.2.1.1);
+``extra_headers`` reads the header lines an operator adds to them.
+
+Pure: everything goes out through the proxy core's transaction table.
 """
 
 from __future__ import annotations
@@ -10,15 +14,34 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from sipfleet.proxy.headers import listener_for
+from sipfleet.proxy.net import Peer
 from sipfleet.proxy.router import Target
 from sipfleet.sip.errors import BadMessage
 from sipfleet.sip.uri import URI, parse_uri
 
 if TYPE_CHECKING:
+    from sipfleet.proxy.core import Proxy
     from sipfleet.proxy.dialogs import Dialog
-    from sipfleet.proxy.net import Listener, Peer
+    from sipfleet.proxy.net import Listener
+    from sipfleet.sip.message import Message
+    from sipfleet.transaction.client import ClientTransaction
+    from sipfleet.transaction.timers import Timer
 
-__all__ = ["ByeRequest", "bye_requests", "split_routes", "uri_in"]
+__all__ = [
+    "ByeRequest",
+    "OnDone",
+    "bye_requests",
+    "end_dialog",
+    "extra_headers",
+    "hang_up",
+    "originate",
+    "split_routes",
+    "uri_in",
+]
+
+# on_done(final status or None, the final response or None, now)
+OnDone = Callable[[int | None, "Message | None", float], None]
 
 
 class ByeRequest:
@@ -148,3 +171,143 @@ def bye_requests(
             dlg.callee_cseq + 1,
         ),
     ]
+
+
+def extra_headers(text: str) -> list[bytes]:
+    """Extra header lines for our BYEs (dlg.end_dlg): CRLF-separated, blanks
+    and lines without a colon dropped."""
+    lines = text.replace("\r\n", "\n").split("\n")
+    return [line.strip().encode() for line in lines if line.strip() and ":" in line]
+
+
+# -- sending ---------------------------------------------------------------------
+def originate(
+    proxy: Proxy,
+    method: str,
+    ruri: str,
+    target: Target,
+    headers: Sequence[bytes],
+    on_done: OnDone,
+    now: float,
+    timeout: float | None = None,
+    body: bytes = b"",
+) -> bool:
+    """Send a request of our own; False when it cannot go (no listener for
+    the target, or the transaction table is full).
+
+    ``headers`` carries From, To, Call-ID, CSeq and any Route (and the
+    Content-Type of a ``body``); Via, Max-Forwards and Content-Length are
+    added. ``on_done(code, response, now)`` is called once: with the final
+    response, or with None when none came within ``timeout`` (or Timer F)
+    or the transport failed.
+    """
+    lst = listener_for(proxy.outbound, target.proto, target.host)
+    if lst is None:
+        return False
+    peer = Peer(lst.index, target.host, target.port)
+    branch_id = proxy.branches.new("00000000")
+    via_line = lst.via_prefix + b";branch=" + branch_id.encode()
+    data = b"\r\n".join(
+        (
+            b"%s %s SIP/2.0" % (method.encode(), ruri.encode()),
+            via_line,
+            b"Max-Forwards: %d" % proxy.settings.max_forwards,
+            *headers,
+            b"Content-Length: %d" % len(body),
+            b"",
+            body,
+        )
+    )
+    origin = _Origin(on_done)
+    txn = proxy.txns.new_client(
+        branch_id, method, lst.reliable, data, peer, _origin_response, _origin_failure, origin
+    )
+    if txn is None:
+        proxy.refuse(now, method, target.host, target.port)
+        return False
+    if timeout is not None:
+        origin.timer = proxy.timers.add(now, timeout, _origin_timeout, txn)
+    proxy.stats.uac_transactions += 1
+    txn.start(now)
+    return True
+
+
+def end_dialog(
+    proxy: Proxy,
+    dlg: Dialog,
+    reason: str,
+    now: float,
+    extra: Sequence[bytes] = (),
+    on_bye: Callable[[str, int | None], None] | None = None,
+) -> int:
+    """A BYE to each side of an answered or confirmed dialog, then the dialog
+    and its load go. Returns how many BYEs were sent; ``on_bye(side, code)``
+    hears each one's answer (None: none came)."""
+    sent = 0
+    try:
+        byes = bye_requests(dlg, proxy.listeners, proxy.is_ours, extra)
+    except ValueError as e:
+        proxy.peer_log.info(now, "dialog %r: no BYE sent: %s", dlg.call_id[:64], e)
+        byes = []
+    for bye in byes:
+
+        def done(code: int | None, msg: Message | None, t: float, side: str = bye.side) -> None:
+            if on_bye is not None:
+                on_bye(side, code)
+
+        if originate(proxy, "BYE", bye.ruri, bye.target, bye.headers, done, now):
+            sent += 1
+    proxy.dialogs.end(dlg, reason, now)
+    return sent
+
+
+def hang_up(proxy: Proxy, dlg: Dialog, now: float) -> None:
+    """A BYE to each side, answers ignored (the dialog table ends the dialog)."""
+    try:
+        byes = bye_requests(dlg, proxy.listeners, proxy.is_ours)
+    except ValueError:
+        return
+    for bye in byes:
+        originate(proxy, "BYE", bye.ruri, bye.target, bye.headers, _ignore_done, now)
+
+
+class _Origin:
+    """What a request we originated is waiting for."""
+
+    __slots__ = ("done", "on_done", "timer")
+
+    def __init__(self, on_done: OnDone) -> None:
+        self.on_done = on_done
+        self.done = False
+        self.timer: Timer | None = None
+
+    def finish(self, code: int | None, msg: Message | None, now: float) -> None:
+        if self.done:
+            return
+        self.done = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.on_done(code, msg, now)
+
+
+def _origin_response(txn: ClientTransaction, msg: Message, now: float) -> None:
+    if msg.status >= 200 and isinstance(txn.context, _Origin):
+        txn.context.finish(msg.status, msg, now)
+
+
+def _origin_failure(txn: ClientTransaction, code: int, now: float) -> None:
+    if isinstance(txn.context, _Origin):
+        txn.context.finish(None, None, now)
+
+
+def _origin_timeout(now: float, txn: ClientTransaction) -> None:
+    origin = txn.context
+    if isinstance(origin, _Origin):
+        origin.timer = None
+        txn.stop_retransmitting()  # Timer F still cleans up
+        origin.finish(None, None, now)
+
+
+def _ignore_done(code: int | None, msg: Message | None, now: float) -> None:
+    pass

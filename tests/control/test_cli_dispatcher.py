@@ -2,7 +2,7 @@
 
 The control plane is the real one (``start_control`` on unix sockets and
 HTTP in a temp dir, via tests/e2e/kamailio_ref.py's ``SipfleetControl``)
-serving the real methods over the fake app of test_methods.py.
+serving the real methods over the core test_methods.py builds (the server's factory).
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from test_methods import LIST, FakeApp, FakeStore
+from test_methods import LIST, Clock, FakeStore, Sink, build_test_core
 
 from sipfleet.cli.db import db_group
 from sipfleet.cli.dispatcher import dispatcher_group, flatten_list
 from sipfleet.cli.main import cli
-from sipfleet.control.methods import register_methods
+from sipfleet.core.node import Core
+from sipfleet.core.rpc import register_rpc
 from sipfleet.dispatch import parse_list
 from sipfleet.store.sqlite import SqliteStore
 
@@ -43,9 +44,10 @@ pytestmark = pytest.mark.timeout(60)
 
 
 class Server:
-    def __init__(self, control: Any, app: FakeApp) -> None:
+    def __init__(self, control: Any, core: Core, store: FakeStore) -> None:
         self.control = control
-        self.app = app
+        self.core = core
+        self.store = store
         self.run_dir = str(control.run_dir)
         self.url = f"http://127.0.0.1:{control.http_port}/RPC"
 
@@ -55,18 +57,13 @@ def server(tmp_path: Path) -> Iterator[Server]:
     store = FakeStore(tmp_path / "sipfleet.db")
     store.init()
     store.replace(parse_list(LIST, "test.list"))
-    holder: dict[str, FakeApp] = {}
+    core = build_test_core(store, Clock(), Sink(), reload_delta=0)
 
     def build(registry: Any) -> None:
-        # The app's loop is the control plane's, which exists only once it starts.
-        app = FakeApp.__new__(FakeApp)
-        holder["app"] = app
-        register_methods(registry, app)
+        register_rpc(registry, core)
 
     with ref.sipfleet_running(tmp_path / "run", build) as control:
-        app = holder["app"]
-        FakeApp.__init__(app, control.loop, store, reload_delta=0)
-        yield Server(control, app)
+        yield Server(control, core, store)
     store.close()
 
 
@@ -135,7 +132,7 @@ def test_set_state_by_uri_and_by_duid(server: Server) -> None:
     assert run("set-state", "disabled", "1", "--duid", "media-1", *rd)[0] == 0
     flags = [r["flags"] for r in flatten_list(json.loads(run("list", *rd)[1]))]
     assert flags == ["AX", "DX", "DX"]
-    assert len(server.app.sync_store.load_admin_states()) == 2
+    assert len(server.store.load_admin_states()) == 2
     assert run("set-state", "x", "1", "all", *rd) == (1, "", "error: 500 - Unknown State Value\n")
     assert run("set-state", "a", "1", "sip:127.0.0.1:9", *rd)[2] == (
         "error: 500 - State Update Failed\n"

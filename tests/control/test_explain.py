@@ -24,7 +24,7 @@ def env(tmp_path: Path) -> Iterator[Env]:
 
 
 def _pick(env: Env, set_id: int = 1) -> str:
-    sel = env.app.dispatcher.select(set_id, Keys(call_id="x"), now=env.loop.time(), algorithm=4)
+    sel = env.core.dispatcher.select(set_id, Keys(call_id="x"), now=env.clock.now(), algorithm=4)
     assert isinstance(sel, Selection)
     return sel.destination.uri
 
@@ -50,7 +50,7 @@ def test_explain_default_route_round_robin_changes_nothing(env: Env) -> None:
 
 
 def test_explain_names_the_route_and_skipped_destinations(env: Env) -> None:
-    env.app.router.set_routes(
+    env.core.router.set_routes(
         [
             RouteConfig.model_validate(
                 {
@@ -62,7 +62,7 @@ def test_explain_names_the_route_and_skipped_destinations(env: Env) -> None:
             RouteConfig(name="rest", sets=[1], algorithm=8).to_settings(),
         ]
     )
-    env.app.dispatcher.set_state(DestTarget.duid(None, "media-1"), AdminState.DRAINING, by="test")
+    env.core.dispatcher.set_state(DestTarget.duid(None, "media-1"), AdminState.DRAINING, by="test")
     out = env.result(
         "sipfleet.explain_route", "sip:bob@example.com", "INVITE", {"X-Tenant": "acme"}
     )
@@ -89,7 +89,7 @@ def test_explain_names_the_route_and_skipped_destinations(env: Env) -> None:
 
 
 def test_explain_no_route_and_bad_input(env: Env) -> None:
-    env.app.router.set_routes(
+    env.core.router.set_routes(
         [
             RouteConfig.model_validate(
                 {"name": "trunk", "match": {"source": ["10.0.0.0/8"]}, "sets": [1]}

@@ -19,8 +19,8 @@ from sipfleet.aio.http_dashboard import Dashboard
 from sipfleet.aio.http_metrics import LoopLag, Metrics
 from sipfleet.aio.rpc_http import GUARD, make_http_app
 from sipfleet.control.jsonrpc import JsonRpcHandler
-from sipfleet.control.methods import register_methods
 from sipfleet.control.telemetry import Telemetry
+from sipfleet.core.rpc import register_rpc
 
 TOKEN = "s3cret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -34,7 +34,7 @@ def _serve(
 ) -> None:
     async def main() -> None:
         app = App()
-        register_methods(app.registry, app)  # type: ignore[arg-type]
+        register_rpc(app.registry, app.core)
         dashboard = Dashboard(app, app.telemetry, asyncio.get_running_loop(), "/RPC", **dash)
         routes = [Metrics(app, app.telemetry).route(), *dashboard.routes()]
         web_app = make_http_app(JsonRpcHandler(app.registry), token=token, extra=routes)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 import pytest
 
 from sipfleet.aio.events import EventBus
-from sipfleet.config import DispatcherConfig
+from sipfleet.config import Config, DispatcherConfig
 from sipfleet.control.binrpc import (
     BinRpcHandler,
     PacketReader,
@@ -31,19 +30,14 @@ from sipfleet.control.binrpc import (
     encode_request,
 )
 from sipfleet.control.jsonrpc import JsonRpcHandler
-from sipfleet.control.methods import RPC_CALLER, StatsBook, register_methods
-from sipfleet.control.registry import Registry, RpcFault
-from sipfleet.dispatch import (
-    AdminState,
-    Dispatcher,
-    DispatcherError,
-    ReloadResult,
-    parse_list,
-)
-from sipfleet.dispatch.policy import DispatchRouter
-from sipfleet.proxy.core import Proxy, ProxySettings
+from sipfleet.control.methods import RPC_CALLER, StatsBook
+from sipfleet.control.registry import RpcFault
+from sipfleet.core.factory import build_core
+from sipfleet.core.node import Core
+from sipfleet.core.rpc import register_rpc
+from sipfleet.dispatch import AdminState, Dispatcher, parse_list
 from sipfleet.proxy.dialogs import CONFIRMED, EARLY, Dialog
-from sipfleet.proxy.net import Listener, Peer
+from sipfleet.proxy.net import Peer
 from sipfleet.sip.message import parse
 from sipfleet.store.base import StoreError
 from sipfleet.store.local import LocalStore
@@ -84,11 +78,6 @@ class Sink:
         self.sent.append((peer, data))
 
 
-class _NoLoad:
-    def load(self, key: str) -> int:
-        return 0
-
-
 class FakeStore(SqliteStore):
     """A real SQLite store that can be told to fail."""
 
@@ -111,52 +100,48 @@ class FakeStore(SqliteStore):
         super().save_admin_state(key, state, since, by)
 
 
-class FakeApp:
-    """``App`` without sockets: the real core, a real store, the loop's clock."""
+class Clock:
+    """A fake clock: the core's monotonic time and the wall clock, moved by hand."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, store: FakeStore, **cfg: Any) -> None:
-        self.loop = loop
-        self.started_wall = time.time() - 42
-        self.events = EventBus()
-        self.sync_store = store
-        self.store: LocalStore | None = LocalStore(store)  # as App holds it
-        config = DispatcherConfig(**{"ping_interval": 0, **cfg}).to_settings()
-        self.dispatcher = Dispatcher(
-            config, store.load(), now=loop.time(), admin_states=store.load_admin_states()
-        )
-        self.listeners = [
-            Listener(UDP, "udp", "127.0.0.1", 5060),
-            Listener(TCP, "tcp", "127.0.0.1", 5060),
-        ]
-        self.sink = Sink()
-        self.router = DispatchRouter(self.dispatcher, [], load=_NoLoad())
-        self.proxy = Proxy(self.listeners, self.sink, self.router, ProxySettings())
-        self.router.load = self.proxy.dialogs
+    def __init__(self) -> None:
+        self.t = 1000.0
+        self.epoch = 1_780_000_000.0  # wall clock at t = 0
 
-    async def reload(self, by: str = "rpc") -> ReloadResult:
-        """As App.reload: rate limit, reread the store, swap."""
-        d = self.dispatcher
-        d.begin_reload(self.loop.time())
-        assert self.store is not None
-        try:
-            specs = await self.store.load()
-            snapshot = d.build(specs)
-        except Exception as e:
-            raise DispatcherError(500, "Reload Failed", str(e)) from e
-        result = d.install(snapshot)
-        self.router.invalidate()
-        return result
+    def now(self) -> float:
+        return self.t
+
+    def wall(self) -> float:
+        return self.epoch + self.t
+
+
+def build_test_core(store: FakeStore, clock: Clock, sink: Sink, **cfg: Any) -> Core:
+    """The server's own wiring (sipfleet.core.factory) over ``store``, no sockets."""
+    config = Config(dispatcher=DispatcherConfig(**{"ping_interval": 0, **cfg}))
+    return build_core(
+        config,
+        store.load(),
+        store.load_admin_details(),
+        now=clock.now,
+        wall=clock.wall,
+        sink=sink,
+        events=EventBus(),
+        lock=asyncio.Lock,
+        store=LocalStore(store),  # as App holds it
+        started_wall=clock.wall() - 42,
+    )
 
 
 class Env:
     def __init__(self, tmp_path: Path, **cfg: Any) -> None:
         self.loop = asyncio.new_event_loop()
+        self.clock = Clock()
         self.store = FakeStore(tmp_path / "sipfleet.db")
         self.store.init()
         self.store.replace(parse_list(LIST, "test.list"))
-        self.app = FakeApp(self.loop, self.store, **cfg)
-        self.registry = Registry()
-        register_methods(self.registry, self.app)
+        self.sink = Sink()
+        self.core = build_test_core(self.store, self.clock, self.sink, **cfg)
+        self.registry = self.core.registry  # the one Core.call runs
+        register_rpc(self.registry, self.core)
         self.json = JsonRpcHandler(self.registry)
         self.binrpc = BinRpcHandler(self.registry)
 
@@ -212,10 +197,10 @@ def env(tmp_path: Path) -> Iterator[Env]:
 
 def _dialog(env: Env, *, state: int = CONFIRMED, rr: list[bytes] | None = None) -> Dialog:
     """A dialog on sip:127.0.0.1:5070 (duid media-1), as the proxy leaves it after a 2xx."""
-    app = env.app
+    app = env.core
     dest = app.dispatcher.find(1, "sip:127.0.0.1:5070")
     assert dest is not None
-    now = env.loop.time()
+    now = env.clock.now()
     dlg = Dialog(b"call-1@test", b"caller-tag", 77, now - 5)
     dlg.from_line = b"From: Alice <sip:alice@example.com>;tag=caller-tag"
     dlg.to_line = b"To: <sip:svc@example.com>" + (b";tag=callee-tag" if state == CONFIRMED else b"")
@@ -342,7 +327,7 @@ def test_set_state_persists_the_admin_state_and_emits_an_event(env: Env) -> None
     store = env.store
     env.result("dispatcher.set_state", "d", 1, "sip:127.0.0.1:5071")
     assert store.load_admin_states() == {(1, "sip:127.0.0.1:5071"): AdminState.DISABLED}
-    event = env.app.events.recent[-1]
+    event = env.core.events.recent[-1]
     assert event["event"] == "state-changed"
     assert {k: event[k] for k in ("set", "uri", "state", "admin_changed", "stored", "by")} == {
         "set": 1,
@@ -354,7 +339,7 @@ def test_set_state_persists_the_admin_state_and_emits_an_event(env: Env) -> None
     }
     # A health state is not persisted; the event says nothing was stored.
     env.result("dispatcher.set_state", "ip", 1, "sip:127.0.0.1:5070")
-    assert env.app.events.recent[-1]["stored"] is None
+    assert env.core.events.recent[-1]["stored"] is None
     assert store.load_admin_states() == {(1, "sip:127.0.0.1:5071"): AdminState.DISABLED}
     # A restart reads it back (probing again from the file's flags 8), a reload keeps it.
     again = Dispatcher.from_store(store, DispatcherConfig(ping_interval=0).to_settings())
@@ -372,7 +357,7 @@ def test_set_duid_state_persists_too(env: Env) -> None:
         "Ok. Dispatcher state updated."
     )
     assert env.store.load_admin_states() == {(1, "sip:127.0.0.1:5070"): AdminState.DISABLED}
-    assert env.app.events.recent[-1]["duid"] == "media-1"
+    assert env.core.events.recent[-1]["duid"] == "media-1"
     assert env.error("dispatcher.set_duid_state", "dp", 1, "nosuch") == (
         500,
         "State Update Failed",
@@ -387,16 +372,16 @@ def test_the_caller_is_named_when_the_transport_knows_it(env: Env) -> None:
         env.result("dispatcher.set_state", "d", 2, "all")
     finally:
         RPC_CALLER.reset(token)
-    assert env.app.events.recent[-1]["by"] == "kamcmd unix:/run/sipfleet/sipfleet_ctl"
+    assert env.core.events.recent[-1]["by"] == "kamcmd unix:/run/sipfleet/sipfleet_ctl"
 
 
 def test_a_failing_store_keeps_the_state_in_memory_and_says_so(env: Env) -> None:
     env.store.fail = True
     assert env.result("dispatcher.set_state", "d", 1, "sip:127.0.0.1:5071")
     assert env.flags()["sip:127.0.0.1:5071"] == "DX"
-    kinds = [e["event"] for e in env.app.events.recent]
+    kinds = [e["event"] for e in env.core.events.recent]
     assert kinds[-2:] == ["store-error", "state-changed"]
-    assert env.app.events.recent[-1]["stored"] is False
+    assert env.core.events.recent[-1]["stored"] is False
 
 
 # -- ping_active, hash, oclist ---------------------------------------------------------
@@ -405,13 +390,13 @@ def test_a_failing_store_keeps_the_state_in_memory_and_says_so(env: Env) -> None
 def test_ping_active(env: Env) -> None:
     assert env.result("dispatcher.ping_active") == {"OldPingState": 1}
     assert env.result("dispatcher.ping_active", 0) == {"NewPingState": 0, "OldPingState": 1}
-    assert env.app.dispatcher.probing_active is False
+    assert env.core.dispatcher.probing_active is False
     assert env.result("dispatcher.ping_active", 1) == {"NewPingState": 1, "OldPingState": 0}
     # jsonrpcs reads a non-number as 0 (measured): it pauses probing.
     assert env.result("dispatcher.ping_active", "x") == {"NewPingState": 0, "OldPingState": 1}
     # kamcmd sends "x" as a string record: ctl fails the scan, the handler reads the state.
     assert env.kamcmd("dispatcher.ping_active", "x") == [{"OldPingState": 0}]
-    assert env.app.dispatcher.probing_active is False
+    assert env.core.dispatcher.probing_active is False
     assert env.kamcmd("dispatcher.ping_active", 1) == [{"NewPingState": 1, "OldPingState": 0}]
 
 
@@ -472,7 +457,7 @@ def test_add_and_remove_write_through_to_the_store(tmp_path: Path) -> None:
         }
         e.result("dispatcher.reload")  # Kamailio would lose it here; sipfleet keeps it
         assert "sip:127.0.0.1:5090" in e.flags()
-        kinds = [ev["event"] for ev in e.app.events.recent]
+        kinds = [ev["event"] for ev in e.core.events.recent]
         assert "dst-up" in kinds and "dst-added" in kinds
         assert e.result("dispatcher.remove", 1, "sip:127.0.0.1:5090") == (
             "Ok. Dispatcher destination removed."
@@ -508,7 +493,7 @@ def test_a_store_that_refuses_add_or_remove_undoes_the_change(tmp_path: Path) ->
             "sip:127.0.0.1:5070": "IP",  # runtime state survives the undo
             "sip:127.0.0.1:5071": "AP",
         }
-        assert e.app.events.recent[-1]["event"] == "store-error"
+        assert e.core.events.recent[-1]["event"] == "store-error"
     finally:
         e.close()
 
@@ -556,13 +541,13 @@ def test_dlg_list_and_stats_active(env: Env) -> None:
 
 
 def _sent(env: Env) -> list[tuple[Peer, Any]]:
-    return [(peer, parse(data)) for peer, data in env.app.sink.sent]
+    return [(peer, parse(data)) for peer, data in env.sink.sent]
 
 
 def test_end_dlg_sends_bye_both_ways_and_ends_the_dialog(env: Env) -> None:
     _dialog(env)
-    dlg = next(iter(env.app.proxy.dialogs))
-    assert env.app.proxy.dialogs.load("media-1") == 1
+    dlg = next(iter(env.core.proxy.dialogs))
+    assert env.core.proxy.dialogs.load("media-1") == 1
     assert env.result("dlg.end_dlg", dlg.h_entry, dlg.h_id) == {}  # Kamailio adds nothing
     (to_callee, bye1), (to_caller, bye2) = _sent(env)
     assert bye1.start == b"BYE sip:media@127.0.0.1:5070;transport=udp SIP/2.0"
@@ -578,9 +563,9 @@ def test_end_dlg_sends_bye_both_ways_and_ends_the_dialog(env: Env) -> None:
     assert bye2.get(b"from") == b"<sip:svc@example.com>;tag=callee-tag"
     assert bye2.get(b"to") == b"Alice <sip:alice@example.com>;tag=caller-tag"
     assert bye2.get(b"cseq") == b"1 BYE"  # the callee's CSeq was 0
-    dialogs = env.app.proxy.dialogs
+    dialogs = env.core.proxy.dialogs
     assert len(dialogs) == 0 and dialogs.load("media-1") == 0 and dialogs.processed == 1
-    assert env.app.events.recent[-1]["event"] == "dlg-ended"
+    assert env.core.events.recent[-1]["event"] == "dlg-ended"
     assert env.error("dlg.end_dlg", dlg.h_entry, dlg.h_id) == (404, "Dialog not found")
 
 
@@ -588,7 +573,7 @@ def test_end_dlg_follows_the_route_set_beyond_us(env: Env) -> None:
     # Record-Route of the 2xx, top first: P3 (next to the callee), us, P1 (next to the caller).
     rr = [b"<sip:p3.example.com;lr>", b"<sip:127.0.0.1:5060;lr>", b"<sip:10.9.9.1:5062;lr>"]
     _dialog(env, rr=rr)
-    dlg = next(iter(env.app.proxy.dialogs))
+    dlg = next(iter(env.core.proxy.dialogs))
     rec = env.result("dlg.list")[0]
     assert rec["callee"]["route_set"] == "sip:p3.example.com;lr"
     assert rec["caller"]["route_set"] == "sip:10.9.9.1:5062;lr"
@@ -604,10 +589,10 @@ def test_end_dlg_follows_the_route_set_beyond_us(env: Env) -> None:
 
 def test_end_dlg_leaves_an_unanswered_dialog_to_its_invite(env: Env) -> None:
     _dialog(env, state=EARLY)
-    dlg = next(iter(env.app.proxy.dialogs))
+    dlg = next(iter(env.core.proxy.dialogs))
     assert env.result("dlg.list")[0]["state"] == 2  # Kamailio's DLG_STATE_EARLY
     assert env.result("dlg.end_dlg", dlg.h_entry, dlg.h_id) == {}
-    assert env.app.sink.sent == [] and len(env.app.proxy.dialogs) == 1
+    assert env.sink.sent == [] and len(env.core.proxy.dialogs) == 1
 
 
 @pytest.mark.parametrize("params", [[], [1], ["a", "b"]])
@@ -621,12 +606,13 @@ def test_end_dlg_bad_params(env: Env, params: list[Any]) -> None:
 
 
 def test_get_statistics_shapes(env: Env) -> None:
-    env.app.proxy.stats.rcv_requests = 4
+    env.core.proxy.stats.rcv_requests = 4
     everything = env.result("stats.get_statistics", "all")
     assert everything == sorted(everything)
     assert all(isinstance(x, str) and " = " in x for x in everything)
     groups = {x.split(":")[0] for x in everything}
-    assert groups == {"core", "dialog", "dispatcher", "sipfleet", "sl", "tmx"}
+    # The server's core has its edge security gate: Kamailio's pike: group too.
+    assert groups == {"core", "dialog", "dispatcher", "pike", "sipfleet", "sl", "tmx"}
     assert env.result("stats.get_statistics", "dialog:") == [
         "dialog:active_dialogs = 0",
         "dialog:early_dialogs = 0",
@@ -673,9 +659,9 @@ def test_get_statistics_over_binrpc_is_one_line_per_record(env: Env) -> None:
 
 
 def test_reset_statistics_keeps_gauges(env: Env) -> None:
-    stats = env.app.proxy.stats
+    stats = env.core.proxy.stats
     stats.rcv_requests = 9
-    dialogs = env.app.proxy.dialogs
+    dialogs = env.core.proxy.dialogs
     _dialog(env)
     dialogs.expired = 3
     assert env.result("stats.reset_statistics", "all") == {}

@@ -7,6 +7,7 @@ the first destination answers 503, the call fails over to the second, which answ
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -16,16 +17,16 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sipfleet.aio.events import EventBus
 from sipfleet.aio.http_metrics import METRIC_NAMES, metrics_registry
-from sipfleet.config import DispatcherConfig
+from sipfleet.config import Config, DispatcherConfig, ListenSpec, ProxyConfig
 from sipfleet.control.fleet import fleet_view
 from sipfleet.control.jsonrpc import JsonRpcHandler
-from sipfleet.control.methods import RPC_CALLER, register_methods
+from sipfleet.control.methods import RPC_CALLER
 from sipfleet.control.registry import Registry
 from sipfleet.control.telemetry import PROBE_BUCKETS, Histogram, Telemetry
-from sipfleet.dispatch import Dispatcher, parse_list
-from sipfleet.dispatch.policy import DispatchRouter
-from sipfleet.proxy.core import Proxy, ProxySettings
-from sipfleet.proxy.net import Listener, Peer
+from sipfleet.core.factory import build_core
+from sipfleet.core.rpc import register_rpc
+from sipfleet.dispatch import parse_list
+from sipfleet.proxy.net import Peer
 from sipfleet.testing import UA, FakeClock, RecordingSink
 
 LIST = """\
@@ -36,30 +37,33 @@ LIST = """\
 CALLER = Peer(0, "127.0.0.1", 5080)
 
 
-class _NoLoad:
-    def load(self, key: str) -> int:
-        return 0
-
-
 class App:
-    """What the collector reads of ``sipfleet.aio.app.App``: the real core."""
+    """What the collector reads of ``sipfleet.aio.app.App``: the core its factory builds."""
 
     def __init__(self) -> None:
-        self.clock = FakeClock()
+        self.clock = FakeClock(0.0)
         self.started_wall = time.time() - 10
         self.store = None
         self.events = EventBus()
         self.registry = Registry()
-        self.dispatcher = Dispatcher(
-            DispatcherConfig(ping_interval=0, algorithm=4).to_settings(),
-            parse_list(LIST, "t"),
-            now=0.0,
-        )
         self.sink = RecordingSink()
-        self.router = DispatchRouter(self.dispatcher, [], load=_NoLoad())
-        listeners = [Listener(0, "udp", "127.0.0.1", 5060)]
-        self.proxy = Proxy(listeners, self.sink, self.router, ProxySettings())
-        self.router.load = self.proxy.dialogs
+        cfg = Config(
+            proxy=ProxyConfig(listen=[ListenSpec(proto="udp", host="127.0.0.1", port=5060)]),
+            dispatcher=DispatcherConfig(ping_interval=0, algorithm=4),
+        )
+        self.core = build_core(
+            cfg,
+            parse_list(LIST, "t"),
+            {},
+            now=lambda: self.clock.now,
+            sink=self.sink,
+            events=self.events,
+            lock=asyncio.Lock,
+            started_wall=self.started_wall,
+        )
+        self.dispatcher = self.core.dispatcher
+        self.router = self.core.router
+        self.proxy = self.core.proxy
         self.telemetry = Telemetry(lambda: (d.key for d in self.dispatcher.destinations()))
 
     def scrape(self) -> dict[str, Any]:
@@ -207,7 +211,7 @@ def test_reloads_loop_lag_and_rpc_calls_by_transport(app: App) -> None:
     app.telemetry.reloaded(True, 0.003)
     app.telemetry.reloaded(False, 0.2)
     app.telemetry.lag(0.004)
-    register_methods(app.registry, app)  # type: ignore[arg-type]
+    register_rpc(app.registry, app.core)
     handler = JsonRpcHandler(app.registry)
     body = b'{"jsonrpc": "2.0", "method": "dlg.stats_active", "id": 1}'
     handler.handle(body)  # no transport said who: "rpc"

@@ -252,3 +252,19 @@ def test_crlf_keepalive_datagrams_are_ignored():
         proxy.receive(ka, UAC, clock.now)
     assert sink.sent == []
     assert proxy.stats.keepalives == 3 and proxy.stats.bad_msg_hdr == 0
+
+
+def test_cancel_after_a_local_final_changes_nothing():
+    """16.10: a CANCEL for an INVITE we answered ourselves (503 while shutting
+    down) gets its 200 and nothing else: no second final, none counted."""
+    proxy, sink, clock = make()
+    proxy.accepting = False
+    uac = UA("127.0.0.1", 5080)
+    proxy.receive(uac.invite("sip:s@127.0.0.1", call_id="c9", branch="z9hG4bK-c9"), UAC, clock.now)
+    assert [m.status for m in sink.take_to("127.0.0.1", 5080)] == [100, 503]
+    cancel = uac.request("CANCEL", "sip:s@127.0.0.1", call_id="c9", branch="z9hG4bK-c9")
+    proxy.receive(cancel, UAC, clock.now)
+    (ok,) = sink.take_to("127.0.0.1", 5080)
+    assert ok.status == 200 and ok.cseq[1] == "CANCEL"
+    assert proxy.stats.local_replies == 2
+    assert sink.take_to("127.0.0.1", 5070) == []

@@ -4,16 +4,17 @@ relayed on the signature and reported to the cluster hook (once, BYE only)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import pytest
 
-from sipfleet.config import DispatcherConfig
+from sipfleet.aio.events import EventBus
+from sipfleet.config import Config, DispatcherConfig, ListenSpec, ProxyConfig
 from sipfleet.config.cluster import ClusterConfig
-from sipfleet.dispatch import Dispatcher, parse_list
-from sipfleet.dispatch.policy import DispatchRouter
-from sipfleet.proxy.core import Proxy, ProxySettings
-from sipfleet.proxy.net import Listener, Peer
+from sipfleet.core.factory import build_core
+from sipfleet.dispatch import parse_list
+from sipfleet.proxy.net import Peer
 from sipfleet.sip.message import Message, parse
 from sipfleet.testing import UA, FakeClock, RecordingSink
 
@@ -26,18 +27,22 @@ class Node:
     def __init__(self, port: int) -> None:
         self.clock = FakeClock()
         self.sink = RecordingSink()
-        d = Dispatcher(
-            DispatcherConfig(ping_interval=0).to_settings(),
+        cfg = Config(
+            proxy=ProxyConfig(listen=[ListenSpec(proto="udp", host="127.0.0.1", port=port)]),
+            dispatcher=DispatcherConfig(ping_interval=0),
+            cluster=ClusterConfig(advertise=f"{VIP[0]}:{VIP[1]}"),  # Record-Route and alias
+        )
+        # The server's wiring (sipfleet.core.factory), no sockets.
+        self.proxy = build_core(
+            cfg,
             parse_list("1 sip:127.0.0.1:5070 0 0\n"),
-        )
-        router = DispatchRouter(d, [], load=None)  # type: ignore[arg-type]
-        self.proxy = Proxy(
-            [Listener(0, "udp", "127.0.0.1", port, record_route=VIP)],
-            self.sink,
-            router,
-            ProxySettings(aliases=[VIP], route_key=KEY),
-        )
-        router.load = self.proxy.dialogs
+            {},
+            now=lambda: self.clock.now,
+            sink=self.sink,
+            events=EventBus(),
+            lock=asyncio.Lock,
+            route_key=KEY,
+        ).proxy
         self.foreign: list[bytes] = []
         self.proxy.on_foreign_bye = lambda m: self.foreign.append(m.call_id)
 

@@ -3,15 +3,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 import pytest
 
-from sipfleet.config import DispatcherConfig, RouteConfig
-from sipfleet.dispatch import Dispatcher, parse_list
-from sipfleet.dispatch.policy import DispatchRouter
-from sipfleet.proxy.core import Proxy, ProxySettings
-from sipfleet.proxy.net import Listener, Peer
+from sipfleet.aio.events import EventBus
+from sipfleet.config import Config, DispatcherConfig, ListenSpec, ProxyConfig, RouteConfig
+from sipfleet.core.factory import build_core
+from sipfleet.dispatch import parse_list
+from sipfleet.proxy.net import Peer
 from sipfleet.sip.message import Message
 from sipfleet.testing import UA, FakeClock, RecordingSink
 
@@ -26,21 +27,28 @@ class Net:
         self.clock = FakeClock()
         self.sink = RecordingSink()
         cfg.setdefault("ping_interval", 0)
-        self.dispatcher = Dispatcher(
-            DispatcherConfig(**cfg).to_settings(), parse_list(text), now=self.clock.now
-        )  # type: ignore[arg-type]
-        self.router = DispatchRouter(
-            self.dispatcher,
-            [r.to_settings() for r in routes or []],
-            load=None,  # type: ignore[arg-type]
+        config = Config(
+            proxy=ProxyConfig(
+                listen=[ListenSpec(proto="udp", host="127.0.0.1", port=5060)],
+                first_response_timeout=2.0,
+                dialog_lifetime=3600,
+            ),
+            dispatcher=DispatcherConfig(**cfg),  # type: ignore[arg-type]
+            route=routes or [],
         )
-        self.proxy = Proxy(
-            [Listener(0, "udp", "127.0.0.1", 5060)],
-            self.sink,
-            self.router,
-            ProxySettings(first_response_timeout=2.0, dialog_lifetime=3600),
+        # The server's wiring (sipfleet.core.factory), no sockets.
+        self.core = build_core(
+            config,
+            parse_list(text),
+            {},
+            now=lambda: self.clock.now,
+            sink=self.sink,
+            events=EventBus(),
+            lock=asyncio.Lock,
         )
-        self.router.load = self.proxy.dialogs
+        self.dispatcher = self.core.dispatcher
+        self.router = self.core.router
+        self.proxy = self.core.proxy
         self.uac = UA("127.0.0.1", 5080)
 
     def send(self, data: bytes, peer: Peer) -> None:

@@ -7,14 +7,23 @@ The attacker is 203.0.113.66; the host it wants traffic relayed to is
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from sipfleet.config import DispatcherConfig, MatchConfig, RouteConfig
-from sipfleet.dispatch import Dispatcher, parse_list
-from sipfleet.dispatch.policy import DispatchRouter
-from sipfleet.proxy.core import Proxy, ProxySettings
+from sipfleet.aio.events import EventBus
+from sipfleet.config import (
+    Config,
+    DispatcherConfig,
+    ListenSpec,
+    MatchConfig,
+    ProxyConfig,
+    RouteConfig,
+)
+from sipfleet.core.factory import build_core
+from sipfleet.dispatch import parse_list
 from sipfleet.proxy.dialogs import ANSWERED, CONFIRMED
-from sipfleet.proxy.net import Listener, Peer
+from sipfleet.proxy.net import Peer
 from sipfleet.sip.message import Message
 from sipfleet.testing import UA, FakeClock, RecordingSink
 
@@ -28,22 +37,28 @@ class Net:
     def __init__(self, routes: list[RouteConfig] | None = None, **settings: object) -> None:
         self.clock = FakeClock()
         self.sink = RecordingSink()
-        self.dispatcher = Dispatcher(
-            DispatcherConfig(ping_interval=0).to_settings(), parse_list(TWO)
+        settings.setdefault("aliases", ["sip.example.net:5060"])
+        settings.pop("timers", None)  # None: the defaults, as [proxy] t1/t2/t4 give
+        cfg = Config(
+            proxy=ProxyConfig(
+                listen=[ListenSpec(proto="udp", host="127.0.0.1", port=5060)], **settings
+            ),  # type: ignore[arg-type]
+            dispatcher=DispatcherConfig(ping_interval=0),
+            route=routes or [],
         )
-        self.router = DispatchRouter(
-            self.dispatcher,
-            [r.to_settings() for r in routes or []],
-            load=None,  # type: ignore[arg-type]
+        # The server's wiring (sipfleet.core.factory), no sockets.
+        self.core = build_core(
+            cfg,
+            parse_list(TWO),
+            {},
+            now=lambda: self.clock.now,
+            sink=self.sink,
+            events=EventBus(),
+            lock=asyncio.Lock,
         )
-        settings.setdefault("aliases", [("sip.example.net", 5060)])
-        self.proxy = Proxy(
-            [Listener(0, "udp", "127.0.0.1", 5060)],
-            self.sink,
-            self.router,
-            ProxySettings(**settings),  # type: ignore[arg-type]
-        )
-        self.router.load = self.proxy.dialogs
+        self.dispatcher = self.core.dispatcher
+        self.router = self.core.router
+        self.proxy = self.core.proxy
 
     def send(self, data: bytes, peer: Peer) -> None:
         self.proxy.receive(data, peer, self.clock.now)
