@@ -105,6 +105,7 @@ def test_silent_nodes_expire_after_load_ttl() -> None:
     async def run_until(t: float) -> None:
         app.loop.now = t
         task = asyncio.ensure_future(c._expire_loop())
+        # sleep-ok: one pass of the expiry loop on a fake clock (it sleeps this long)
         await asyncio.sleep(min(c.cfg.heartbeat, c.cfg.load_ttl / 4) + 0.1)
         task.cancel()
 

@@ -70,7 +70,7 @@ _GC_YOUNG_MAX = 5_000
 _GC_CHECK = 0.02
 _GC_FULL_PERIOD = 3600.0
 _CHECKPOINT_PERIOD = 5.0  # the dialog store's log is written back this often, off the loop
-_TICK_MAX = 0.05  # timers fire at most this late; every SIP timer is >= 0.5 s
+_TICK_IDLE = 1.0  # nothing scheduled at all (no gate): look again after this
 _LAG_PERIOD = 0.1  # how often the event loop's lag is measured for overload shedding
 _TRIM_AFTER = 5000  # open transactions at a peak after which freed memory goes back to the OS
 
@@ -439,20 +439,25 @@ class App:
 
     # -- timers, probing, the collector ------------------------------------------
     def _schedule_tick(self) -> None:
-        """One loop timer for the core's next deadline (at most _TICK_MAX away:
-        the proxy's timer queues do not say when a new timer is earlier)."""
+        """One loop timer, armed for the core's next deadline (no polling): a
+        deadline added earlier than it later (a new transaction's timer, a
+        dialog deletion) re-arms it through ``_wake``."""
         now = self.loop.time()
         nxt = self.core.next_deadline()
-        delay = _TICK_MAX if nxt is None else min(max(nxt - now, 0.001), _TICK_MAX)
-        self._tick_at = now + delay
-        self._tick = self.loop.call_at(self._tick_at, self._on_tick)
+        # at least 1 ms ahead: uvloop may fire a timer a little early, and an
+        # early call would only find nothing due and arm the same deadline again
+        at = now + _TICK_IDLE if nxt is None else max(nxt, now + 0.001)
+        self._tick_at = at
+        self._tick = self.loop.call_at(at, self._on_tick)
+        self.core.armed(at)
 
     def _wake(self, when: float) -> None:
-        """The core has a deadline (a dialog deletion) earlier than the armed one."""
+        """The core has a deadline earlier than the armed one."""
         if self._tick is not None and when < self._tick_at:
             self._tick.cancel()
             self._tick_at = when
             self._tick = self.loop.call_at(when, self._on_tick)
+            self.core.armed(when)
 
     def _on_tick(self) -> None:
         batch = self.core.handle_timer(self.loop.time())

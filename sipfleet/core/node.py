@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -131,6 +132,9 @@ class Core:
         self.registry = registry if registry is not None else Registry()
         # ``wake(when)``: a deadline earlier than the adapter may have armed for.
         self.writes = DialogWrites(enabled=persist_dialogs and store is not None, wake=wake)
+        # ... and the proxy's SIP timers say so too: no polling for a new,
+        # earlier retransmission or timeout (see ``armed``).
+        proxy.timers.wake = wake
         table = proxy.dialogs
         table.on_idle = self.admin.on_idle
         table.on_end = self._dialog_ended
@@ -149,6 +153,7 @@ class Core:
         """Run what is due by ``now``: the proxy's timers, the gate's upkeep, the
         OPTIONS probes; returns a batch of dialog writes when one is due (the
         adapter writes it, then calls ``writes.done``)."""
+        self.proxy.timers.armed = -math.inf  # the adapter re-arms after this (``armed``)
         try:
             self.proxy.handle_timer(now)
             self.gate.maintain(now)
@@ -166,10 +171,18 @@ class Core:
             return self.take_writes()
         return None
 
+    def armed(self, when: float) -> None:
+        """The adapter has armed one wake-up at ``when`` (``next_deadline()``):
+        a deadline added earlier than that calls ``wake`` to re-arm it."""
+        self.proxy.timers.armed = when
+
     def next_deadline(self) -> float | None:
-        """When ``handle_timer`` next has work (None: nothing scheduled)."""
+        """When ``handle_timer`` next has work (None: nothing scheduled). The
+        gate's upkeep is due at least once a second, so an adapter that arms
+        exactly this also notices a probe schedule changed by an RPC within 1 s."""
         best: float | None = None
         for t in (
+            self.gate.next_sweep() if self.gate is not None else None,
             self.proxy.next_timer(),
             self.dispatcher.next_probe_at(),
             self.writes.next_deadline(),

@@ -278,6 +278,10 @@ class Gate:
         self._unbanned(ban, by, now)
         return True
 
+    def next_sweep(self) -> float:
+        """When ``maintain`` next has work (bans to expire, sources to prune)."""
+        return self._sweep_at
+
     def maintain(self, now: float) -> None:
         """Expire bans and idle sources; cheap unless a sweep is due (once a second)."""
         if now < self._sweep_at:

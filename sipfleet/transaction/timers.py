@@ -42,7 +42,7 @@ class Timer:
 class Timers:
     """A set of per-duration FIFO timer queues."""
 
-    __slots__ = ("_heap", "_queues", "_seq")
+    __slots__ = ("_heap", "_queues", "_seq", "armed", "wake")
 
     MAX_QUEUES = 32  # distinct durations with a FIFO of their own
 
@@ -50,9 +50,17 @@ class Timers:
         self._queues: dict[float, deque[Timer]] = {}
         self._heap: list[tuple[float, int, Timer]] = []
         self._seq = itertools.count()
+        # The adapter arms one wake-up for ``next_deadline()`` and says when in
+        # ``armed``; a timer added earlier than that calls ``wake(deadline)`` so
+        # it can re-arm (one float compare per add; most new timers are later).
+        # -inf: a re-arm follows anyway (while the timers run), no wake needed.
+        self.armed = float("-inf")
+        self.wake: Callable[[float], None] | None = None
 
     def add(self, now: float, delay: float, callback: Callable[..., None], *args: Any) -> Timer:
         t = Timer(now + delay, callback, args)
+        if t.deadline < self.armed:
+            self._woken(t.deadline)
         q = self._queues.get(delay)
         if q is None:
             if len(self._queues) >= self.MAX_QUEUES:
@@ -65,8 +73,16 @@ class Timers:
     def add_at(self, deadline: float, callback: Callable[..., None], *args: Any) -> Timer:
         """A one-off deadline (not one of the usual durations): kept in the heap."""
         t = Timer(deadline, callback, args)
+        if deadline < self.armed:
+            self._woken(deadline)
         heapq.heappush(self._heap, (deadline, next(self._seq), t))
         return t
+
+    def _woken(self, deadline: float) -> None:
+        self.armed = deadline
+        wake = self.wake
+        if wake is not None:
+            wake(deadline)
 
     def next_deadline(self) -> float | None:
         best: float | None = None

@@ -269,7 +269,7 @@ def build() -> Registry:
     r.add("test.obj", lambda: object(), doc="Unencodable.")
 
     async def later(n: int) -> list[int]:
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # sleep-ok: one loop turn (no time passes)
         return list(range(n))
 
     r.add("test.later", later, doc="Async.", params=[Param("n", "int")])

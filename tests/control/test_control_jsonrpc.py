@@ -251,7 +251,7 @@ def test_async_handlers_settle_when_awaited():
     r = Registry()
 
     async def wait(n: int) -> dict[str, int]:
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # sleep-ok: one loop turn (no time passes)
         if n < 0:
             raise RpcFault(400, "Negative")
         return {"waited": n}

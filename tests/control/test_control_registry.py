@@ -206,7 +206,7 @@ def test_settle_sync_outcomes(caplog):
 
 def test_settle_async_outcomes(caplog):
     async def later(value):
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # sleep-ok: one loop turn (no time passes)
         if isinstance(value, Exception):
             raise value
         return value

@@ -43,7 +43,10 @@ def test_gate_bounds_running_and_waiting_calls_and_rejects_the_rest() -> None:
         method = reg.get("test.slow")
         assert method is not None
         calls = [asyncio.ensure_future(method.handler()) for _ in range(3)]  # type: ignore[arg-type]
-        await asyncio.sleep(0.01)
+        for _ in range(100):  # the three calls reach the gate (bounded)
+            if gate.running + gate.waiting == 3:
+                break
+            await asyncio.sleep(0.01)  # sleep-ok: poll interval of the bounded wait above
         assert (gate.running, gate.waiting) == (2, 1)
         with pytest.raises(RpcFault) as e:
             method.handler()
@@ -98,7 +101,7 @@ def test_own_thread_serves_http_elsewhere_and_runs_methods_on_the_sip_loop(
             for _ in range(200):
                 if plane.gate.running:
                     break
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0.01)  # sleep-ok: poll interval of a bounded wait
             status, doc = await asyncio.to_thread(_post, url, "system.listMethods")
             assert status == 503 and doc["error"] == {"code": 503, "message": "Server Busy"}
             opened.set()

@@ -25,10 +25,11 @@ from sipfleet.core.persist import DialogWrites
 from sipfleet.core.rpc import register_rpc
 from sipfleet.dispatch import AdminState, parse_list
 from sipfleet.proxy.dialogs import CONFIRMED, Dialog
+from sipfleet.proxy.net import Peer
 from sipfleet.store.dialogs import DialogStore
 from sipfleet.store.local import LocalStore
 from sipfleet.store.sqlite import SqliteStore
-from sipfleet.testing import RecordingSink
+from sipfleet.testing import UA, RecordingSink
 
 LIST = "1 sip:127.0.0.1:5070 0 0 duid=media-1\n1 sip:127.0.0.1:5071 0 0\n"
 STATE_KEYS = {"event", "time", "set", "uri", "duid", "state", "admin_changed", "stored", "by"}
@@ -281,8 +282,11 @@ def test_one_deadline_drives_probes_and_dialog_writes(tmp_path: Path) -> None:
     n = Node(tmp_path, persist=True, ping_interval=10, probing_mode=1)
     try:
         core = n.core
-        assert core.next_deadline() == core.dispatcher.next_probe_at() == n.clock.now()
+        # The gate's first upkeep and the first probe round are due at once.
+        assert core.gate.next_sweep() <= n.clock.now()
+        assert core.next_deadline() <= core.dispatcher.next_probe_at() == n.clock.now()
         assert core.handle_timer(n.clock.now()) is None
+        assert core.gate.next_sweep() == n.clock.now() + 1.0  # then once a second
         sent = n.sink.take()
         assert sorted(p.port for p, m in sent if m.method == "OPTIONS") == [5070, 5071]
         # The probes' retransmission timer (T1) is the next deadline ...
@@ -318,3 +322,32 @@ def test_call_runs_the_registered_methods(node: Node) -> None:
     assert inspect.isawaitable(drained)
     (entry,) = node.loop.run_until_complete(drained)
     assert entry["STATE"] == "draining"
+
+
+def test_an_earlier_sip_timer_wakes_the_adapter(node: Node) -> None:
+    """The adapter arms one wake-up for next_deadline(); a new SIP timer due before
+    it (an INVITE's retransmission and timeout timers) asks for an earlier one,
+    a later one does not, and timers added while handle_timer runs never do."""
+    core = node.core
+    now = node.clock.now()
+    core.handle_timer(now)
+    core.armed(now + 10.0)
+    node.woken.clear()
+    ua = UA("127.0.0.1", 5080)
+    caller = Peer(0, "127.0.0.1", 5080)
+    # An INVITE through the proxy: its transactions' timers (T1 = 0.5 s ...)
+    core.receive(ua.invite("sip:svc@127.0.0.1:5060"), caller, now)
+    assert node.sink.take(), "the INVITE was not forwarded"
+    assert node.woken, "no wake-up asked for the new transactions' timers"
+    assert node.woken[0] < now + 10.0
+    assert node.woken == sorted(node.woken, reverse=True)  # each one earlier still
+    assert core.next_deadline() == min(node.woken)
+    first = list(node.woken)
+    core.armed(min(first))
+    # Same durations on the same clock: none earlier than what is armed.
+    core.receive(ua.invite("sip:svc@127.0.0.1:5060"), caller, now)
+    assert node.woken == first
+    # While the timers run, the adapter re-arms afterwards anyway: no wake-ups.
+    core.handle_timer(now + 0.5)
+    core.receive(ua.invite("sip:svc@127.0.0.1:5060"), caller, now + 0.5)
+    assert node.woken == first

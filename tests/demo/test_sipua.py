@@ -20,7 +20,7 @@ def test_calls_up_to_the_cap_and_hang_up() -> None:
             nonlocal peak
             while True:
                 peak = max(peak, uac.stats.active)
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0.01)  # sleep-ok: sampling interval of the peak
 
         w = asyncio.get_running_loop().create_task(watch())
         try:

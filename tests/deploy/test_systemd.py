@@ -184,11 +184,11 @@ def test_a_stalled_loop_stops_the_watchdog_pings(notify_socket):
     async def main() -> None:
         loop = asyncio.get_running_loop()
         n.start_watchdog(loop)
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.3)  # sleep-ok: the watchdog pings for a while (the behaviour)
         window.append(time.monotonic())
-        time.sleep(0.6)  # the stall
+        time.sleep(0.6)  # sleep-ok: the stall under test (the loop is blocked)
         window.append(time.monotonic())
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.3)  # sleep-ok: pings resume after the stall
         n.close()
 
     asyncio.run(main())

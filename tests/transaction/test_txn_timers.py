@@ -96,3 +96,25 @@ def test_cancel_releases_the_callback() -> None:
     t = timers.add(0.0, 32.0, lambda now, obj: None, object())
     t.cancel()
     assert t.args == () and not t.active
+
+
+def test_a_timer_earlier_than_the_armed_wake_up_asks_for_an_earlier_one() -> None:
+    """The adapter arms one wake-up (``armed``); only a timer due before it calls
+    ``wake``, and then ``armed`` moves to it, so a burst of equal timers wakes once."""
+    timers = Timers()
+    woken: list[float] = []
+    timers.wake = woken.append
+    timers.add(0.0, 0.5, _noop)  # armed is -inf until the adapter arms: no wake
+    assert woken == []
+    timers.armed = 10.0
+    timers.add(1.0, 32.0, _noop)  # 33.0: later than armed
+    assert woken == []
+    timers.add(1.0, 0.5, _noop)  # 1.5: earlier
+    timers.add(1.0, 0.5, _noop)  # 1.5 again: armed is 1.5 now
+    timers.add_at(1.2, _noop)  # a one-off deadline, earlier still
+    assert woken == [1.5, 1.2] and timers.armed == 1.2
+    assert timers.next_deadline() == 0.5
+
+
+def _noop(now: float) -> None:
+    pass
