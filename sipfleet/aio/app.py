@@ -45,7 +45,8 @@ from sipfleet.control.registry import Registry
 from sipfleet.core.factory import build_core, build_gate, build_listeners
 from sipfleet.core.node import Core, CoreHooks
 from sipfleet.dispatch.destination import Destination, DestinationSpec
-from sipfleet.dispatch.dispatcher import Dispatcher, ReloadResult
+from sipfleet.dispatch.dispatcher import Dispatcher
+from sipfleet.dispatch.generation import ReloadResult
 from sipfleet.dispatch.policy import DispatchRouter
 from sipfleet.proxy.core import Proxy
 from sipfleet.proxy.dialogs import Dialog

@@ -42,6 +42,7 @@ import orjson
 
 from sipfleet.config.cluster import ClusterConfig
 from sipfleet.dispatch.state import AdminState
+from sipfleet.dispatch.target import DestTarget
 from sipfleet.ratelog import RateLimitedLog
 
 if TYPE_CHECKING:
@@ -286,7 +287,7 @@ class Cluster:
                 detail = (AdminState.ENABLED, time.time(), "cluster-resync")
             admin, since, by = detail
             if st.admin is not admin:
-                d.set_admin_of(dest.set_id, dest.uri, admin, since=since, by=by)
+                d.set_state(DestTarget.uri(dest.set_id, dest.uri), admin, since=since, by=by)
                 self.applied_admin += 1
 
     # -- publishing ------------------------------------------------------------------
@@ -381,7 +382,8 @@ class Cluster:
         if event.get("event") != "state-changed" or event.get("admin_changed") == 0:
             return
         set_id = event.get("set")
-        name = event.get("uri") or event.get("duid")
+        uri, duid = event.get("uri"), event.get("duid")
+        name = uri or duid
         if not isinstance(name, str):
             return
         disp = self.app.dispatcher
@@ -389,7 +391,7 @@ class Cluster:
         if name == "all":  # dispatcher.set_state a SET all
             found = [(d, disp.state(d)) for d in disp.destinations() if d.set_id == sid]
         else:
-            found = disp.locate(sid, name)
+            found = disp.lookup(DestTarget.uri(sid, name) if uri else DestTarget.duid(sid, name))
         states = [[d.set_id, d.uri, st.admin.value, st.admin_since, st.admin_by] for d, st in found]
         if states and self.ok:
             self.app.loop.create_task(self._send({"t": "admin", "s": states}))
@@ -472,7 +474,9 @@ class Cluster:
     def _got_admin(self, states: list[list[Any]]) -> None:
         d = self.app.dispatcher
         for set_id, uri, admin, since, by in states:
-            d.set_admin_of(int(set_id), str(uri), AdminState(admin), since=since, by=str(by or ""))
+            target = DestTarget.uri(int(set_id), str(uri))
+            if d.lookup(target):  # a destination another node has and this one not: skipped
+                d.set_state(target, AdminState(admin), since=since, by=str(by or ""))
             self.applied_admin += 1
 
     def _got_ends(self, ends: list[list[str | None]]) -> None:
@@ -496,9 +500,10 @@ class Cluster:
         # A drain is done when the calls of every node have ended: the last
         # ones may end elsewhere (each node reports it; webhooks post it once).
         d = self.app.dispatcher
-        for key in gone:
-            for dest, st in d.locate(None, key):
-                if st.admin is AdminState.DRAINING and dest.load_key == key:
+        if gone:
+            ended = set(gone)
+            for dest in d.destinations():
+                if dest.load_key in ended and d.state(dest).admin is AdminState.DRAINING:
                     self.app._check_drained(dest)
 
     async def _expire_loop(self) -> None:

@@ -47,6 +47,7 @@ from sipfleet.dispatch.discovery import (
 from sipfleet.dispatch.errors import DestinationError
 from sipfleet.dispatch.settings import DiscoverySettings
 from sipfleet.dispatch.state import AdminState
+from sipfleet.dispatch.target import DestTarget
 
 if TYPE_CHECKING:
     from sipfleet.aio.events import Event, EventBus
@@ -400,13 +401,14 @@ class DiscoveryService:
 
     def _set_admin(self, spec: DestinationSpec, admin: AdminState, only_ours: bool = False) -> None:
         d = self.app.dispatcher
-        found = d.locate(spec.set_id, spec.uri)
+        target = DestTarget.uri(spec.set_id, spec.uri)
+        found = d.lookup(target)
         if not found:
             return
         st = found[0][1]
         if only_ours and not (st.admin is AdminState.DRAINING and st.admin_by == BY):
             return  # an operator's drain or disable stays
-        d.set_admin_of(spec.set_id, spec.uri, admin, since=time.time(), by=BY)
+        d.set_state(target, admin, since=time.time(), by=BY)
 
     def _load(self, spec: DestinationSpec) -> int:
         dest = self.app.dispatcher.find(spec.set_id, spec.uri)

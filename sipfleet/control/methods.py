@@ -55,8 +55,9 @@ from sipfleet.control.registry import (
     RpcFault,
 )
 from sipfleet.dispatch.destination import Destination, DestinationSpec, normalize_uri
-from sipfleet.dispatch.dispatcher import Dispatcher, ReloadResult
+from sipfleet.dispatch.dispatcher import Dispatcher
 from sipfleet.dispatch.errors import DispatcherError
+from sipfleet.dispatch.generation import ReloadResult
 from sipfleet.dispatch.hashing import rpc_hash
 from sipfleet.dispatch.health import DstEvent
 from sipfleet.proxy.dialogs import ANSWERED, CONFIRMED, EARLY, Dialog
@@ -442,17 +443,12 @@ class _Methods:
         return "Ok. Dispatcher successfully reloaded."
 
     def list_sets(self, mode: object = None) -> dict[str, Any]:
-        smode = mode.lower() if isinstance(mode, str) else ""
-        full, short = smode == "full", smode == "short"
+        d = self.app.dispatcher
+        load = self.app.proxy.dialogs if d.config.list_runtime else None
         try:
-            d = self.app.dispatcher
-            load = self.app.proxy.dialogs if d.config.list_runtime else None
-            records = d.list_records(full, short=short, load=load)
+            return d.list_records(mode, load=load)
         except DispatcherError as e:
             raise _fault(e) from None
-        if full:
-            _kamailio_full(records)
-        return records
 
     async def set_state(self, state: str, group: int, address: str) -> str:
         return await self._set_state("set_state", state, group, address)
@@ -753,26 +749,6 @@ _ADD = Method(
 _REMOVE = Method(
     "dispatcher.remove", _no_handler, "params", (Param("group", "int"), Param("address", "str"))
 )
-
-
-def _kamailio_full(records: dict[str, Any]) -> None:
-    """``dispatcher.list full`` as 5.6.3 prints it: DNSTIME_SEC/USEC after
-    PROTOID, and ATTRS only for entries that have attrs (measured)."""
-    for rec in records.get("RECORDS", ()):
-        for item in rec["SET"]["TARGETS"]:
-            dest = item["DEST"]
-            attrs = dest.get("ATTRS")
-            if "DNSTIME_SEC" in dest and (attrs is None or attrs.get("BODY") is not None):
-                continue  # already in Kamailio's shape
-            rebuilt: dict[str, Any] = {}
-            for key, value in dest.items():
-                if key == "ATTRS" and isinstance(value, dict) and value.get("BODY") is None:
-                    continue
-                rebuilt[key] = value
-                if key == "PROTOID" and "DNSTIME_SEC" not in dest:
-                    rebuilt["DNSTIME_SEC"] = 0  # resolved once at load, never re-resolved
-                    rebuilt["DNSTIME_USEC"] = 0
-            item["DEST"] = rebuilt
 
 
 def _bye_done(what: str, call_id: str, side: str, code: int | None) -> None:

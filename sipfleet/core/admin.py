@@ -26,8 +26,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from sipfleet.dispatch.destination import Destination, StateKey
 from sipfleet.dispatch.dispatcher import Dispatcher
+from sipfleet.dispatch.flags import parse_rpc_state
 from sipfleet.dispatch.select import LoadView
 from sipfleet.dispatch.state import AdminState, DestState
+from sipfleet.dispatch.target import DestTarget
 
 if TYPE_CHECKING:
     from sipfleet.store.base import AsyncStore
@@ -77,11 +79,14 @@ class AdminService:
     async def set_state(self, method: str, state: str, group: int, target: str, by: str) -> None:
         """``dispatcher.set_state`` (target: a URI or "all") or ``set_duid_state``
         (a duid); raises DispatcherError as the dispatcher does."""
-        d = self.dispatcher
-        if method == "set_state":
-            changed = d.set_state(state, group, target)
+        bits = parse_rpc_state(state)  # the state is checked first
+        if target == "all":
+            named = DestTarget.whole_set(group)
+        elif method == "set_state":
+            named = DestTarget.uri(group, target)
         else:
-            changed = d.set_duid_state(state, group, target)
+            named = DestTarget.duid(group, target)
+        changed = [x.key for x in self.dispatcher.set_state(named, bits, by=by)]
         stored = await self._persist(changed, by)
         duid = method == "set_duid_state"
         self._announce(
@@ -95,19 +100,19 @@ class AdminService:
         )
 
     # -- drain -------------------------------------------------------------------
-    async def drain(self, set_id: int | None, address: str, by: str) -> list[dict[str, Any]]:
+    async def drain(self, target: DestTarget, by: str) -> list[dict[str, Any]]:
         """No new calls to these destinations; calls on them finish."""
-        return await self._set_admin(set_id, address, AdminState.DRAINING, by)
+        return await self._set_admin(target, AdminState.DRAINING, by)
 
-    async def undrain(self, set_id: int | None, address: str, by: str) -> list[dict[str, Any]]:
-        return await self._set_admin(set_id, address, AdminState.ENABLED, by)
+    async def undrain(self, target: DestTarget, by: str) -> list[dict[str, Any]]:
+        return await self._set_admin(target, AdminState.ENABLED, by)
 
     async def _set_admin(
-        self, set_id: int | None, address: str, admin: AdminState, by: str
+        self, target: DestTarget, admin: AdminState, by: str
     ) -> list[dict[str, Any]]:
         d = self.dispatcher
-        found = d.locate(set_id, address)
-        changed = d.set_admin_of(set_id, address, admin, by=by)
+        found = d.lookup(target)
+        changed = d.set_state(target, admin, by=by) if found else []
         stored = await self._persist([x.key for x in changed], by)
         for x in changed:
             self._announce(x.set_id, x.uri, x.duid, admin.value, 1, stored, by)
@@ -115,15 +120,15 @@ class AdminService:
                 self.check_drained(x)
         return [self.entry(x, st) for x, st in found]
 
-    def drain_status(self, set_id: int | None, address: str | None) -> list[dict[str, Any]]:
+    def drain_status(self, target: DestTarget | None) -> list[dict[str, Any]]:
         d = self.dispatcher
-        if address is None:
+        if target is None:
             return [
                 self.entry(x, st)
                 for x in d.destinations()
                 if (st := d.state(x)).admin is AdminState.DRAINING
             ]
-        return [self.entry(x, st) for x, st in d.locate(set_id, address)]
+        return [self.entry(x, st) for x, st in d.lookup(target)]
 
     def entry(self, d: Destination, st: DestState) -> dict[str, Any]:
         """One destination as the drain methods list it."""

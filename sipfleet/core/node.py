@@ -20,8 +20,9 @@ from sipfleet.control.registry import Dialect, Registry, RpcFault
 from sipfleet.core.admin import AdminService, Events, LockFactory
 from sipfleet.core.persist import DialogKey, DialogWrites, dialog_record, restore_dialog
 from sipfleet.dispatch.destination import Destination, DestinationSpec, StateKey
-from sipfleet.dispatch.dispatcher import Dispatcher, ReloadResult
+from sipfleet.dispatch.dispatcher import Dispatcher
 from sipfleet.dispatch.errors import DispatcherError
+from sipfleet.dispatch.generation import ReloadResult
 from sipfleet.dispatch.health import DstEvent
 from sipfleet.dispatch.policy import DispatchRouter
 from sipfleet.dispatch.select import LoadView

@@ -14,9 +14,10 @@ from sipfleet.dispatch.destination import (
     make_destination,
     normalize_uri,
 )
-from sipfleet.dispatch.dispatcher import Dispatcher, ReloadResult, SpecSource
+from sipfleet.dispatch.dispatcher import Dispatcher, SpecSource
 from sipfleet.dispatch.errors import DestinationError, DispatcherError, ListFileError
 from sipfleet.dispatch.flags import parse_rpc_state, state_letters
+from sipfleet.dispatch.generation import ReloadResult
 from sipfleet.dispatch.hashing import ds_get_hash, rpc_hash, uri_hash_keys
 from sipfleet.dispatch.health import DstEvent, ProbeRequest
 from sipfleet.dispatch.listfile import format_list, parse_list, read_list_file, write_list_file
@@ -31,6 +32,7 @@ from sipfleet.dispatch.select import (
 from sipfleet.dispatch.settings import ALGORITHMS, DispatcherSettings, ReplyCodes, RouteSpec
 from sipfleet.dispatch.snapshot import Resolver, Snapshot, build_snapshot
 from sipfleet.dispatch.state import AdminState, DestState, Health, LatencyStats
+from sipfleet.dispatch.target import DestTarget
 
 __all__ = [
     "ALGORITHMS",
@@ -38,6 +40,7 @@ __all__ = [
     "AdminState",
     "Attrs",
     "DestState",
+    "DestTarget",
     "Destination",
     "DestinationError",
     "DestinationSpec",

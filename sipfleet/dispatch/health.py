@@ -22,6 +22,7 @@ from sipfleet.dispatch.flags import (
     DS_TRYING,
     skip_dst,
 )
+from sipfleet.dispatch.runtime import SetRun
 from sipfleet.dispatch.state import DestState
 
 __all__ = [
@@ -33,6 +34,8 @@ __all__ = [
     "PROBE_ONLYFLAGGED",
     "DstEvent",
     "ProbeRequest",
+    "apply_state",
+    "event_for",
     "probe_eligible",
     "probe_result_state",
     "update_state",
@@ -171,3 +174,28 @@ def update_state(
         st.probing_count = 0
     st.set_flags(new)
     return old, st.flags()
+
+
+def apply_state(
+    run: SetRun,
+    st: DestState,
+    d: Destination,
+    state: int,
+    mode: int,
+    reason: str,
+    code: int | None,
+    probing_threshold: int,
+    inactive_threshold: int,
+) -> list[DstEvent]:
+    """``update_state`` on an entry of ``run``; the event it deserves, if any.
+
+    A change between usable and unusable of an entry with an rweight makes
+    algorithm 11's table stale.
+    """
+    old, new = update_state(st, state, mode, probing_threshold, inactive_threshold)
+    ev = event_for(d, old, new, reason, code)
+    if ev is None:
+        return []
+    if st.rweight > 0:
+        run.rw_dirty = True
+    return [ev]

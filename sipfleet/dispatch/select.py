@@ -20,7 +20,7 @@ from __future__ import annotations
 import enum
 import heapq
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from typing import Protocol
@@ -47,6 +47,8 @@ __all__ = [
     "Selection",
     "concat",
     "select_in_set",
+    "select_routes",
+    "select_set",
 ]
 
 #: Algorithms whose first pick is a hash of the request: the ones the
@@ -423,3 +425,87 @@ def concat(selections: Sequence[Selection], cap: int) -> Selection:
     return Selection(
         first.set_id, first.algorithm, tuple(out[:cap]), first.parallel, first.track_load
     )
+
+
+def select_set(
+    runs: Mapping[int, SetRun],
+    set_id: int,
+    alg: int,
+    keys: SelectKeys,
+    *,
+    now: float,
+    rng: random.Random,
+    limit: int,
+    hash_string: str | None,
+    load: LoadView | None,
+    consistent: bool,
+    use_default: bool,
+    failover: bool,
+    user_only: bool,
+) -> Selection | NoDestination:
+    """``select_in_set`` on set ``set_id`` of ``runs``; NO_SET when absent."""
+    run = runs.get(set_id)
+    if run is None:
+        return NoDestination(
+            set_id, NoDestinationReason.NO_SET, f"destination set [{set_id}] not found"
+        )
+    return select_in_set(
+        run,
+        alg,
+        keys,
+        now=now,
+        rng=rng,
+        limit=limit,
+        hash_string=hash_string,
+        load=load,
+        consistent=consistent,
+        use_default=use_default,
+        failover=failover,
+        user_only=user_only,
+    )
+
+
+def select_routes(
+    runs: Mapping[int, SetRun],
+    rules: Sequence[tuple[int, int]],
+    keys: SelectKeys,
+    *,
+    now: float,
+    rng: random.Random,
+    limit: int,
+    hash_string: str | None,
+    load: LoadView | None,
+    consistent: bool,
+    use_default: bool,
+    failover: bool,
+    user_only: bool,
+) -> Selection | NoDestination:
+    """Select over several (set, algorithm) rules in order, like
+    ``ds_select_routes``: candidates of the primary set first, then of the
+    backup sets; a set with nothing usable is passed over. Raises
+    ValueError for no rules."""
+    found: list[Selection] = []
+    last: Selection | NoDestination | None = None
+    for set_id, alg in rules:
+        last = select_set(
+            runs,
+            set_id,
+            alg,
+            keys,
+            now=now,
+            rng=rng,
+            limit=limit,
+            hash_string=hash_string,
+            load=load,
+            consistent=consistent,
+            use_default=use_default,
+            failover=failover,
+            user_only=user_only,
+        )
+        if isinstance(last, Selection):
+            found.append(last)
+    if found:
+        return concat(found, limit if limit > 0 else 1 << 30)
+    if last is None:
+        raise ValueError("no routing rules")
+    return last

@@ -13,6 +13,7 @@ from test_methods import Env
 from sipfleet.config import RouteConfig
 from sipfleet.dispatch.select import Keys, Selection
 from sipfleet.dispatch.state import AdminState
+from sipfleet.dispatch.target import DestTarget
 
 
 @pytest.fixture
@@ -61,7 +62,7 @@ def test_explain_names_the_route_and_skipped_destinations(env: Env) -> None:
             RouteConfig(name="rest", sets=[1], algorithm=8).to_settings(),
         ]
     )
-    env.core.dispatcher.set_admin_of(None, "media-1", AdminState.DRAINING, by="test")
+    env.core.dispatcher.set_state(DestTarget.duid(None, "media-1"), AdminState.DRAINING, by="test")
     out = env.result(
         "sipfleet.explain_route", "sip:bob@example.com", "INVITE", {"X-Tenant": "acme"}
     )

@@ -8,6 +8,8 @@ import pytest
 from conftest import Build
 
 from sipfleet.dispatch import Keys, Selection
+from sipfleet.dispatch.flags import parse_rpc_state
+from sipfleet.dispatch.target import DestTarget
 
 TEN = "".join(f"1 sip:10.0.0.{i}:5060 0 0 duid=m{i}\n" for i in range(10))
 N_KEYS = 100_000
@@ -56,7 +58,7 @@ def test_even_spread_to_start_with(baseline: list[str]) -> None:
 def test_disable_one_of_ten(build: Build, baseline: list[str]) -> None:
     d = build(TEN)
     gone = "sip:10.0.0.3:5060"
-    d.set_state("d", 1, gone)
+    d.set_state(DestTarget.uri(1, gone), parse_rpc_state("d"))
     _check_moves(baseline, assign(d), gone)
 
 
@@ -71,7 +73,7 @@ def test_kamailio_modulo_moves_all_to_the_neighbour(build: Build) -> None:
     before = [
         d.select(1, Keys(call_id=f"c{i}"), now=0, algorithm=0).destination.uri for i in range(5000)
     ]  # type: ignore[union-attr]
-    d.set_state("i", 1, "sip:10.0.0.3:5060")
+    d.set_state(DestTarget.uri(1, "sip:10.0.0.3:5060"), parse_rpc_state("i"))
     after = [
         d.select(1, Keys(call_id=f"c{i}"), now=0, algorithm=0).destination.uri for i in range(5000)
     ]  # type: ignore[union-attr]
@@ -86,7 +88,7 @@ def test_other_hash_algorithms_are_consistent_too(build: Build, alg: int) -> Non
     first = d.select(1, keys, now=0, algorithm=alg, hash_string="s", consistent=True)
     assert isinstance(first, Selection) and len(first.candidates) == 10
     assert len({c.uri for c in first.candidates}) == 10  # failover order: next best scores
-    d.set_state("i", 1, first.destination.uri)
+    d.set_state(DestTarget.uri(1, first.destination.uri), parse_rpc_state("i"))
     second = d.select(1, keys, now=0, algorithm=alg, hash_string="s", consistent=True)
     assert isinstance(second, Selection)
     assert second.destination is first.candidates[1]
@@ -106,8 +108,8 @@ def test_config_switch_and_use_default(build: Build) -> None:
     sel = d.select(1, Keys(call_id="x"), now=0, algorithm=0)
     assert isinstance(sel, Selection)
     assert [c.uri for c in sel.candidates][-1] == "sip:dflt"
-    d.set_state("i", 1, "sip:a")
-    d.set_state("i", 1, "sip:b")
+    d.set_state(DestTarget.uri(1, "sip:a"), parse_rpc_state("i"))
+    d.set_state(DestTarget.uri(1, "sip:b"), parse_rpc_state("i"))
     assert [c.uri for c in d.select(1, Keys(call_id="x"), now=0, algorithm=0).candidates] == [
         "sip:dflt"
     ]  # type: ignore[union-attr]

@@ -23,6 +23,7 @@ from sipfleet.dispatch.discovery import (
 from sipfleet.dispatch.dispatcher import Dispatcher
 from sipfleet.dispatch.settings import DiscoverySettings
 from sipfleet.dispatch.snapshot import build_snapshot
+from sipfleet.dispatch.target import DestTarget
 
 SRV = "_sip._udp.media.fleet.test"
 
@@ -258,7 +259,7 @@ def test_a_rebuild_keeps_the_state_of_remaining_members() -> None:
     e = Discovered(cfg())
     e.apply([spec(1), spec(2)], 0.0)
     d = Dispatcher(DispatcherConfig().to_settings(), merge([], [e])[0])
-    d.set_admin_of(1, "sip:127.0.0.1:2", AdminState.DRAINING, by="discovery")
+    d.set_state(DestTarget.uri(1, "sip:127.0.0.1:2"), AdminState.DRAINING, by="discovery")
     kept = d.find(1, "sip:127.0.0.1:2")
     assert kept is not None
     e.apply([spec(2), spec(3)], 1.0)

@@ -8,7 +8,9 @@ import pytest
 from conftest import Build
 
 from sipfleet.dispatch import Dispatcher, DstEvent, Health, Keys, LatencyStats
+from sipfleet.dispatch.flags import parse_rpc_state
 from sipfleet.dispatch.settings import ReplyCodes
+from sipfleet.dispatch.target import DestTarget
 
 TWO = "1 sip:a 0\n1 sip:b 8\n"  # a: no P flag, b: probing (P)
 
@@ -121,7 +123,9 @@ def test_mode3_keeps_probing_flag(build: Build) -> None:
     assert a is not None
     d.on_probe_result(a, 200, 0.01, 1)
     assert letters(d, "sip:a") == "AP"
-    d.set_state("a", 1, "sip:a")  # P dropped by the operator meanwhile
+    d.set_state(
+        DestTarget.uri(1, "sip:a"), parse_rpc_state("a")
+    )  # P dropped by the operator meanwhile
     assert d.on_probe_result(a, None, None, 2) == []
     assert letters(d, "sip:a") == "AX"
 
@@ -130,7 +134,7 @@ def test_disabled_meanwhile_ignores_result(build: Build) -> None:
     d = build("1 sip:a\n")
     a = d.find(1, "sip:a")
     assert a is not None
-    d.set_state("d", 1, "sip:a")
+    d.set_state(DestTarget.uri(1, "sip:a"), parse_rpc_state("d"))
     assert d.on_probe_result(a, None, None, 1) == []
     assert letters(d, "sip:a") == "DX"
 
@@ -173,7 +177,7 @@ def test_initial_events(build: Build) -> None:
 
 def test_set_state_emits_no_events_and_ignores_thresholds(build: Build) -> None:
     d = build("1 sip:a\n", probing_threshold=5)
-    assert d.set_state("t", 1, "sip:a") == []
+    assert d.set_state(DestTarget.uri(1, "sip:a"), parse_rpc_state("t")) == []
     assert letters(d, "sip:a") == "TX"
 
 

@@ -17,6 +17,8 @@ from sipfleet.dispatch import (
     Selection,
     parse_list,
 )
+from sipfleet.dispatch.flags import parse_rpc_state
+from sipfleet.dispatch.target import DestTarget
 
 BASE = "1 sip:a.example 0 0 duid=A\n1 sip:b.example 0 0 duid=B\n2 sip:c.example\n"
 
@@ -35,7 +37,7 @@ def test_state_carried_by_set_and_uri(build: Build) -> None:
     assert a is not None
     d.on_probe_result(a, None, None, 1)
     d.state(a).latency.update(30, 0.9)
-    d.set_state("d", 2, "sip:c.example")
+    d.set_state(DestTarget.uri(2, "sip:c.example"), parse_rpc_state("d"))
     before = d.state(a)
     result = d.reload(
         parse_list("1 SIP:A.EXAMPLE 0 5 duid=A\n2 sip:c.example\n3 sip:new\n"), now=10
@@ -53,31 +55,31 @@ def test_state_carried_by_duid_under_new_uri(build: Build) -> None:
     d = build(BASE, reload_delta=0)
     b = d.find(1, "sip:b.example")
     assert b is not None
-    d.set_state("ip", 1, "sip:b.example")
+    d.set_state(DestTarget.uri(1, "sip:b.example"), parse_rpc_state("ip"))
     d.reload(parse_list("1 sip:b2.example 0 0 duid=b\n"), now=1)  # duid compared case-insensitively
     assert flags(d) == {"sip:b2.example": "IP"}
 
 
 def test_duid_match_is_per_set(build: Build) -> None:
     d = build(BASE, reload_delta=0)
-    d.set_state("i", 1, "sip:a.example")
+    d.set_state(DestTarget.uri(1, "sip:a.example"), parse_rpc_state("i"))
     d.reload(parse_list("2 sip:x 0 0 duid=A\n"), now=1)
     assert flags(d) == {"sip:x": "AX"}
 
 
 def test_changed_flags_in_source_win(build: Build) -> None:
     d = build(BASE, reload_delta=0)
-    d.set_state("i", 1, "sip:a.example")
+    d.set_state(DestTarget.uri(1, "sip:a.example"), parse_rpc_state("i"))
     d.reload(parse_list("1 sip:a.example 4 0 duid=A\n1 sip:b.example 0 0 duid=B\n"), now=1)
     assert flags(d)["sip:a.example"] == "DX"  # the file now says disabled
-    d.set_state("i", 1, "sip:b.example")
+    d.set_state(DestTarget.uri(1, "sip:b.example"), parse_rpc_state("i"))
     d.reload(parse_list("1 sip:a.example 4 0 duid=A\n1 sip:b.example 0 0 duid=B\n"), now=2)
     assert flags(d)["sip:b.example"] == "IX"  # unchanged line: runtime state kept
 
 
 def test_duplicate_entries_get_their_own_state(build: Build) -> None:
     d = build("1 sip:a\n1 sip:a\n", reload_delta=0)
-    d.set_state("i", 1, "sip:a")  # the first match only
+    d.set_state(DestTarget.uri(1, "sip:a"), parse_rpc_state("i"))  # the first match only
     d.reload(parse_list("1 sip:a\n1 sip:a\n"), now=1)
     assert sorted(t["DEST"]["FLAGS"] for t in d.list_records()["RECORDS"][0]["SET"]["TARGETS"]) == [
         "AX",
@@ -161,7 +163,7 @@ def test_skip_bad_destinations(build: Build) -> None:
 
 def test_add_keeps_state_and_walks_like_kamailio(build: Build) -> None:
     d = build("1 sip:x1\n1 sip:x2\n1 sip:x3\n")  # order x3 x2 x1
-    d.set_state("i", 1, "sip:x2")
+    d.set_state(DestTarget.uri(1, "sip:x2"), parse_rpc_state("i"))
     d.add(1, "sip:x4", 0, 0, "duid=X4", now=0)
     # Kamailio re-adds in walk order (x3 x2 x1), then x4, and sorts again:
     # equal priorities reverse once more.
@@ -224,7 +226,7 @@ def test_resolver_for_names_only() -> None:
     assert d.snapshot.warning_count == 1 and "nx.example" in d.snapshot.warnings[0]
     full = {
         t["DEST"]["URI"]: t["DEST"]["IPADDR"]
-        for t in d.list_records(full=True)["RECORDS"][0]["SET"]["TARGETS"]
+        for t in d.list_records("full")["RECORDS"][0]["SET"]["TARGETS"]
     }
     assert full == {
         "sip:10.0.0.1": "10.0.0.1",

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from conftest import Build, FakeLoad
 
-from sipfleet.dispatch import AdminState, DispatcherError, parse_rpc_state
+from sipfleet.dispatch import AdminState, DestTarget, DispatcherError, StateKey, parse_rpc_state
 from sipfleet.dispatch.avl import avl_postorder
 from sipfleet.dispatch.flags import DS_DISABLED, DS_INACTIVE, DS_PROBING, DS_TRYING, state_letters
 
@@ -92,30 +92,55 @@ def targets(result: dict[str, Any], set_id: int) -> list[dict[str, Any]]:
 
 def test_set_state_by_address_duid_and_all(build: Build) -> None:
     d = build("1 sip:a 0 0 duid=A\n1 sip:b 0 0 duid=B\n2 sip:c\n")
-    assert d.set_state("ip", 1, "SIP:A") == []  # case-insensitive; admin unchanged
-    assert d.set_state("d", 1, "sip:b") == [(1, "sip:b")]  # admin changed: persist it
+
+    def keys(target: DestTarget, letters: str) -> list[StateKey]:
+        return [x.key for x in d.set_state(target, parse_rpc_state(letters))]
+
+    assert keys(DestTarget.uri(1, "SIP:A"), "ip") == []  # case-insensitive; admin unchanged
+    assert keys(DestTarget.uri(1, "sip:b"), "d") == [(1, "sip:b")]  # admin changed: persist it
     assert [t["FLAGS"] for t in targets(d.list_records(), 1)] == ["DX", "IP"]
-    assert d.set_duid_state("a", 1, "b") == [(1, "sip:b")]
-    assert d.set_state("t", 1, "all") == []
+    assert keys(DestTarget.duid(1, "b"), "a") == [(1, "sip:b")]  # Kamailio: case-insensitive
+    assert d.set_state(DestTarget.whole_set(1), parse_rpc_state("t")) == []
     assert [t["FLAGS"] for t in targets(d.list_records(), 1)] == ["TX", "TX"]
-    assert d.set_state("i", 7, "all") == []  # Kamailio answers Ok for an unknown set with "all"
+    assert (
+        d.set_state(DestTarget.whole_set(7), parse_rpc_state("i")) == []
+    )  # Kamailio answers Ok for an unknown set with "all"
     for call in (
-        lambda: d.set_state("i", 1, "sip:nope"),
-        lambda: d.set_state("i", 7, "sip:a"),
-        lambda: d.set_duid_state("i", 1, "nope"),
+        lambda: d.set_state(DestTarget.uri(1, "sip:nope"), parse_rpc_state("i")),
+        lambda: d.set_state(DestTarget.uri(7, "sip:a"), parse_rpc_state("i")),
+        lambda: d.set_state(DestTarget.duid(1, "nope"), parse_rpc_state("i")),
+        lambda: d.set_state(DestTarget.uri(None, "sip:a"), parse_rpc_state("i")),
     ):
         with pytest.raises(DispatcherError) as info:
             call()
         assert info.value == DispatcherError(500, "State Update Failed")
-    with pytest.raises(DispatcherError, match="Unknown State Value"):
-        d.set_state("z", 1, "sip:nope")  # the state is checked first
 
 
 def test_set_admin_and_admin_states(build: Build) -> None:
     d = build("1 sip:a\n1 sip:b\n")
-    assert d.set_admin(1, "sip:A", AdminState.DISABLED)
-    assert not d.set_admin(1, "sip:x", AdminState.DISABLED)
+    (a,) = d.set_state(DestTarget.uri(1, "sip:A"), AdminState.DISABLED, since=5.0, by="op")
+    assert (a.key, d.state(a).admin_since, d.state(a).admin_by) == ((1, "sip:a"), 5.0, "op")
+    assert d.set_state(DestTarget.uri(1, "sip:A"), AdminState.DISABLED) == []  # already so
+    with pytest.raises(DispatcherError, match="State Update Failed"):
+        d.set_state(DestTarget.uri(1, "sip:x"), AdminState.DISABLED)
     assert d.admin_states() == {(1, "sip:a"): AdminState.DISABLED}
+
+
+def test_targets_name_destinations_explicitly(build: Build) -> None:
+    d = build("1 sip:a 0 0 duid=m1\n1 sip:a 0 0 duid=m2\n2 sip:b 0 0 duid=m1\n2 sip:c\n")
+
+    def named(target: DestTarget) -> list[StateKey]:
+        return [x.key for x, _ in d.lookup(target)]
+
+    assert named(DestTarget.uri(1, "SIP:A")) == [(1, "sip:a")]  # the first entry with the URI
+    assert named(DestTarget.uri(None, "sip:b")) == [(2, "sip:b")]
+    assert named(DestTarget.duid(None, "m1")) == [(1, "sip:a"), (2, "sip:b")]  # every set
+    assert named(DestTarget.duid(2, "m1")) == [(2, "sip:b")]
+    assert named(DestTarget.duid(None, "M1")) == []  # a duid compares exactly
+    assert named(DestTarget.duid(None, "sip:b")) == []  # no guessing: a URI is no duid
+    assert named(DestTarget.uri(None, "m1")) == []
+    assert named(DestTarget.whole_set(2)) == [(2, "sip:c"), (2, "sip:b")]  # Kamailio's set order
+    assert named(DestTarget.whole_set(7)) == []
 
 
 def test_list_matches_kamailios_captured_answer(build: Build) -> None:
@@ -127,9 +152,9 @@ def test_list_matches_kamailios_captured_answer(build: Build) -> None:
 
 def test_list_modes_and_runtime(build: Build) -> None:
     d = build(KAMAILIO_LIST)
-    short = d.list_records(short=True)
+    short = d.list_records("short")
     assert all("ATTRS" not in t for t in targets(short, 1))
-    full = d.list_records(full=True, load=FakeLoad({"media-1": 3}))
+    full = d.list_records("FULL", load=FakeLoad({"media-1": 3}))
     t = targets(full, 1)
     assert list(t[0]) == [
         "URI",
@@ -139,10 +164,13 @@ def test_list_modes_and_runtime(build: Build) -> None:
         "IPADDR",
         "PORT",
         "PROTOID",
+        "DNSTIME_SEC",
+        "DNSTIME_USEC",
         "ATTRS",
         "LATENCY",
         "RUNTIME",
     ]
+    assert (t[0]["DNSTIME_SEC"], t[0]["DNSTIME_USEC"]) == (0, 0)
     assert t[0]["HOST"] == "127.0.0.1" and t[0]["IPADDR"] == "127.0.0.1" and t[0]["PORT"] == 5070
     assert t[0]["ATTRS"] == {
         "BODY": "duid=media-1;weight=50",
@@ -155,14 +183,14 @@ def test_list_modes_and_runtime(build: Build) -> None:
         "OBPROXY": None,
     }
     assert t[0]["RUNTIME"] == {"DLGLOAD": 3}
-    assert t[1]["ATTRS"]["BODY"] is None  # full: ATTRS even without attrs
+    assert "ATTRS" not in t[1]  # 5.6.3's full listing: ATTRS only when set (measured)
     assert t[1]["RUNTIME"] == {"DLGLOAD": 0}
     assert t[0]["LATENCY"] == {"AVG": 0.0, "STD": 0.0, "EST": 0.0, "MAX": 0, "TIMEOUT": 0}
 
 
 def test_list_full_proto_and_ports(build: Build) -> None:
     d = build("1 sip:10.0.0.1;transport=tcp\n1 sips:[2001:db8::2]:5071\n1 sip:name.example\n")
-    full = {t["URI"]: t for t in targets(d.list_records(full=True), 1)}
+    full = {t["URI"]: t for t in targets(d.list_records("full"), 1)}
     assert (
         full["sip:10.0.0.1;transport=tcp"]["PORT"],
         full["sip:10.0.0.1;transport=tcp"]["PROTOID"],

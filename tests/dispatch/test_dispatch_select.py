@@ -8,7 +8,9 @@ import pytest
 from conftest import Build, FakeLoad
 
 from sipfleet.dispatch import Keys, NoDestination, NoDestinationReason, Selection
+from sipfleet.dispatch.flags import parse_rpc_state
 from sipfleet.dispatch.hashing import ds_get_hash, uri_hash_keys
+from sipfleet.dispatch.target import DestTarget
 
 # Equal priorities end up in reverse file order: the set order is c, b, a.
 ABC = "1 sip:a.example\n1 sip:b.example\n1 sip:c.example\n"
@@ -45,14 +47,14 @@ def test_round_robin_alternates_exactly(build: Build) -> None:
 
 def test_round_robin_skips_unusable_and_resumes_after_pick(build: Build) -> None:
     d = build(FIVE)  # h4 h3 h2 h1 h0
-    d.set_state("i", 1, "sip:h3.example")
+    d.set_state(DestTarget.uri(1, "sip:h3.example"), parse_rpc_state("i"))
     picks = [pick(d.select(1, Keys(), now=0, algorithm=4)) for _ in range(8)]
     assert picks == ["sip:h4.example", "sip:h2.example", "sip:h1.example", "sip:h0.example"] * 2
 
 
 def test_round_robin_failover_list(build: Build) -> None:
     d = build(FIVE)
-    d.set_state("d", 1, "sip:h2.example")
+    d.set_state(DestTarget.uri(1, "sip:h2.example"), parse_rpc_state("d"))
     d.select(1, Keys(), now=0, algorithm=4)  # h4
     sel = d.select(1, Keys(), now=0, algorithm=4)
     # After h3: the following entries in set order, wrapping, skipping h2.
@@ -82,8 +84,8 @@ def test_hash_skips_to_next_slot_wrapping(build: Build) -> None:
     d = build(FIVE)
     for call_id in CALL_IDS:
         slot = ds_get_hash(call_id) % 5
-        d.set_state("a", 1, "all")
-        d.set_state("i", 1, f"sip:h{4 - slot}.example")
+        d.set_state(DestTarget.whole_set(1), parse_rpc_state("a"))
+        d.set_state(DestTarget.uri(1, f"sip:h{4 - slot}.example"), parse_rpc_state("i"))
         got = pick(d.select(1, Keys(call_id=call_id), now=0, algorithm=0))
         assert got == f"sip:h{4 - (slot + 1) % 5}.example"  # the neighbour takes it all
 
@@ -131,7 +133,7 @@ def test_hash_configured_string(build: Build) -> None:
 
 def test_random_is_uniform_and_skips(build: Build) -> None:
     d = build(FIVE, seed=7)
-    d.set_state("d", 1, "sip:h0.example")
+    d.set_state(DestTarget.uri(1, "sip:h0.example"), parse_rpc_state("d"))
     counts = Counter(pick(d.select(1, Keys(), now=0, algorithm=6)) for _ in range(5000))
     assert "sip:h0.example" not in counts
     # h1 takes its own slot and h0's (next slot, wrapping to h4? no: h0 is last)
@@ -143,7 +145,7 @@ def test_random_is_uniform_and_skips(build: Build) -> None:
 def test_serial_first_usable(build: Build) -> None:
     d = build("1 sip:low 0 1\n1 sip:high 0 9\n1 sip:mid 0 5\n")
     assert uris(d.select(1, Keys(), now=0, algorithm=8)) == ["sip:high", "sip:mid", "sip:low"]
-    d.set_state("i", 1, "sip:high")
+    d.set_state(DestTarget.uri(1, "sip:high"), parse_rpc_state("i"))
     assert uris(d.select(1, Keys(), now=0, algorithm=8)) == ["sip:mid", "sip:low"]
 
 
@@ -161,7 +163,7 @@ def test_weight_table_shortfall_and_not_rebuilt(build: Build) -> None:
     # the 55 missing ones go to the last entry of the set (w30).
     assert first == {"sip:last": 5, "sip:w10": 10, "sip:w30": 85}
     table = list(d._gen.runs[1].wlist(d._rng))
-    d.set_state("i", 1, "sip:w30")
+    d.set_state(DestTarget.uri(1, "sip:w30"), parse_rpc_state("i"))
     second = Counter(pick(d.select(1, Keys(), now=0, algorithm=9)) for _ in range(100))
     # Not rebuilt: w30's 85 slots fall to the next slot, wrapping to "last".
     assert d._gen.runs[1].wlist(d._rng) == table
@@ -243,8 +245,8 @@ def test_call_load_ties_take_first_and_non_invite_hashes_call_id(
 
 def test_parallel_takes_first_usable_and_forks_to_the_rest(build: Build) -> None:
     d = build(FIVE)
-    d.set_state("i", 1, "sip:h4.example")
-    d.set_state("i", 1, "sip:h2.example")
+    d.set_state(DestTarget.uri(1, "sip:h4.example"), parse_rpc_state("i"))
+    d.set_state(DestTarget.uri(1, "sip:h2.example"), parse_rpc_state("i"))
     sel = d.select(1, Keys(), now=0, algorithm=12)
     assert isinstance(sel, Selection) and sel.parallel
     # From the first usable entry on, every entry, whatever its state (ds_add_branches).
@@ -264,7 +266,7 @@ def test_latency_orders_by_priority_lowered_by_latency(build: Build) -> None:
     _set_latency(d, "sip:mid", 35)  # 10 - 3 = 7
     _set_latency(d, "sip:fast", 5)  # not above priority: 10
     assert uris(d.select(1, Keys(), now=0, algorithm=13)) == ["sip:fast", "sip:mid", "sip:slow"]
-    d.set_state("i", 1, "sip:fast")
+    d.set_state(DestTarget.uri(1, "sip:fast"), parse_rpc_state("i"))
     assert uris(d.select(1, Keys(), now=0, algorithm=13)) == ["sip:mid", "sip:slow"]
 
 
@@ -322,9 +324,9 @@ def test_use_default_reserves_last_entry(build: Build) -> None:
         assert uris(sel)[-1] == "sip:dflt"  # the default closes the failover list
         assert len(uris(sel)) == 4
     for u in ("sip:a", "sip:b", "sip:c"):
-        d.set_state("i", 1, u)
+        d.set_state(DestTarget.uri(1, u), parse_rpc_state("i"))
     assert uris(d.select(1, Keys(call_id="x"), now=0, algorithm=0)) == ["sip:dflt"]
-    d.set_state("i", 1, "sip:dflt")
+    d.set_state(DestTarget.uri(1, "sip:dflt"), parse_rpc_state("i"))
     assert isinstance(d.select(1, Keys(call_id="x"), now=0, algorithm=0), NoDestination)
 
 
@@ -337,7 +339,7 @@ def test_no_set_and_all_unusable(build: Build) -> None:
     d = build(ABC)
     sel = d.select(9, Keys(), now=0, algorithm=4)
     assert isinstance(sel, NoDestination) and sel.reason is NoDestinationReason.NO_SET
-    d.set_state("i", 1, "all")
+    d.set_state(DestTarget.whole_set(1), parse_rpc_state("i"))
     for alg in (0, 4, 6, 8, 9, 11, 12, 13, 14, 64):
         sel = d.select(1, Keys(), now=0, algorithm=alg, hash_string="x")
         assert isinstance(sel, NoDestination), alg
@@ -346,7 +348,7 @@ def test_no_set_and_all_unusable(build: Build) -> None:
 
 def test_trying_is_still_selected(build: Build) -> None:
     d = build(ABC)
-    d.set_state("t", 1, "all")
+    d.set_state(DestTarget.whole_set(1), parse_rpc_state("t"))
     assert uris(d.select(1, Keys(), now=0, algorithm=8)) == ORDER
 
 
@@ -359,7 +361,7 @@ def test_select_routes_primary_then_backup(build: Build) -> None:
     d = build("1 sip:p1\n1 sip:p2\n2 sip:b1\n")
     sel = d.select_routes([(1, 4), (2, 8)], Keys(), now=0)
     assert uris(sel) == ["sip:p2", "sip:p1", "sip:b1"]
-    d.set_state("i", 1, "all")
+    d.set_state(DestTarget.whole_set(1), parse_rpc_state("i"))
     assert uris(d.select_routes([(1, 4), (2, 8)], Keys(), now=0)) == ["sip:b1"]
     assert uris(d.select_routes([(1, 4), (2, 8)], Keys(), now=0, limit=1)) == ["sip:b1"]
 

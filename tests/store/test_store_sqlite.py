@@ -16,6 +16,8 @@ from sipfleet.dispatch import (
     Dispatcher,
     ListFileError,
 )
+from sipfleet.dispatch.flags import parse_rpc_state
+from sipfleet.dispatch.target import DestTarget
 from sipfleet.store import (
     EXAMPLE_SPECS,
     ListFileStore,
@@ -115,8 +117,8 @@ def test_admin_states(store: SqliteStore) -> None:
 def test_dispatcher_from_store_restores_admin_state(store: SqliteStore) -> None:
     store.replace(EXAMPLE_SPECS)
     d = Dispatcher.from_store(store, DispatcherConfig().to_settings())
-    for key in d.set_state("d", 1, "sip:10.0.0.11:5060"):
-        store.save_admin_state(key, AdminState.DISABLED)
+    for dest in d.set_state(DestTarget.uri(1, "sip:10.0.0.11:5060"), parse_rpc_state("d")):
+        store.save_admin_state(dest.key, AdminState.DISABLED)
     restarted = Dispatcher.from_store(store, DispatcherConfig().to_settings())
     flags = {
         t["DEST"]["URI"]: t["DEST"]["FLAGS"]
