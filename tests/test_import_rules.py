@@ -40,11 +40,9 @@ FORBIDDEN_TOP = frozenset({"asyncio", "socket", "threading", "selectors", "subpr
 FORBIDDEN_PACKAGES = ("sipfleet.aio", "sipfleet.cli")
 
 # (importing module, imported module)
-# issue 10: to be removed when the App core is split
 KNOWN_VIOLATIONS: frozenset[tuple[str, str]] = frozenset()
 
 # Each known cycle as the set of modules in one strongly connected component.
-# issue 10: to be removed when the App core is split
 KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset()
 
 
