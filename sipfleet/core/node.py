@@ -139,6 +139,9 @@ class Core:
         table.on_idle = self.admin.on_idle
         table.on_end = self._dialog_ended
         table.on_confirm = self._confirm_hook()
+        # The gate trusts the destinations' hosts, now and after every change
+        # of the destinations (the router says so from ``invalidate``).
+        self.router.on_backends = gate.set_backends
         self.trust_backends()
         if trunk_routes:
             self.router.source_route = self._trunk_route
@@ -302,8 +305,7 @@ class Core:
             result = d.install(snapshot)
             if self.hooks.reloaded is not None:
                 self.hooks.reloaded(True, time.perf_counter() - t0)
-            self.router.invalidate()
-            self.trust_backends()
+            self.router.invalidate()  # and the gate's trusted hosts (on_backends)
             log.info(
                 "reloaded by %s: %d added, %d removed, %d kept",
                 by,

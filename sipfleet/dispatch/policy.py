@@ -193,6 +193,10 @@ class DispatchRouter:
         self.counts: dict[StateKey, list[int]] = {}
         # A [[trunk]]'s route: the source names the route before any match rule.
         self.source_route: Callable[[Peer], str | None] | None = None
+        #: Hears the new set of back-end hosts whenever the destinations change
+        #: (reload, dispatcher.add/remove, a discovery refresh: every path calls
+        #: ``invalidate``), so the security gate trusts the same hosts as the relay rules.
+        self.on_backends: Callable[[frozenset[str]], None] | None = None
 
     def set_routes(self, routes: Sequence[RouteSpec]) -> None:
         """A new ``[[route]]`` list (SIGHUP); none configured = the default route."""
@@ -214,6 +218,8 @@ class DispatchRouter:
         destinations no longer loaded."""
         self._targets.clear()
         self._backends = None
+        if self.on_backends is not None:
+            self.on_backends(self.backend_hosts())
         counts = self.counts
         if counts:
             loaded = {d.key for d in self.dispatcher.destinations()}

@@ -26,6 +26,7 @@ from sipfleet.core.rpc import register_rpc
 from sipfleet.dispatch import AdminState, parse_list
 from sipfleet.proxy.dialogs import CONFIRMED, Dialog
 from sipfleet.proxy.net import Peer
+from sipfleet.security.gate import BACKEND
 from sipfleet.store.dialogs import DialogStore
 from sipfleet.store.local import LocalStore
 from sipfleet.store.sqlite import SqliteStore
@@ -351,3 +352,24 @@ def test_an_earlier_sip_timer_wakes_the_adapter(node: Node) -> None:
     core.handle_timer(now + 0.5)
     core.receive(ua.invite("sip:svc@127.0.0.1:5060"), caller, now + 0.5)
     assert node.woken == first
+
+
+def test_the_gate_trusts_destinations_added_and_forgets_removed_ones(tmp_path: Path) -> None:
+    """dispatcher.add/remove change the back ends the security gate trusts, as a
+    reload does: the relay rules and the gate keep one set of hosts."""
+    n = Node(tmp_path, reload_delta=0)
+    try:
+        gate = n.core.gate
+        assert gate.trust("127.0.0.9", 5060, "udp") != BACKEND
+        assert n.call("dispatcher.add", 1, "sip:127.0.0.9:5060") == (
+            "Ok. Dispatcher destination added."
+        )
+        assert gate.trust("127.0.0.9", 5060, "udp") == BACKEND
+        assert n.core.router.is_backend("127.0.0.9")
+        assert n.call("dispatcher.remove", 1, "sip:127.0.0.9:5060") == (
+            "Ok. Dispatcher destination removed."
+        )
+        assert gate.trust("127.0.0.9", 5060, "udp") != BACKEND
+        assert gate.trust("127.0.0.1", 5070, "udp") == BACKEND  # the others stay
+    finally:
+        n.close()
