@@ -238,7 +238,7 @@ class Proxy:
         )
         # The tables themselves, for the statistics and the tests.
         self.server_txns: dict[object, ServerTransaction] = self.txns.server
-        self.client_txns: dict[tuple[str, str], ClientTransaction] = self.txns.client
+        self.client_txns: dict[object, ClientTransaction] = self.txns.client
         self.branches = BranchFactory(self.listeners[0].sent_by)
         self._prefix_b = self.branches.prefix.encode()
         # Our own Record-Route values, recognised in Route without parsing:
