@@ -448,28 +448,35 @@ class App:
         """One loop timer, armed for the core's next deadline (no polling): a
         deadline added earlier than it later (a new transaction's timer, a
         dialog deletion) re-arms it through ``_wake``."""
+        core = self._core
+        assert core is not None
         now = self.loop.time()
-        nxt = self.core.next_deadline()
+        nxt = core.next_deadline()
         # At least 1 ms ahead (uvloop may fire a timer a little early, and an
         # early call would find nothing due), and _TICK_RESOLUTION after the last.
         floor = max(now + 0.001, self._ticked_at + _TICK_RESOLUTION)
         at = now + _TICK_IDLE if nxt is None else max(nxt, floor)
         self._tick_at = at
         self._tick = self.loop.call_at(at, self._on_tick)
-        self.core.armed(at)
+        core.armed(at)
 
     def _wake(self, when: float) -> None:
         """The core has a deadline earlier than the armed one."""
         when = max(when, self._ticked_at + _TICK_RESOLUTION)
-        if self._tick is not None and when < self._tick_at:
-            self._tick.cancel()
+        tick = self._tick
+        if tick is not None and when < self._tick_at:
+            tick.cancel()
             self._tick_at = when
             self._tick = self.loop.call_at(when, self._on_tick)
-            self.core.armed(when)
+            core = self._core
+            assert core is not None
+            core.armed(when)
 
     def _on_tick(self) -> None:
+        core = self._core
+        assert core is not None
         self._ticked_at = now = self.loop.time()
-        batch = self.core.handle_timer(now)
+        batch = core.handle_timer(now)
         if batch is not None:
             self._apply_writes(*batch)
         self._schedule_tick()
