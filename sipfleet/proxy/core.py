@@ -204,10 +204,6 @@ class Stats:
         self.by_method: dict[str, int] = dict.fromkeys((*sorted(KNOWN_METHODS), "OTHER"), 0)
         self.reply_classes = [0] * 7
 
-    def as_dict(self) -> dict[str, int]:
-        """The plain counters."""
-        return {n: v for n in self.__slots__ if isinstance(v := getattr(self, n), int)}
-
 
 class Proxy:
     """The pure proxy core."""
