@@ -7,19 +7,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from sipfleet.config.base import Model
 from sipfleet.dispatch.discovery import parse_server, render_attrs
 from sipfleet.dispatch.settings import DiscoverySettings
 
 __all__ = ["DiscoveryConfig", "DnsConfig"]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class DnsConfig(_Model):
+class DnsConfig(Model):
     """``[dns]``: the resolvers discovery asks."""
 
     servers: list[str] = Field(
@@ -39,7 +36,7 @@ class DnsConfig(_Model):
         return v
 
 
-class DiscoveryConfig(_Model):
+class DiscoveryConfig(Model):
     """``[[discovery]]``: a set whose members are the records of a DNS name."""
 
     set: int = Field(ge=0, lt=1 << 31, description="destination set the members join")

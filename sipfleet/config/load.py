@@ -23,8 +23,9 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
+from sipfleet.config.base import Model
 from sipfleet.config.cluster import ClusterConfig
 from sipfleet.config.control import ControlConfig
 from sipfleet.config.discovery import DiscoveryConfig, DnsConfig
@@ -50,17 +51,13 @@ class ConfigError(Exception):
     """A configuration problem, with a message meant for the operator."""
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class LogConfig(_Model):
+class LogConfig(Model):
     """``[log]``: logging to stderr."""
 
     level: Literal["debug", "info", "warning", "error"] = Field("info", description="threshold")
 
 
-class Config(_Model):
+class Config(Model):
     proxy: ProxyConfig = Field(default_factory=ProxyConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     dispatcher: DispatcherConfig = Field(default_factory=DispatcherConfig)

@@ -6,16 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
+
+from sipfleet.config.base import Model
 
 __all__ = ["ListenSpec", "ProxyConfig", "TlsConfig"]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ListenSpec(_Model):
+class ListenSpec(Model):
     proto: Literal["udp", "tcp", "tls"]
     host: str
     port: int = Field(5060, ge=1, le=65535)
@@ -46,7 +44,7 @@ class ListenSpec(_Model):
         return cls(proto=proto, host=host, port=port, advertise=adv)
 
 
-class ProxyConfig(_Model):
+class ProxyConfig(Model):
     """``[proxy]``: where sipfleet listens and how it proxies."""
 
     listen: list[ListenSpec] = Field(
@@ -169,7 +167,7 @@ class ProxyConfig(_Model):
         return v
 
 
-class TlsConfig(_Model):
+class TlsConfig(Model):
     """``[tls]``: certificates and policy for ``tls:`` listeners and TLS towards back
     ends; Kamailio's tls.cfg names. Reread on SIGHUP: new handshakes use the new
     files, established connections stay."""

@@ -10,21 +10,17 @@ gives the plain ``RouteSpec`` the router (``sipfleet.dispatch.policy``) runs.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from sipfleet.config.base import Model, check_cidrs
 from sipfleet.dispatch.settings import ALGORITHMS, HeaderSpec, MatchSpec, RouteSpec
 
 __all__ = ["HeaderMatch", "MatchConfig", "RouteConfig"]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class HeaderMatch(_Model):
+class HeaderMatch(Model):
     name: str = Field(min_length=1)
     value: str = Field(description="regular expression the header value must match (search)")
 
@@ -32,7 +28,7 @@ class HeaderMatch(_Model):
         return HeaderSpec(self.name, self.value)
 
 
-class MatchConfig(_Model):
+class MatchConfig(Model):
     """Every given condition must hold; an empty match matches everything."""
 
     ruri_user: str | None = Field(None, description="regex on the R-URI user part (fullmatch)")
@@ -54,12 +50,7 @@ class MatchConfig(_Model):
     @field_validator("source")
     @classmethod
     def _cidrs(cls, v: list[str]) -> list[str]:
-        for c in v:
-            try:
-                ipaddress.ip_network(c, strict=False)
-            except ValueError:
-                raise ValueError(f"bad CIDR {c!r}") from None
-        return v
+        return check_cidrs(v)
 
     def to_settings(self) -> MatchSpec:
         return MatchSpec(
@@ -71,7 +62,7 @@ class MatchConfig(_Model):
         )
 
 
-class RouteConfig(_Model):
+class RouteConfig(Model):
     """``[[route]]``: a rule of the routing policy."""
 
     name: str = Field(min_length=1)

@@ -4,23 +4,19 @@ config of edge security and bounds; the core gets the plain
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Sequence
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
+from sipfleet.config.base import Model, check_cidrs
 from sipfleet.security.settings import DEFAULT_SCANNER_AGENTS, SecuritySettings, TrunkSpec
 
 __all__ = ["LimitsConfig", "OverloadConfig", "SecurityConfig", "TrunkConfig", "to_settings"]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TrunkConfig(_Model):
+class TrunkConfig(Model):
     """``[[trunk]]``: a carrier allowed to start dialogs; with any trunk listed, only trunks may."""
 
     name: str = Field(min_length=1)
@@ -34,15 +30,10 @@ class TrunkConfig(_Model):
     @field_validator("source")
     @classmethod
     def _cidrs(cls, v: list[str]) -> list[str]:
-        for c in v:
-            try:
-                ipaddress.ip_network(c, strict=False)
-            except ValueError:
-                raise ValueError(f"bad CIDR {c!r}") from None
-        return v
+        return check_cidrs(v)
 
 
-class SecurityConfig(_Model):
+class SecurityConfig(Model):
     """``[security]``: who is refused, banned and for how long."""
 
     untrusted: Literal["403", "drop"] = Field(
@@ -97,7 +88,7 @@ class SecurityConfig(_Model):
         return v
 
 
-class OverloadConfig(_Model):
+class OverloadConfig(Model):
     """``[overload]``: when new INVITEs get 503 + Retry-After (in-dialog requests,
     replies, probes and RPC go on)."""
 
@@ -110,7 +101,7 @@ class OverloadConfig(_Model):
     retry_after: int = Field(5, ge=0, le=3600, description="Retry-After of the 503 (s)")
 
 
-class LimitsConfig(_Model):
+class LimitsConfig(Model):
     """``[limits]``: hard bounds of the core's tables."""
 
     max_transactions: int = Field(

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from sipfleet.config.base import Model
 from sipfleet.store.url import StoreLocation, parse_location
 
 __all__ = ["StoreConfig"]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class StoreConfig(_Model):
+class StoreConfig(Model):
     """``[store]``: where destinations (and open dialogs) are kept."""
 
     type: Literal["sqlite", "list"] = Field(
